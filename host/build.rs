@@ -1,0 +1,125 @@
+//! Builds the built-in policies (`plugins/*`) as wasm32-wasip2 components and
+//! embeds them, so `policy: "host-local"` works with nothing to install.
+//!
+//! The policies are built by a nested cargo, in their own target directory so
+//! it never contends for the outer build's lock. A toolchain file does not
+//! install a missing target on a toolchain rustup already has, so this script
+//! adds `wasm32-wasip2` itself when it is missing: `cargo build` then works on
+//! a fresh machine with only rustup and cargo.
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+/// (policy name, cargo package, library file stem)
+const BUILTINS: &[(&str, &str, &str)] = &[("host-local", "policy-host-local", "policy_host_local")];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    for watched in ["plugins", "wit", "Cargo.lock", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+
+    ensure_target();
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("wasm-policies");
+    build_policies(&root, &target_dir);
+
+    let mut src = String::from("pub static BUILTINS: &[Builtin] = &[\n");
+    for (name, _, stem) in BUILTINS {
+        let built = target_dir
+            .join(TARGET)
+            .join("policy")
+            .join(format!("{stem}.wasm"));
+        let bytes = fs::read(&built).unwrap_or_else(|e| panic!("reading {}: {e}", built.display()));
+        let embedded = out_dir.join(format!("{name}.wasm"));
+        fs::write(&embedded, &bytes).unwrap();
+        let hash = blake3::hash(&bytes);
+        writeln!(
+            src,
+            "    Builtin {{ name: {name:?}, wasm: include_bytes!({:?}), hash: {:?} }},",
+            embedded.display().to_string(),
+            hash.as_bytes()
+        )
+        .unwrap();
+    }
+    src.push_str("];\n");
+    fs::write(out_dir.join("builtins.rs"), src).unwrap();
+}
+
+fn rustc_sysroot() -> PathBuf {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("running rustc --print sysroot");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn ensure_target() {
+    let sysroot = rustc_sysroot();
+    if sysroot.join("lib/rustlib").join(TARGET).exists() {
+        return;
+    }
+    println!("cargo:warning=installing the rustup target {TARGET} for the built-in policies");
+    let toolchain = sysroot
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let toolchain = toolchain.split('-').next().unwrap_or_default().to_string();
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", TARGET]);
+    if !toolchain.is_empty() {
+        cmd.args(["--toolchain", &toolchain]);
+    }
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("the {TARGET} target is missing and rustup could not run ({e}); install it with `rustup target add {TARGET}`")
+    });
+    assert!(
+        status.success(),
+        "`rustup target add {TARGET}` failed; install the target by hand"
+    );
+}
+
+fn build_policies(root: &Path, target_dir: &Path) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--target",
+            TARGET,
+            "--profile",
+            "policy",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"));
+    for (_, package, _) in BUILTINS {
+        cmd.args(["-p", package]);
+    }
+    // The outer build's settings (its target, flags, a clippy wrapper) are
+    // not for the policies. The jobserver (CARGO_MAKEFLAGS) is kept so the
+    // nested build shares the outer one's job slots.
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        let inherited =
+            key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_MAKEFLAGS";
+        if inherited || key.starts_with("RUSTC_") || key == "RUSTFLAGS" || key == "RUSTDOCFLAGS" {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let status = cmd
+        .status()
+        .expect("running cargo for the built-in policies");
+    assert!(status.success(), "building the built-in policies failed");
+}

@@ -1,0 +1,217 @@
+//! One CNI invocation, from environment and stdin to what goes on stdout.
+//!
+//! The order of the checks is the order of their cost: the environment and
+//! the config first, then the policy (a cache lookup), then the store, and
+//! only then the policy call, inside one transaction that commits only when
+//! the policy succeeded and its answer passed the host's checks.
+
+use std::ffi::OsString;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cni::config::{NetConf, peek_version};
+use crate::cni::env::{Command, Env};
+use crate::cni::result::IpamResult;
+use crate::cni::version::{LATEST, Version, version_json};
+use crate::cni::{CniError, resolv};
+use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Environment variable that fixes the clock the policies see, in seconds
+/// since the Unix epoch. For tests and `simulate`; unset in production.
+pub const NOW_ENV: &str = "WASM_IPAM_NOW";
+/// How often a transaction that lost a race is run again.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// A failed invocation: the error and the version to report it in.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: CniError,
+    pub cni_version: String,
+}
+
+fn fail(cni_version: &str) -> impl Fn(CniError) -> Failure + '_ {
+    move |error| Failure {
+        error,
+        cni_version: cni_version.to_string(),
+    }
+}
+
+/// The clock policies see: `WASM_IPAM_NOW` when set, else the real time.
+pub fn now(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<u64, CniError> {
+    match lookup(NOW_ENV) {
+        Some(v) => v.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            CniError::InvalidEnvironment(format!("{NOW_ENV} must be seconds since the epoch"))
+        }),
+        None => Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs()),
+    }
+}
+
+fn hostname() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// Runs an invocation. `Ok(Some(text))` is printed as the result,
+/// `Ok(None)` means success with no output.
+pub fn run(
+    lookup: &dyn Fn(&str) -> Option<OsString>,
+    stdin: &[u8],
+) -> Result<Option<String>, Failure> {
+    let command = Env::command(lookup).map_err(fail(LATEST))?;
+    if command == Command::Version {
+        return Ok(Some(version_json(peek_version(stdin).as_deref())));
+    }
+    let conf = NetConf::parse(stdin).map_err(fail(LATEST))?;
+    let version = conf.cni_version.text.clone();
+    run_conf(lookup, command, &conf).map_err(fail(&version))
+}
+
+fn run_conf(
+    lookup: &dyn Fn(&str) -> Option<OsString>,
+    command: Command,
+    conf: &NetConf,
+) -> Result<Option<String>, CniError> {
+    match command {
+        Command::Check => conf.cni_version.require("CHECK", Version(0, 4, 0))?,
+        Command::Gc => conf.cni_version.require("GC", Version(1, 1, 0))?,
+        Command::Status => conf.cni_version.require("STATUS", Version(1, 1, 0))?,
+        _ => {}
+    }
+    let env = Env::from_lookup(lookup)?;
+    let attachment = || Attachment {
+        container_id: env.container_id.clone().unwrap_or_default(),
+        ifname: env.ifname.clone().unwrap_or_default(),
+    };
+    let op = match command {
+        Command::Add => Op::Add(attachment()),
+        Command::Del => Op::Del(attachment()),
+        Command::Check => {
+            let prev = conf
+                .prev_result
+                .as_ref()
+                .map(IpamResult::from_prev_result)
+                .transpose()?
+                .map(|r| sandbox::allocation_from_result(&r));
+            Op::Check(attachment(), prev)
+        }
+        Command::Gc => {
+            let valid = conf.valid_attachments.as_ref().ok_or_else(|| {
+                CniError::InvalidConfig(
+                    "GC needs cni.dev/valid-attachments: without the list every address would be released".into(),
+                )
+            })?;
+            Op::Gc(
+                valid
+                    .iter()
+                    .map(|a| Attachment {
+                        container_id: a.container_id.clone(),
+                        ifname: a.ifname.clone(),
+                    })
+                    .collect(),
+            )
+        }
+        Command::Status => Op::Status,
+        Command::Version => unreachable!("answered before the config is read"),
+    };
+    // Only ADD returns DNS; DEL must not fail because resolv.conf went away.
+    let dns = match (&op, &conf.ipam.resolv_conf) {
+        (Op::Add(_), Some(path)) => Some(sandbox::dns_to_wit(&resolv::read(path)?)),
+        _ => None,
+    };
+    let ctx = Context {
+        network: conf.name.clone(),
+        cni_version: conf.cni_version.text.clone(),
+        config: conf.ipam_raw.clone(),
+        cni_args: env.args.clone(),
+        args: conf.args.clone(),
+        runtime_config: conf.runtime_config.clone(),
+        netns: env.netns.clone(),
+        node: conf.ipam.node.clone().unwrap_or_else(hostname),
+        dns,
+    };
+    let source = sandbox::PolicySource::resolve(&conf.ipam.policy)?;
+    let sandbox = Sandbox::load(&source, &conf.ipam.cache_dir)?;
+    let store = SqliteStore::open(&conf.ipam.data_dir)?;
+    let now = now(lookup)?;
+    let answer = transact(&store, &sandbox, conf, &ctx, &op, now)?;
+    match answer {
+        Answered::Result(result) => Ok(Some(result.to_json(&conf.cni_version)?)),
+        Answered::Nothing => Ok(None),
+    }
+}
+
+enum Answered {
+    Result(IpamResult),
+    Nothing,
+}
+
+/// Runs the policy in a transaction, retrying a transaction that lost a race
+/// (safe: the policy has no other side effects), and commits only a success.
+fn transact(
+    store: &dyn Store,
+    sandbox: &Sandbox,
+    conf: &NetConf,
+    ctx: &Context,
+    op: &Op,
+    now: u64,
+) -> Result<Answered, CniError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let txn = store.begin(&conf.name)?;
+        let (result, txn) = sandbox.call(txn, ctx, op, &conf.ipam.limits, now);
+        // Every early return below drops `txn`, which rolls it back.
+        let answer = result?.map_err(sandbox::ipam_error)?;
+        let (answered, status_error) = match answer {
+            Answer::Allocation(a) => (Answered::Result(sandbox::result_from_allocation(a)?), None),
+            Answer::Done => (Answered::Nothing, None),
+            Answer::Released(released) => {
+                for r in &released {
+                    eprintln!(
+                        "wasm-ipam: GC released {} from {}/{}",
+                        r.address, r.attachment.container_id, r.attachment.ifname
+                    );
+                }
+                (Answered::Nothing, None)
+            }
+            Answer::Availability(Availability::Available) => (Answered::Nothing, None),
+            Answer::Availability(Availability::Unavailable(m)) => {
+                (Answered::Nothing, Some(CniError::Unavailable(m)))
+            }
+            Answer::Availability(Availability::Degraded(m)) => {
+                (Answered::Nothing, Some(CniError::Degraded(m)))
+            }
+        };
+        match txn.commit() {
+            Ok(()) => {}
+            Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
+                std::thread::sleep(backoff(attempt));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        return match status_error {
+            Some(e) => Err(e),
+            None => Ok(answered),
+        };
+    }
+}
+
+/// Exponential backoff with jitter from the clock's low bits: enough to
+/// de-synchronise processes that collided, with no RNG to seed.
+fn backoff(attempt: u32) -> Duration {
+    let base = 2u64 << attempt.min(8);
+    let jitter = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64 % base)
+        .unwrap_or(0);
+    Duration::from_millis(base + jitter)
+}

@@ -1,0 +1,19 @@
+//! wasm-ipam: a CNI IPAM plugin whose allocation policy is a sandboxed
+//! WebAssembly component.
+//!
+//! The host owns the CNI protocol ([`cni`]): environment, config, versions,
+//! error codes and output. A policy owns only allocation decisions, made over
+//! a transactional key-value store ([`store`]) from inside a sandbox
+//! ([`sandbox`]). [`invoke`] runs one CNI call through all three.
+//!
+//! The binary is started once per CNI call, so everything here is arranged
+//! for a short process: nothing is done that the call does not need, and
+//! compiled policies come from a cache.
+
+pub mod cli;
+pub mod cni;
+pub mod demo;
+pub mod exec;
+pub mod invoke;
+pub mod sandbox;
+pub mod store;

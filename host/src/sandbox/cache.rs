@@ -1,0 +1,144 @@
+//! Precompiled policies, so a warm call maps native code instead of
+//! compiling (hundreds of milliseconds) in every CNI process.
+//!
+//! Loading a precompiled artifact is running code, so an entry is trusted
+//! only when:
+//!
+//! - the cache directory is ours and writable by nobody else (it is created
+//!   0700), and so is the file;
+//! - its name matches the policy's hash and this engine's compatibility hash
+//!   (a different wasmtime or engine config never even looks at it);
+//! - its trailer (a magic and a BLAKE3 digest of the artifact) matches, which
+//!   catches truncation and damage that wasmtime's own header checks miss.
+//!
+//! Anything else is a miss: the policy is compiled again and the entry is
+//! replaced atomically (write a temp file, fsync, rename), so a reader never
+//! sees a half-written file and a file is never changed while mapped.
+
+use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+const MAGIC: &[u8; 8] = b"WIPAMC01";
+const TRAILER: usize = 32 + MAGIC.len();
+
+/// How a component was obtained, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    /// Compiled, and stored for next time.
+    Compiled,
+    /// Compiled, but the cache could not be used (see the log).
+    Uncached,
+}
+
+pub fn entry_path(engine: &Engine, dir: &Path, wasm_hash: &[u8; 32]) -> PathBuf {
+    let mut h = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let name = format!(
+        "{}-{:016x}.cwasm",
+        blake3::Hash::from_bytes(*wasm_hash).to_hex(),
+        h.finish()
+    );
+    dir.join(name)
+}
+
+fn owned_and_private(meta: &fs::Metadata) -> bool {
+    meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0
+}
+
+/// The entry's artifact, if it passes every check.
+fn read_trusted(dir: &Path, path: &Path) -> Result<Vec<u8>, String> {
+    let dir_meta = fs::metadata(dir).map_err(|e| e.to_string())?;
+    if !owned_and_private(&dir_meta) {
+        return Err(format!(
+            "cache dir {} is not private to this user",
+            dir.display()
+        ));
+    }
+    let meta = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() || !owned_and_private(&meta) {
+        return Err(format!(
+            "cache entry {} is not a private regular file",
+            path.display()
+        ));
+    }
+    let mut bytes = fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.len() < TRAILER || &bytes[bytes.len() - MAGIC.len()..] != MAGIC {
+        return Err(format!(
+            "cache entry {} has no valid trailer",
+            path.display()
+        ));
+    }
+    let body = bytes.len() - TRAILER;
+    if blake3::hash(&bytes[..body]).as_bytes() != &bytes[body..body + 32] {
+        return Err(format!(
+            "cache entry {} is damaged (digest mismatch)",
+            path.display()
+        ));
+    }
+    bytes.truncate(body);
+    Ok(bytes)
+}
+
+fn write_atomically(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(artifact)?;
+    tmp.write_all(blake3::hash(artifact).as_bytes())?;
+    tmp.write_all(MAGIC)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    // Make the rename itself durable.
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Loads the policy from the cache, or compiles and caches it. `compile_err`
+/// turns a compile failure into the caller's error.
+pub fn load(
+    engine: &Engine,
+    dir: &Path,
+    wasm_hash: &[u8; 32],
+    wasm: &[u8],
+    log: &mut dyn FnMut(String),
+) -> Result<(Component, CacheOutcome), wasmtime::Error> {
+    let path = entry_path(engine, dir, wasm_hash);
+    match read_trusted(dir, &path) {
+        // SAFETY: the bytes come from a file only this user can write, named
+        // for this engine and this policy, whose digest was just verified;
+        // wasmtime checks the header and the engine settings again.
+        Ok(artifact) => match unsafe { Component::deserialize(engine, &artifact) } {
+            Ok(c) => return Ok((c, CacheOutcome::Hit)),
+            Err(e) => log(format!(
+                "cache entry {} rejected: {e}; recompiling",
+                path.display()
+            )),
+        },
+        Err(why) if path.exists() => log(format!("{why}; recompiling")),
+        Err(_) => {}
+    }
+    let component = Component::new(engine, wasm)?;
+    let outcome = match component
+        .serialize()
+        .map_err(|e| e.to_string())
+        .and_then(|artifact| write_atomically(dir, &path, &artifact).map_err(|e| e.to_string()))
+    {
+        Ok(()) => CacheOutcome::Compiled,
+        Err(e) => {
+            log(format!(
+                "cannot cache the compiled policy in {}: {e}",
+                dir.display()
+            ));
+            CacheOutcome::Uncached
+        }
+    };
+    Ok((component, outcome))
+}

@@ -1,0 +1,270 @@
+//! Running a policy component in a sandbox.
+//!
+//! A policy gets no filesystem, network or environment, and only the clock
+//! the host hands it (frozen at the invocation's time, for WASI too). Each
+//! call runs under a memory limit, a fuel budget and a wall-clock deadline
+//! (epoch interruption), so a broken or hostile policy ends in a CNI error
+//! within the deadline instead of hanging or crashing the node. Its
+//! stdout and stderr are captured with a bound and forwarded to our log.
+
+mod bindings;
+mod cache;
+mod convert;
+mod source;
+mod state;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+pub use bindings::{Allocation, Attachment, Availability, Context, Dns, IpamError, Released};
+pub use cache::{CacheOutcome, entry_path};
+pub use convert::{allocation_from_result, dns_to_wit, ipam_error, result_from_allocation};
+pub use source::{PolicySource, builtin_names};
+pub use state::{LimitError, MAX_KEY_BYTES, MAX_SCAN, MAX_VALUE_BYTES};
+
+use crate::cni::CniError;
+use crate::cni::config::Limits;
+use crate::store::{StoreError, Txn};
+use bindings::{IpamPolicy, IpamPolicyPre};
+use state::HostState;
+
+const PIPE_CAPACITY: usize = 64 << 10;
+
+/// One CNI operation, as the policy sees it.
+pub enum Op {
+    Add(Attachment),
+    Del(Attachment),
+    Check(Attachment, Option<Allocation>),
+    Gc(Vec<Attachment>),
+    Status,
+}
+
+/// What the policy answered.
+#[derive(Debug)]
+pub enum Answer {
+    Allocation(Allocation),
+    Done,
+    Released(Vec<Released>),
+    Availability(Availability),
+}
+
+/// The engine every policy runs on. Its settings are baked into compiled
+/// artifacts, so they never vary at run time: limits are set per store.
+pub fn engine() -> Result<Engine, CniError> {
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        .max_wasm_stack(512 << 10);
+    Engine::new(&config)
+        .map_err(|e| CniError::internal(format!("cannot start the wasm engine: {e}")))
+}
+
+/// A policy ready to run: compiled (or loaded from the cache) and linked.
+pub struct Sandbox {
+    engine: Engine,
+    pre: IpamPolicyPre<HostState>,
+    name: String,
+    pub cache: CacheOutcome,
+}
+
+struct FixedWallClock(Duration);
+impl HostWallClock for FixedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+struct FixedMonotonicClock;
+impl HostMonotonicClock for FixedMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Bumps the engine's epoch once the deadline passes, unless stopped first.
+struct Watchdog(mpsc::Sender<()>);
+
+impl Watchdog {
+    fn start(engine: Engine, timeout: Duration) -> Watchdog {
+        let (tx, rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
+                engine.increment_epoch();
+            }
+        });
+        Watchdog(tx)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+impl Sandbox {
+    pub fn load(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Sandbox, CniError> {
+        let engine = engine()?;
+        let name = source.name();
+        let (component, cache) =
+            cache::load(&engine, cache_dir, source.hash(), source.wasm(), &mut |m| {
+                eprintln!("wasm-ipam: {m}")
+            })
+            .map_err(|e| {
+                CniError::InvalidConfig(format!(
+                    "policy {name} is not a valid WebAssembly component: {}",
+                    root_message(&e)
+                ))
+            })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| {
+                IpamPolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            })
+            .map_err(|e| CniError::internal(format!("cannot link the policy imports: {e}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(IpamPolicyPre::new)
+            .map_err(|e| {
+                CniError::InvalidConfig(format!(
+                    "policy {name} does not implement the cni:ipam/ipam-policy@0.1.0 world: {}",
+                    root_message(&e)
+                ))
+            })?;
+        Ok(Sandbox {
+            engine,
+            pre,
+            name,
+            cache,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `op` against `txn` and hands the transaction back: the caller
+    /// commits it only if the answer is a success.
+    pub fn call(
+        &self,
+        txn: Box<dyn Txn>,
+        ctx: &Context,
+        op: &Op,
+        limits: &Limits,
+        now: u64,
+    ) -> (Result<Result<Answer, IpamError>, CniError>, Box<dyn Txn>) {
+        let stdout = MemoryOutputPipe::new(PIPE_CAPACITY);
+        let stderr = MemoryOutputPipe::new(PIPE_CAPACITY);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(FixedWallClock(Duration::from_secs(now)))
+            .monotonic_clock(FixedMonotonicClock)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState::new(txn, now, wasi, limits.memory_bytes, self.name.clone());
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_trap();
+        let result = store.set_fuel(limits.fuel).and_then(|()| {
+            let _watchdog = Watchdog::start(self.engine.clone(), limits.timeout);
+            let instance = self.pre.instantiate(&mut store)?;
+            let policy = instance.cni_ipam_policy();
+            Ok(match op {
+                Op::Add(a) => policy.call_add(&mut store, ctx, a)?.map(Answer::Allocation),
+                Op::Del(a) => policy.call_del(&mut store, ctx, a)?.map(|()| Answer::Done),
+                Op::Check(a, prev) => policy
+                    .call_check(&mut store, ctx, a, prev.as_ref())?
+                    .map(|()| Answer::Done),
+                Op::Gc(valid) => policy
+                    .call_gc(&mut store, ctx, valid)?
+                    .map(Answer::Released),
+                Op::Status => policy
+                    .call_status(&mut store, ctx)?
+                    .map(Answer::Availability),
+            })
+        });
+        let captured = forward_output(&self.name, &stdout, &stderr);
+        let state = store.into_data();
+        let result = result.map_err(|e| self.failure(&e, limits, &captured));
+        (result, state.txn)
+    }
+
+    /// Names what went wrong when a call failed outside the policy's own
+    /// error values.
+    fn failure(&self, e: &wasmtime::Error, limits: &Limits, stderr_tail: &str) -> CniError {
+        let name = &self.name;
+        if let Some(se) = e.downcast_ref::<StoreError>() {
+            return match se {
+                StoreError::Conflict => CniError::from(StoreError::Conflict),
+                StoreError::Busy(m) => CniError::from(StoreError::Busy(m.clone())),
+                StoreError::Io(m) => CniError::from(StoreError::Io(m.clone())),
+            };
+        }
+        let what = if let Some(limit) = e.downcast_ref::<LimitError>() {
+            limit.to_string()
+        } else if let Some(trap) = e.downcast_ref::<Trap>() {
+            match trap {
+                Trap::Interrupt => {
+                    format!("did not finish within {} ms", limits.timeout.as_millis())
+                }
+                Trap::OutOfFuel => format!("ran out of fuel ({} units)", limits.fuel),
+                Trap::StackOverflow => "overflowed its stack".to_string(),
+                other => format!("trapped: {other}"),
+            }
+        } else {
+            format!("failed: {}", root_message(e))
+        };
+        let mut msg = format!("policy {name} {what}");
+        if !stderr_tail.is_empty() {
+            msg.push_str(&format!("; its stderr ends: {stderr_tail}"));
+        }
+        CniError::internal(msg)
+    }
+}
+
+fn root_message(e: &wasmtime::Error) -> String {
+    let parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    parts.join(": ")
+}
+
+/// Sends the policy's stdout and stderr to our log (stderr; stdout belongs
+/// to the CNI result) and returns the tail of its stderr for error messages.
+fn forward_output(name: &str, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> String {
+    for (stream, pipe) in [("stdout", stdout), ("stderr", stderr)] {
+        let bytes = pipe.contents();
+        for line in String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            eprintln!("wasm-ipam: policy {name} {stream}: {line}");
+        }
+    }
+    let text = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_string();
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(300)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    tail.replace('\n', " | ")
+}

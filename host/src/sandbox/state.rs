@@ -1,0 +1,197 @@
+//! What a policy instance can reach: its transaction, a log, the clock the
+//! host chose, and WASI with nothing in it. Everything it asks for is
+//! bounded here, so a hostile policy costs the host bounded memory.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Result};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::cni::ipam::{clock, log, store, types};
+use crate::store::{Entry, StoreError, Txn};
+
+pub const MAX_KEY_BYTES: usize = 512;
+pub const MAX_VALUE_BYTES: usize = 64 << 10;
+pub const MAX_SCAN: u32 = 1000;
+pub const MAX_STORE_CALLS: u64 = 1_000_000;
+pub const MAX_WRITTEN_BYTES: u64 = 64 << 20;
+const MAX_LOG_LINES: u32 = 200;
+const MAX_LOG_LINE: usize = 4096;
+
+/// A policy broke one of the sandbox's limits; the call fails.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("the policy exceeded its memory limit of {0} MiB")]
+    Memory(usize),
+    #[error("the policy used a store key of {0} bytes; the limit is {MAX_KEY_BYTES}")]
+    KeyTooLarge(usize),
+    #[error("the policy stored a value of {0} bytes; the limit is {MAX_VALUE_BYTES}")]
+    ValueTooLarge(usize),
+    #[error("the policy made more than {MAX_STORE_CALLS} store calls")]
+    TooManyCalls,
+    #[error("the policy wrote more than {MAX_WRITTEN_BYTES} bytes to the store")]
+    TooMuchWritten,
+    #[error("the policy grew a table beyond {0} elements")]
+    Table(usize),
+}
+
+pub struct HostState {
+    pub txn: Box<dyn Txn>,
+    pub now: u64,
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub memory_limit: usize,
+    calls: u64,
+    written: u64,
+    log_lines: u32,
+    pub policy_name: String,
+}
+
+impl HostState {
+    pub fn new(
+        txn: Box<dyn Txn>,
+        now: u64,
+        wasi: WasiCtx,
+        memory_limit: usize,
+        policy_name: String,
+    ) -> HostState {
+        HostState {
+            txn,
+            now,
+            wasi,
+            table: ResourceTable::new(),
+            memory_limit,
+            calls: 0,
+            written: 0,
+            log_lines: 0,
+            policy_name,
+        }
+    }
+
+    fn count_call(&mut self, key: &str) -> Result<()> {
+        self.calls += 1;
+        if self.calls > MAX_STORE_CALLS {
+            return Err(LimitError::TooManyCalls.into());
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(LimitError::KeyTooLarge(key.len()).into());
+        }
+        Ok(())
+    }
+}
+
+fn store_err(e: StoreError) -> wasmtime::Error {
+    wasmtime::Error::new(e)
+}
+
+impl types::Host for HostState {}
+
+impl store::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>> {
+        self.count_call(&key)?;
+        self.txn.get(&key).map_err(store_err)
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> Result<()> {
+        self.count_call(&key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(LimitError::ValueTooLarge(value.len()).into());
+        }
+        self.written += (key.len() + value.len()) as u64;
+        if self.written > MAX_WRITTEN_BYTES {
+            return Err(LimitError::TooMuchWritten.into());
+        }
+        self.txn.put(&key, &value).map_err(store_err)
+    }
+
+    fn delete(&mut self, key: String) -> Result<()> {
+        self.count_call(&key)?;
+        self.txn.delete(&key).map_err(store_err)
+    }
+
+    fn scan(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Entry>> {
+        self.count_call(&prefix)?;
+        self.txn
+            .scan(&prefix, start_after.as_deref(), limit.min(MAX_SCAN))
+            .map_err(store_err)
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> Result<()> {
+        if matches!(level, log::Level::Debug) && std::env::var_os("WASM_IPAM_DEBUG").is_none() {
+            return Ok(());
+        }
+        self.log_lines += 1;
+        if self.log_lines <= MAX_LOG_LINES {
+            let mut end = message.len().min(MAX_LOG_LINE);
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            eprintln!(
+                "wasm-ipam: policy {} {level:?}: {}",
+                self.policy_name,
+                &message[..end]
+            );
+        }
+        Ok(())
+    }
+}
+
+impl clock::Host for HostState {
+    fn now(&mut self) -> Result<u64> {
+        Ok(self.now)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Few instances, memories and tables: a policy is one component.
+const MAX_TABLE_ELEMENTS: usize = 20_000;
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        if desired > self.memory_limit {
+            return Err(LimitError::Memory(self.memory_limit >> 20).into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Err(LimitError::Table(MAX_TABLE_ELEMENTS).into());
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        32
+    }
+    fn tables(&self) -> usize {
+        32
+    }
+    fn memories(&self) -> usize {
+        8
+    }
+}

@@ -1,0 +1,83 @@
+//! The transactional key-value store that policies run against.
+//!
+//! Every invocation runs the policy inside one transaction. It commits only
+//! when the policy succeeds; an error or a trap rolls it back. Backends sit
+//! behind [`Store`] so that a distributed one (etcd, with optimistic
+//! transactions) fits without touching policies: a backend reports a lost
+//! race as [`StoreError::Conflict`], and the host re-runs the policy from
+//! scratch, which is safe because the sandbox has no other side effects.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::{DB_FILE, SqliteStore};
+
+use crate::cni::CniError;
+
+/// One entry of a scan.
+pub type Entry = (String, Vec<u8>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another transaction changed what this one read; run it again.
+    #[error("the store changed under this transaction")]
+    Conflict,
+    /// The store is locked by others for longer than we wait.
+    #[error("the store is busy: {0}")]
+    Busy(String),
+    /// The store cannot be read or written (permissions, a full disk, a
+    /// damaged file).
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<StoreError> for CniError {
+    fn from(e: StoreError) -> CniError {
+        match e {
+            StoreError::Conflict | StoreError::Busy(_) => {
+                CniError::TryAgain(format!("store: {e}; try again"))
+            }
+            StoreError::Io(m) => CniError::Io(format!("store: {m}")),
+        }
+    }
+}
+
+/// A backend: hands out transactions scoped to one network.
+pub trait Store {
+    /// Starts a transaction over the keys of `namespace` (the network name).
+    /// Keys of other namespaces are invisible to it.
+    fn begin(&self, namespace: &str) -> Result<Box<dyn Txn>, StoreError>;
+}
+
+/// One serializable transaction. Dropping it without `commit` rolls it back.
+pub trait Txn: Send {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn delete(&mut self, key: &str) -> Result<(), StoreError>;
+    /// Up to `limit` entries with keys starting `prefix`, after `start_after`,
+    /// in bytewise key order.
+    fn scan(
+        &mut self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError>;
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None`
+/// when there is none (an empty prefix, or one of only 0xff bytes).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+pub(crate) mod contract;

@@ -1,0 +1,179 @@
+//! The embedded store: one SQLite database file under `dataDir`.
+//!
+//! - WAL with `synchronous=FULL`: a committed reservation survives a power
+//!   cut, because losing one would hand the same address out twice.
+//! - `BEGIN IMMEDIATE` takes the write lock before the policy runs, so
+//!   concurrent processes on one node are serialized, never interleaved, and
+//!   a transaction never fails half-way on a lock upgrade.
+//! - Keys are BLOBs, so ordering and prefix ranges are bytewise.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, params};
+
+use super::{Entry, Store, StoreError, Txn, prefix_end};
+
+pub const DB_FILE: &str = "wasm-ipam.db";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+fn io(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Busy(e.to_string())
+        }
+        _ => StoreError::Io(format!("{}: {e}", path.display())),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, mode 0700) `data_dir` and the database in it.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|e| {
+                StoreError::Io(format!(
+                    "cannot create data dir {}: {e}",
+                    data_dir.display()
+                ))
+            })?;
+        let path = data_dir.join(DB_FILE);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| io(&path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(&path, e))?;
+        // journal_mode is persistent, but setting it is cheap and makes a
+        // database created by an older version WAL too.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| io(&path, e))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| io(&path, e))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS kv (
+                 ns    TEXT NOT NULL,
+                 key   BLOB NOT NULL,
+                 value BLOB NOT NULL,
+                 PRIMARY KEY (ns, key)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(|e| io(&path, e))?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Store for SqliteStore {
+    fn begin(&self, namespace: &str) -> Result<Box<dyn Txn>, StoreError> {
+        self.conn
+            .lock()
+            .expect("store lock")
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| io(&self.path, e))?;
+        Ok(Box::new(SqliteTxn {
+            conn: self.conn.clone(),
+            path: self.path.clone(),
+            ns: namespace.to_string(),
+            open: true,
+        }))
+    }
+}
+
+struct SqliteTxn {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    ns: String,
+    open: bool,
+}
+
+impl SqliteTxn {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        f(&self.conn.lock().expect("store lock")).map_err(|e| io(&self.path, e))
+    }
+}
+
+impl Txn for SqliteTxn {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT value FROM kv WHERE ns = ?1 AND key = ?2")?;
+            let mut rows = stmt.query(params![self.ns, key.as_bytes()])?;
+            rows.next()?.map(|r| r.get(0)).transpose()
+        })
+    }
+
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached("INSERT OR REPLACE INTO kv (ns, key, value) VALUES (?1, ?2, ?3)")?
+                .execute(params![self.ns, key.as_bytes(), value])
+                .map(drop)
+        })
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached("DELETE FROM kv WHERE ns = ?1 AND key = ?2")?
+                .execute(params![self.ns, key.as_bytes()])
+                .map(drop)
+        })
+    }
+
+    fn scan(
+        &mut self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let end = prefix_end(prefix.as_bytes());
+        let lower = match start_after {
+            Some(after) if after.as_bytes() >= prefix.as_bytes() => after.as_bytes().to_vec(),
+            _ => Vec::new(),
+        };
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, value FROM kv
+                 WHERE ns = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) AND key > ?4
+                 ORDER BY key LIMIT ?5",
+            )?;
+            let rows = stmt.query_map(
+                params![self.ns, prefix.as_bytes(), end, lower, limit],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )?;
+            rows.map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
+                .collect()
+        })
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.open = false;
+        self.with(|c| c.execute_batch("COMMIT"))
+    }
+}
+
+impl Drop for SqliteTxn {
+    fn drop(&mut self) {
+        if self.open
+            && let Ok(c) = self.conn.lock()
+        {
+            // Nothing to report to: the caller is already failing.
+            let _ = c.execute_batch("ROLLBACK");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Constructors for the error variants, and the policy codes the built-in
+//! policies share (documented in `wit/ipam.wit`).
+
+use crate::{IpamError, PolicyError};
+
+/// The attachment already has an allocation (a second ADD).
+pub const ALREADY_ALLOCATED: u32 = 100;
+/// A requested address is taken or outside every range.
+pub const ADDRESS_UNAVAILABLE: u32 = 101;
+/// The attachment has no allocation, or not the one the runtime holds.
+pub const NOT_ALLOCATED: u32 = 102;
+
+pub fn invalid_config(msg: impl Into<String>) -> IpamError {
+    IpamError::InvalidConfig(msg.into())
+}
+
+pub fn unsupported(msg: impl Into<String>) -> IpamError {
+    IpamError::UnsupportedField(msg.into())
+}
+
+pub fn exhausted(msg: impl Into<String>) -> IpamError {
+    IpamError::Exhausted(msg.into())
+}
+
+pub fn policy(code: u32, msg: impl Into<String>) -> IpamError {
+    IpamError::Policy(PolicyError {
+        code,
+        msg: msg.into(),
+        details: String::new(),
+    })
+}
+
+/// Prefixes an error's message, keeping its kind and code.
+pub fn context(err: IpamError, prefix: &str) -> IpamError {
+    let wrap = |m: String| format!("{prefix}: {m}");
+    match err {
+        IpamError::InvalidConfig(m) => IpamError::InvalidConfig(wrap(m)),
+        IpamError::UnsupportedField(m) => IpamError::UnsupportedField(wrap(m)),
+        IpamError::Exhausted(m) => IpamError::Exhausted(wrap(m)),
+        IpamError::TryAgain(m) => IpamError::TryAgain(wrap(m)),
+        IpamError::Policy(p) => IpamError::Policy(PolicyError {
+            msg: wrap(p.msg),
+            ..p
+        }),
+    }
+}

@@ -1,0 +1,158 @@
+//! The lease layout every built-in policy uses in its store:
+//!
+//! - `lease/<ip>` holds a [`Lease`] as JSON: who holds the address;
+//! - `owner/<container id>/<ifname>/<ip>` is empty: an index, so that DEL and
+//!   CHECK find an attachment's addresses without reading every lease.
+//!
+//! Container ids and interface names cannot contain `/` (the host checks),
+//! so the index keys are unambiguous. One layout for all policies lets the
+//! host's operator tooling list leases whatever the policy.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Attachment, Host};
+
+pub const LEASE_PREFIX: &str = "lease/";
+pub const OWNER_PREFIX: &str = "owner/";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    pub container_id: String,
+    pub ifname: String,
+    /// When the lease was taken, by the host's clock.
+    #[serde(default)]
+    pub since: u64,
+    /// The policy's own note, such as the pool or the workload key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+impl Lease {
+    pub fn new(att: &Attachment, since: u64) -> Lease {
+        Lease {
+            container_id: att.container_id.clone(),
+            ifname: att.ifname.clone(),
+            since,
+            tag: None,
+        }
+    }
+
+    pub fn is_for(&self, att: &Attachment) -> bool {
+        self.container_id == att.container_id && self.ifname == att.ifname
+    }
+}
+
+fn lease_key(ip: IpAddr) -> String {
+    format!("{LEASE_PREFIX}{ip}")
+}
+
+fn owner_prefix(att: &Attachment) -> String {
+    format!("{OWNER_PREFIX}{}/{}/", att.container_id, att.ifname)
+}
+
+pub fn get(host: &dyn Host, ip: IpAddr) -> Option<Lease> {
+    host.get(&lease_key(ip))
+        .and_then(|v| serde_json::from_slice(&v).ok())
+}
+
+/// Takes `ip` for the lease's attachment; false if someone holds it.
+pub fn reserve(host: &mut dyn Host, ip: IpAddr, lease: &Lease) -> bool {
+    if host.get(&lease_key(ip)).is_some() {
+        return false;
+    }
+    let value = serde_json::to_vec(lease).expect("a lease serializes");
+    host.put(&lease_key(ip), &value);
+    let att = Attachment {
+        container_id: lease.container_id.clone(),
+        ifname: lease.ifname.clone(),
+    };
+    host.put(&format!("{}{ip}", owner_prefix(&att)), b"");
+    true
+}
+
+/// Frees `ip`, whoever holds it.
+pub fn release(host: &mut dyn Host, ip: IpAddr) {
+    if let Some(lease) = get(host, ip) {
+        let att = Attachment {
+            container_id: lease.container_id,
+            ifname: lease.ifname,
+        };
+        host.delete(&format!("{}{ip}", owner_prefix(&att)));
+    }
+    host.delete(&lease_key(ip));
+}
+
+/// The addresses the attachment holds, in key order.
+pub fn of(host: &dyn Host, att: &Attachment) -> Vec<IpAddr> {
+    let prefix = owner_prefix(att);
+    host.scan_all(&prefix)
+        .into_iter()
+        .filter_map(|(k, _)| k[prefix.len()..].parse().ok())
+        .collect()
+}
+
+/// Frees everything the attachment holds and says what that was.
+pub fn release_all(host: &mut dyn Host, att: &Attachment) -> Vec<IpAddr> {
+    let ips = of(host, att);
+    for ip in &ips {
+        release(host, *ip);
+    }
+    ips
+}
+
+/// Every lease, in key order.
+pub fn all(host: &dyn Host) -> Vec<(IpAddr, Lease)> {
+    host.scan_all(LEASE_PREFIX)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let ip = k[LEASE_PREFIX.len()..].parse().ok()?;
+            Some((ip, serde_json::from_slice(&v).ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemHost;
+
+    fn att(id: &str, ifname: &str) -> Attachment {
+        Attachment {
+            container_id: id.into(),
+            ifname: ifname.into(),
+        }
+    }
+
+    #[test]
+    fn reserve_is_exclusive_and_indexed_by_attachment() {
+        let mut h = MemHost::default();
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let a = att("c1", "eth0");
+        assert!(reserve(&mut h, ip, &Lease::new(&a, 5)));
+        assert!(!reserve(&mut h, ip, &Lease::new(&att("c2", "eth0"), 6)));
+        assert_eq!(of(&h, &a), vec![ip]);
+        assert!(of(&h, &att("c1", "net1")).is_empty());
+        assert_eq!(get(&h, ip).unwrap().since, 5);
+    }
+
+    #[test]
+    fn release_all_removes_leases_and_index() {
+        let mut h = MemHost::default();
+        let a = att("c1", "eth0");
+        for ip in ["10.0.0.2", "fd00::2"] {
+            reserve(&mut h, ip.parse().unwrap(), &Lease::new(&a, 0));
+        }
+        reserve(
+            &mut h,
+            "10.0.0.3".parse().unwrap(),
+            &Lease::new(&att("c2", "eth0"), 0),
+        );
+        assert_eq!(release_all(&mut h, &a).len(), 2);
+        assert!(of(&h, &a).is_empty());
+        assert_eq!(all(&h).len(), 1);
+        assert_eq!(h.data.len(), 2, "only c2's lease and index entry remain");
+    }
+}
