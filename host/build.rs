@@ -16,6 +16,9 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 /// (policy name, cargo package, library file stem)
 const BUILTINS: &[(&str, &str, &str)] = &[("host-local", "policy-host-local", "policy_host_local")];
+/// Policies built for the host's tests only; their directory is passed to
+/// the tests as `WASM_IPAM_TEST_POLICIES`.
+const TEST_POLICIES: &[&str] = &["policy-misbehave"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -32,6 +35,10 @@ fn main() {
         .unwrap_or_else(|| root.join("target"))
         .join("wasm-policies");
     build_policies(&root, &target_dir);
+    println!(
+        "cargo:rustc-env=WASM_IPAM_TEST_POLICIES={}",
+        target_dir.join(TARGET).join("policy").display()
+    );
 
     let mut src = String::from("pub static BUILTINS: &[Builtin] = &[\n");
     for (name, _, stem) in BUILTINS {
@@ -104,7 +111,11 @@ fn build_policies(root: &Path, target_dir: &Path) {
         .arg(target_dir)
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"));
-    for (_, package, _) in BUILTINS {
+    for package in BUILTINS
+        .iter()
+        .map(|b| b.1)
+        .chain(TEST_POLICIES.iter().copied())
+    {
         cmd.args(["-p", package]);
     }
     // The outer build's settings (its target, flags, a clippy wrapper) are

@@ -1,1 +1,11 @@
+//! The integration tests: every one drives the real `wasm-ipam` binary as a
+//! runtime would, through `CNI_*` variables and stdin.
 
+mod cache;
+mod common;
+mod concurrency;
+mod protocol;
+mod recordings;
+mod reference;
+mod sandbox;
+mod snapshots;

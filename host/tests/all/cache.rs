@@ -1,0 +1,107 @@
+//! The compile cache: entries are reused, and a damaged, foreign or exposed
+//! entry is never trusted: the policy is compiled again and still answers.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::common::Net;
+
+fn net_with_cache(cache: &Path) -> Net {
+    Net::with_ipam(
+        "1.0.0",
+        json!({"policy": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]], "cacheDir": cache}),
+    )
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_first_call_fills_a_private_cache_and_later_calls_reuse_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let net = net_with_cache(&cache);
+    net.add_ip("c1");
+    let files = entries(&cache);
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o077,
+        0
+    );
+    let before = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+    let out = net.add("c2");
+    assert!(
+        out.ok() && !out.stderr.contains("recompiling"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+        before,
+        "reused, not rewritten"
+    );
+}
+
+#[test]
+fn damaged_truncated_and_foreign_entries_are_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let net = net_with_cache(&cache);
+    net.add_ip("c0");
+    let entry = entries(&cache).remove(0);
+    let good = std::fs::read(&entry).unwrap();
+
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xff;
+    let truncated = good[..good.len() / 3].to_vec();
+    let mut foreign = b"not an artifact at all".to_vec();
+    foreign.extend_from_slice(blake3::hash(b"not an artifact at all").as_bytes());
+    foreign.extend_from_slice(b"WIPAMC01");
+
+    for (i, (bad, why)) in [
+        (flipped, "damaged"),
+        (truncated, "no valid trailer"),
+        (foreign, "rejected"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(&entry, &bad).unwrap();
+        let out = net.add(&format!("c{}", i + 1));
+        assert!(out.ok(), "{why}: {} {}", out.stdout, out.stderr);
+        assert!(out.stderr.contains(why), "{why}: {}", out.stderr);
+        assert_eq!(
+            std::fs::read(&entry).unwrap().len(),
+            good.len(),
+            "{why}: rebuilt"
+        );
+    }
+}
+
+#[test]
+fn a_cache_others_can_write_is_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let net = net_with_cache(&cache);
+    net.add_ip("c0");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = net.add("c1");
+    assert!(out.ok());
+    assert!(out.stderr.contains("not private"), "{}", out.stderr);
+}

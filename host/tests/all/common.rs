@@ -1,0 +1,128 @@
+//! Helpers shared by the integration tests: the real binary, a network
+//! config builder, and a peek into the store.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+use wasm_ipam::exec::{self, Call, Outcome};
+
+pub fn plugin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_wasm-ipam"))
+}
+
+/// One compile cache for the whole test binary, so each test does not pay
+/// for compiling the same policy again. Tests of the cache use their own.
+pub fn shared_cache() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+pub fn test_policy(name: &str) -> PathBuf {
+    Path::new(env!("WASM_IPAM_TEST_POLICIES")).join(format!("{name}.wasm"))
+}
+
+/// A network with its own data dir.
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub conf: Value,
+}
+
+impl Net {
+    /// host-local on `subnet`, config version `version`.
+    pub fn host_local(version: &str, subnet: &str) -> Net {
+        Net::with_ipam(
+            version,
+            json!({"policy": "host-local", "ranges": [[{"subnet": subnet}]]}),
+        )
+    }
+
+    /// Any `ipam` object; type, dataDir and cacheDir are filled in.
+    pub fn with_ipam(version: &str, mut ipam: Value) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        ipam["type"] = json!("wasm-ipam");
+        ipam["dataDir"] = json!(dir.path().join("data"));
+        if ipam.get("cacheDir").is_none() {
+            ipam["cacheDir"] = json!(shared_cache());
+        }
+        Net {
+            dir,
+            conf: json!({"cniVersion": version, "name": "testnet", "type": "bridge", "ipam": ipam}),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn run(&self, call: &Call) -> Outcome {
+        self.run_conf(call, &self.conf)
+    }
+
+    pub fn run_conf(&self, call: &Call, conf: &Value) -> Outcome {
+        exec::run(plugin(), call, conf.to_string().as_bytes()).unwrap()
+    }
+
+    pub fn add(&self, id: &str) -> Outcome {
+        self.run(&Call::attach("ADD", id))
+    }
+
+    /// The address of a successful ADD.
+    pub fn add_ip(&self, id: &str) -> String {
+        let out = self.add(id);
+        assert!(out.ok(), "ADD {id} failed: {} {}", out.stdout, out.stderr);
+        out.json()["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Every key and value in this network's store.
+    pub fn store_dump(&self) -> Vec<(String, Vec<u8>)> {
+        let db = self.data_dir().join("wasm-ipam.db");
+        if !db.exists() {
+            return Vec::new();
+        }
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM kv ORDER BY ns, key")
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok((
+                String::from_utf8_lossy(&r.get::<_, Vec<u8>>(0)?).into_owned(),
+                r.get(1)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    /// The addresses leased in the store.
+    pub fn leased(&self) -> Vec<String> {
+        self.store_dump()
+            .into_iter()
+            .filter_map(|(k, _)| k.strip_prefix("lease/").map(str::to_string))
+            .collect()
+    }
+}
+
+/// Asserts a CNI error with `code` whose message contains `needle`.
+#[track_caller]
+pub fn assert_error(out: &Outcome, code: u64, needle: &str) {
+    assert!(
+        !out.ok(),
+        "expected code {code}, got success: {}",
+        out.stdout
+    );
+    let v = out.json();
+    assert_eq!(
+        v["code"].as_u64(),
+        Some(code),
+        "stdout: {} stderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    let msg = v["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
+}

@@ -1,0 +1,122 @@
+//! A broken or hostile policy ends in a clean CNI error, and the store is
+//! exactly as before: the policy wrote a key before misbehaving every time.
+
+use serde_json::{Value, json};
+use wasm_ipam::exec::Call;
+
+use crate::common::{Net, assert_error, test_policy};
+
+fn misbehaving(mode: &str, limits: Value) -> Net {
+    Net::with_ipam(
+        "1.0.0",
+        json!({"policy": test_policy("policy_misbehave"), "misbehave": mode, "limits": limits}),
+    )
+}
+
+#[track_caller]
+fn fails_cleanly(mode: &str, limits: Value, needle: &str) {
+    let net = misbehaving(mode, limits);
+    let out = net.add("c1");
+    assert_error(&out, 999, needle);
+    assert!(
+        net.store_dump().is_empty(),
+        "{mode}: the failed call left {:?}",
+        net.store_dump()
+    );
+}
+
+#[test]
+fn a_policy_that_behaves_is_committed() {
+    let net = misbehaving("none", json!({}));
+    assert_eq!(net.add_ip("c1"), "10.0.0.2/24");
+    assert_eq!(net.store_dump().len(), 1);
+}
+
+#[test]
+fn an_endless_loop_hits_the_deadline() {
+    fails_cleanly(
+        "loop",
+        json!({"timeoutMs": 300}),
+        "did not finish within 300 ms",
+    );
+}
+
+#[test]
+fn an_endless_loop_runs_out_of_fuel() {
+    fails_cleanly(
+        "loop",
+        json!({"fuel": 1_000_000, "timeoutMs": 60_000}),
+        "ran out of fuel",
+    );
+}
+
+#[test]
+fn unbounded_memory_hits_the_memory_limit() {
+    fails_cleanly(
+        "oom",
+        json!({"memoryMiB": 16}),
+        "exceeded its memory limit of 16 MiB",
+    );
+}
+
+#[test]
+fn deep_recursion_overflows_the_stack_cleanly() {
+    fails_cleanly("stack", json!({}), "overflowed its stack");
+}
+
+#[test]
+fn a_panic_is_a_trap_with_the_policy_message() {
+    fails_cleanly("trap", json!({}), "this policy panics on purpose");
+}
+
+#[test]
+fn store_limits_hold() {
+    fails_cleanly("store-spam", json!({}), "more than 1000000 store calls");
+    fails_cleanly("huge-value", json!({}), "a value of 1048576 bytes");
+}
+
+#[test]
+fn invalid_allocations_are_refused_before_printing() {
+    fails_cleanly("bad-address", json!({}), "10.0.0.300/24");
+    fails_cleanly("duplicate-address", json!({}), "appears twice");
+    fails_cleanly("reserved-code", json!({}), "reserved code 7");
+}
+
+#[test]
+fn policy_output_goes_to_the_log_not_the_result() {
+    let net = misbehaving("print", json!({}));
+    let out = net.add("c1");
+    assert!(out.ok());
+    assert_eq!(
+        out.json()["ips"][0]["address"],
+        "10.0.0.2/24",
+        "stdout is the result alone"
+    );
+    assert!(
+        out.stderr.contains("hello from the policy's stdout"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn unusable_policy_files_are_config_errors() {
+    let net = Net::host_local("1.0.0", "10.1.0.0/24");
+    let garbage = net.dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm").unwrap();
+    let core_module = net.dir.path().join("core.wasm");
+    std::fs::write(&core_module, b"\0asm\x01\0\0\0").unwrap();
+    for (policy, needle) in [
+        (
+            json!("/nonexistent/policy.wasm"),
+            "cannot read policy /nonexistent/policy.wasm",
+        ),
+        (json!(net.dir.path()), "is a directory"),
+        (json!(garbage), "is not a valid WebAssembly component"),
+        (json!(core_module), "is not a valid WebAssembly component"),
+    ] {
+        let mut c = net.conf.clone();
+        c["ipam"]["policy"] = policy;
+        assert_error(&net.run_conf(&Call::attach("ADD", "c1"), &c), 7, needle);
+    }
+}

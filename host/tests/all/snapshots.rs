@@ -1,0 +1,29 @@
+//! The ADD result in every CNI version's layout, exactly as printed.
+
+use serde_json::json;
+use wasm_ipam::cni::version::SUPPORTED;
+
+use crate::common::Net;
+
+#[test]
+fn add_results_for_every_version() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../../testdata/snapshots/host");
+    settings.set_prepend_module_to_snapshot(false);
+    let _guard = settings.bind_to_scope();
+    for version in SUPPORTED {
+        let net = Net::with_ipam(
+            version,
+            json!({"policy": "host-local",
+                   "ranges": [[{"subnet": "10.70.0.0/24"}], [{"subnet": "fd00:70::/64"}]],
+                   "routes": [{"dst": "0.0.0.0/0"}, {"dst": "fd00:1::/64", "gw": "fd00:70::1"}]}),
+        );
+        let resolv = net.dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 10.96.0.10\ndomain cluster.local\n").unwrap();
+        let mut conf = net.conf.clone();
+        conf["ipam"]["resolvConf"] = json!(resolv);
+        let out = net.run_conf(&wasm_ipam::exec::Call::attach("ADD", "snap"), &conf);
+        assert!(out.ok(), "{version}: {}", out.stdout);
+        insta::assert_snapshot!(format!("add_{}", version.replace('.', "_")), out.stdout);
+    }
+}

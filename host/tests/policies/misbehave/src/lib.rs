@@ -1,0 +1,104 @@
+//! A policy that does, on ADD, whatever `ipam.misbehave` says. The host's
+//! tests use it to show that no policy can hang, crash or corrupt the host.
+//! Every other operation behaves.
+
+use ipam_kit::{
+    Allocation, Attachment, Availability, Context, Host, IpConfig, IpamError, Policy, Released,
+    errors,
+};
+
+pub struct Misbehave;
+
+#[cfg(target_arch = "wasm32")]
+ipam_kit::export_policy!(Misbehave);
+
+fn recurse(n: u64) -> u64 {
+    if n == u64::MAX {
+        return 0;
+    }
+    // black_box keeps the recursion real.
+    std::hint::black_box(recurse(std::hint::black_box(n + 1))) + 1
+}
+
+impl Policy for Misbehave {
+    fn add(host: &mut dyn Host, ctx: &Context, _att: &Attachment) -> Result<Allocation, IpamError> {
+        let cfg: serde_json::Value =
+            serde_json::from_str(&ctx.config).map_err(|e| errors::invalid_config(e.to_string()))?;
+        // Every case writes first, so the tests can see it rolled back.
+        host.put("written-before-failing", b"x");
+        let ok = |address: &str| Allocation {
+            ips: vec![IpConfig {
+                address: address.into(),
+                gateway: None,
+            }],
+            routes: vec![],
+            dns: None,
+        };
+        match cfg["misbehave"].as_str().unwrap_or("") {
+            "loop" => loop {
+                std::hint::black_box(host.now());
+            },
+            "oom" => {
+                let mut hog: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hog.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hog);
+                }
+            }
+            "stack" => Ok(ok(&recurse(0).to_string())),
+            "trap" => panic!("this policy panics on purpose"),
+            "store-spam" => {
+                for _ in 0..2_000_000u32 {
+                    std::hint::black_box(host.get("k"));
+                }
+                Ok(ok("10.0.0.2/24"))
+            }
+            "huge-value" => {
+                host.put("big", &vec![0u8; 1 << 20]);
+                Ok(ok("10.0.0.2/24"))
+            }
+            "bad-address" => Ok(ok("10.0.0.300/24")),
+            "duplicate-address" => Ok(Allocation {
+                ips: vec![
+                    IpConfig {
+                        address: "10.0.0.2/24".into(),
+                        gateway: None,
+                    },
+                    IpConfig {
+                        address: "10.0.0.2/24".into(),
+                        gateway: None,
+                    },
+                ],
+                routes: vec![],
+                dns: None,
+            }),
+            "reserved-code" => Err(errors::policy(7, "pretends to be a config error")),
+            "print" => {
+                println!("hello from the policy's stdout");
+                Ok(ok("10.0.0.2/24"))
+            }
+            _ => Ok(ok("10.0.0.2/24")),
+        }
+    }
+
+    fn del(_: &mut dyn Host, _: &Context, _: &Attachment) -> Result<(), IpamError> {
+        Ok(())
+    }
+
+    fn check(
+        _: &mut dyn Host,
+        _: &Context,
+        _: &Attachment,
+        _: Option<&Allocation>,
+    ) -> Result<(), IpamError> {
+        Ok(())
+    }
+
+    fn gc(_: &mut dyn Host, _: &Context, _: &[Attachment]) -> Result<Vec<Released>, IpamError> {
+        Ok(vec![])
+    }
+
+    fn status(_: &mut dyn Host, _: &Context) -> Result<Availability, IpamError> {
+        Ok(Availability::Available)
+    }
+}
