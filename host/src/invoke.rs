@@ -215,3 +215,135 @@ fn backoff(attempt: u32) -> Duration {
         .unwrap_or(0);
     Duration::from_millis(base + jitter)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::store::{Entry, MemoryStore, Txn};
+
+    /// A store whose first `conflicts` commits lose a race.
+    struct Racy {
+        inner: MemoryStore,
+        conflicts: u32,
+        begun: AtomicU32,
+    }
+
+    struct RacyTxn {
+        inner: Box<dyn Txn>,
+        lose: bool,
+    }
+
+    impl Store for Racy {
+        fn begin(&self, ns: &str) -> Result<Box<dyn Txn>, StoreError> {
+            let n = self.begun.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(RacyTxn {
+                inner: self.inner.begin(ns)?,
+                lose: n < self.conflicts,
+            }))
+        }
+    }
+
+    impl Txn for RacyTxn {
+        fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn put(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.put(key, value)
+        }
+        fn delete(&mut self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key)
+        }
+        fn scan(
+            &mut self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: u32,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(prefix, after, limit)
+        }
+        fn commit(self: Box<Self>) -> Result<(), StoreError> {
+            if self.lose {
+                Err(StoreError::Conflict)
+            } else {
+                self.inner.commit()
+            }
+        }
+    }
+
+    fn setup() -> (NetConf, Context, Sandbox, tempfile::TempDir) {
+        let cache = tempfile::tempdir().unwrap();
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[[{"subnet":"10.5.0.0/24"}]]}}"#,
+        )
+        .unwrap();
+        let ctx = Context {
+            network: "n".into(),
+            cni_version: "1.0.0".into(),
+            config: conf.ipam_raw.clone(),
+            cni_args: vec![],
+            args: None,
+            runtime_config: None,
+            netns: Some("/x".into()),
+            node: "node".into(),
+            dns: None,
+        };
+        let sandbox = Sandbox::load(
+            &sandbox::PolicySource::resolve("host-local").unwrap(),
+            cache.path(),
+        )
+        .unwrap();
+        (conf, ctx, sandbox, cache)
+    }
+
+    fn add(id: &str) -> Op {
+        Op::Add(Attachment {
+            container_id: id.into(),
+            ifname: "eth0".into(),
+        })
+    }
+
+    #[test]
+    fn a_lost_race_is_run_again_from_scratch() {
+        let (conf, ctx, sandbox, _cache) = setup();
+        let store = Racy {
+            inner: MemoryStore::new(),
+            conflicts: 2,
+            begun: AtomicU32::new(0),
+        };
+        let Answered::Result(r) = transact(&store, &sandbox, &conf, &ctx, &add("c1"), 0).unwrap()
+        else {
+            panic!("ADD answers a result")
+        };
+        assert_eq!(
+            store.begun.load(Ordering::SeqCst),
+            3,
+            "two lost races, one win"
+        );
+        assert_eq!(r.ips[0].address.to_string(), "10.5.0.2/24");
+        let leases: Vec<_> = store
+            .inner
+            .dump("n")
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("lease/"))
+            .collect();
+        assert_eq!(leases.len(), 1, "only the winning attempt was applied");
+    }
+
+    #[test]
+    fn endless_conflicts_end_in_try_again() {
+        let (conf, ctx, sandbox, _cache) = setup();
+        let store = Racy {
+            inner: MemoryStore::new(),
+            conflicts: u32::MAX,
+            begun: AtomicU32::new(0),
+        };
+        let err = transact(&store, &sandbox, &conf, &ctx, &add("c1"), 0)
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), 11);
+        assert_eq!(store.begun.load(Ordering::SeqCst), MAX_ATTEMPTS);
+        assert!(store.inner.dump("n").is_empty());
+    }
+}

@@ -100,6 +100,17 @@ fn policy_output_goes_to_the_log_not_the_result() {
 }
 
 #[test]
+fn a_policy_reaches_no_filesystem_environment_socket_or_real_clock() {
+    let net = misbehaving("probe", json!({}));
+    let out = net.run(
+        &Call::attach("ADD", "c1")
+            .env("WASM_IPAM_NOW", "1700000000")
+            .env("SECRET", "x"),
+    );
+    assert!(out.ok(), "{} {}", out.stdout, out.stderr);
+}
+
+#[test]
 fn unusable_policy_files_are_config_errors() {
     let net = Net::host_local("1.0.0", "10.1.0.0/24");
     let garbage = net.dir.path().join("garbage.wasm");
@@ -114,6 +125,10 @@ fn unusable_policy_files_are_config_errors() {
         (json!(net.dir.path()), "is a directory"),
         (json!(garbage), "is not a valid WebAssembly component"),
         (json!(core_module), "is not a valid WebAssembly component"),
+        (
+            json!(test_policy("not-a-policy")),
+            "does not implement the cni:ipam/ipam-policy@0.1.0 world",
+        ),
     ] {
         let mut c = net.conf.clone();
         c["ipam"]["policy"] = policy;

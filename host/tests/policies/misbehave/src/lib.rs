@@ -73,6 +73,36 @@ impl Policy for Misbehave {
                 dns: None,
             }),
             "reserved-code" => Err(errors::policy(7, "pretends to be a config error")),
+            "probe" => {
+                // Everything a sandboxed policy must not reach.
+                let mut reached = Vec::new();
+                if std::fs::read("/etc/passwd").is_ok() || std::fs::read_dir("/").is_ok() {
+                    reached.push("the filesystem");
+                }
+                if std::env::vars().next().is_some() || std::env::args().len() > 1 {
+                    reached.push("the environment");
+                }
+                if std::net::TcpStream::connect("127.0.0.1:1").is_ok()
+                    || std::net::UdpSocket::bind("127.0.0.1:0").is_ok()
+                {
+                    reached.push("a socket");
+                }
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                if wall != host.now() {
+                    reached.push("a clock other than the host's");
+                }
+                if reached.is_empty() {
+                    Ok(ok("10.0.0.2/24"))
+                } else {
+                    Err(errors::policy(
+                        200,
+                        format!("the sandbox let the policy reach {}", reached.join(", ")),
+                    ))
+                }
+            }
             "print" => {
                 println!("hello from the policy's stdout");
                 Ok(ok("10.0.0.2/24"))
