@@ -15,7 +15,11 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 /// (policy name, cargo package, library file stem)
-const BUILTINS: &[(&str, &str, &str)] = &[("host-local", "policy-host-local", "policy_host_local")];
+const BUILTINS: &[(&str, &str, &str)] = &[
+    ("host-local", "policy-host-local", "policy_host_local"),
+    ("pooled", "policy-pooled", "policy_pooled"),
+    ("sticky", "policy-sticky", "policy_sticky"),
+];
 /// Policies built for the host's tests only; their directory is passed to
 /// the tests as `WASM_IPAM_TEST_POLICIES`.
 const TEST_POLICIES: &[&str] = &["policy-misbehave"];

@@ -199,5 +199,113 @@ pub fn run(data_dir: Option<PathBuf>) -> Result<()> {
             lease["ifname"].as_str().unwrap_or("?")
         );
     }
+    drop(txn);
+    side_by_side(&demo.plugin, &data_dir)
+}
+
+/// The policies' networks for the side-by-side run: one per policy, the
+/// same pods.
+fn policy_confs(data_dir: &Path) -> [(&'static str, Value); 3] {
+    let net = |name: &str, mut ipam: Value| {
+        ipam["type"] = json!("wasm-ipam");
+        ipam["dataDir"] = json!(data_dir);
+        json!({"cniVersion": "1.1.0", "name": name, "type": "bridge", "ipam": ipam})
+    };
+    [
+        (
+            "host-local",
+            net(
+                "hl",
+                json!({"policy": "host-local", "ranges": [[{"subnet": "10.30.0.0/24"}]]}),
+            ),
+        ),
+        (
+            "pooled",
+            net(
+                "pl",
+                json!({"policy": "pooled", "node": "node-a",
+                       "pools": [{"name": "pods", "cidr": "10.40.0.0/24", "blockSize": 28}]}),
+            ),
+        ),
+        (
+            "sticky",
+            net(
+                "st",
+                json!({"policy": "sticky", "ranges": [[{"subnet": "10.50.0.0/24"}]]}),
+            ),
+        ),
+    ]
+}
+
+/// The same StatefulSet-like lifecycle under each built-in policy, as a table.
+fn side_by_side(plugin: &Path, data_dir: &Path) -> Result<()> {
+    let confs = policy_confs(data_dir);
+    let pod = |cmd: &str, id: &str, name: &str| {
+        Call::attach(cmd, id).args(&format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={name}"
+        ))
+    };
+    let steps: Vec<(&str, Call, Option<&str>)> = vec![
+        ("ADD web-0 (container c1)", pod("ADD", "c1", "web-0"), None),
+        ("ADD web-1 (container c2)", pod("ADD", "c2", "web-1"), None),
+        ("DEL web-0 (c1)", pod("DEL", "c1", "web-0"), None),
+        ("ADD other (container c3)", pod("ADD", "c3", "other"), None),
+        (
+            "ADD web-0 again (new container c4)",
+            pod("ADD", "c4", "web-0"),
+            None,
+        ),
+        (
+            "ADD cache-0 on node-b (container c5)",
+            pod("ADD", "c5", "cache-0"),
+            Some("node-b"),
+        ),
+    ];
+    println!(
+        "\nThe same pods under each built-in policy (one network per policy, real CNI calls):\n"
+    );
+    println!(
+        "  {:<38} {:<12} {:<12} {:<12}",
+        "step", "host-local", "pooled", "sticky"
+    );
+    for (label, call, node) in steps {
+        let mut row = Vec::new();
+        for (policy, conf) in &confs {
+            let mut conf = conf.clone();
+            if let (Some(node), "pooled") = (node, *policy) {
+                conf["ipam"]["node"] = json!(node);
+            }
+            let out = exec::run(plugin, &call, conf.to_string().as_bytes())?;
+            let cell = match (out.ok(), out.json()["ips"][0]["address"].as_str()) {
+                (true, Some(a)) => a.split('/').next().unwrap_or(a).to_string(),
+                (true, None) => "released".to_string(),
+                (false, _) => format!("error {}", out.error_code().unwrap_or(0)),
+            };
+            row.push(cell);
+        }
+        println!(
+            "  {:<38} {:<12} {:<12} {:<12}",
+            label, row[0], row[1], row[2]
+        );
+    }
+    println!("\n  host-local moves on round robin; pooled hands out the lowest free address of");
+    println!("  the node's own block; sticky gives web-0 its old address back, and kept it from");
+    println!("  `other` while web-0 was away.");
+
+    println!("\n  pooled's blocks (network pl), each with its node:");
+    let store = SqliteStore::open(data_dir)?;
+    let mut txn = store.begin("pl")?;
+    for (key, value) in txn.scan("block/", None, 1000)? {
+        let block: Value = serde_json::from_slice(&value)?;
+        let index = u32::from_str_radix(key.rsplit('/').next().unwrap_or("0"), 16)?;
+        let first =
+            std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 40, 0, 0)) + index * 16);
+        println!(
+            "    {:<15} {}  {} address(es) in use",
+            format!("{first}/28"),
+            block["node"].as_str().unwrap_or("?"),
+            block["used"]
+        );
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod cache;
 mod common;
 mod concurrency;
+mod policies;
 mod protocol;
 mod recordings;
 mod reference;

@@ -44,3 +44,14 @@ pub fn context(err: IpamError, prefix: &str) -> IpamError {
         }),
     }
 }
+
+/// The message an error carries, whatever its kind.
+pub fn message(err: &IpamError) -> &str {
+    match err {
+        IpamError::InvalidConfig(m)
+        | IpamError::UnsupportedField(m)
+        | IpamError::Exhausted(m)
+        | IpamError::TryAgain(m) => m,
+        IpamError::Policy(p) => &p.msg,
+    }
+}

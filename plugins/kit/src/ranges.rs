@@ -44,14 +44,23 @@ pub struct Range {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeSet(pub Vec<Range>);
 
-fn ip_num(ip: IpAddr) -> u128 {
+/// An address as a number, for arithmetic and ordering within a family.
+pub fn ip_num(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u32::from(v4) as u128,
         IpAddr::V6(v6) => u128::from(v6),
     }
 }
 
-fn same_family(a: IpAddr, b: IpAddr) -> bool {
+/// The address `n` of the family of `like`. `n` must fit the family.
+pub fn ip_from_num(like: IpAddr, n: u128) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4((n as u32).into()),
+        IpAddr::V6(_) => IpAddr::V6(n.into()),
+    }
+}
+
+pub fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
 }
 
@@ -296,8 +305,9 @@ struct RangesFields {
     routes: Option<Vec<RouteConfig>>,
 }
 
-#[derive(Debug, Deserialize)]
-struct RouteConfig {
+/// A route as written in a config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
     dst: String,
     #[serde(default)]
     gw: Option<String>,
@@ -388,7 +398,8 @@ pub fn parse(
     Ok(RangesConfig { sets, routes })
 }
 
-fn route_from_config(r: RouteConfig) -> Result<Route, IpamError> {
+/// Validates a configured route into the result's form.
+pub fn route_from_config(r: RouteConfig) -> Result<Route, IpamError> {
     let dst: IpNet = r
         .dst
         .parse()

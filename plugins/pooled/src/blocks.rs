@@ -1,0 +1,214 @@
+//! Blocks and addresses in the store.
+//!
+//! - `block/<pool>/<index>`: a claimed block, `{"node", "used"}`. The index
+//!   is 32 hex digits, so keys sort in address order.
+//! - `node/<node>/<pool>/<index>`: the blocks a node has affinity to.
+//! - `cool/<ip>`: when a released address was freed, while it cools down.
+//! - the kit's `lease/` and `owner/` records, tagged `<pool>/<index>`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipam_kit::Host;
+use ipam_kit::leases::{self, Lease};
+use ipam_kit::ranges::{ip_from_num, ip_num};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Pool};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub node: String,
+    pub used: u64,
+}
+
+fn block_key(pool: &str, index: u128) -> String {
+    format!("block/{pool}/{index:032x}")
+}
+
+fn node_key(node: &str, pool: &str, index: u128) -> String {
+    format!("node/{node}/{pool}/{index:032x}")
+}
+
+fn cool_key(ip: IpAddr) -> String {
+    format!("cool/{ip}")
+}
+
+fn parse_index(hex: &str) -> Option<u128> {
+    u128::from_str_radix(hex, 16).ok()
+}
+
+pub fn get_block(host: &dyn Host, pool: &str, index: u128) -> Option<Block> {
+    host.get(&block_key(pool, index))
+        .and_then(|v| serde_json::from_slice(&v).ok())
+}
+
+fn put_block(host: &mut dyn Host, pool: &str, index: u128, block: &Block) {
+    host.put(
+        &block_key(pool, index),
+        &serde_json::to_vec(block).expect("serializes"),
+    );
+}
+
+/// Every claimed block of the pool, by index.
+pub fn all_blocks(host: &dyn Host, pool: &str) -> BTreeMap<u128, Block> {
+    let prefix = format!("block/{pool}/");
+    host.scan_all(&prefix)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                parse_index(&k[prefix.len()..])?,
+                serde_json::from_slice(&v).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// The blocks `node` has affinity to in the pool, in address order.
+pub fn node_blocks(host: &dyn Host, node: &str, pool: &str) -> Vec<u128> {
+    let prefix = format!("node/{node}/{pool}/");
+    host.scan_all(&prefix)
+        .into_iter()
+        .filter_map(|(k, _)| parse_index(&k[prefix.len()..]))
+        .collect()
+}
+
+/// Whether `ip` can be handed out now: usable, not leased, not cooling.
+pub fn is_free(host: &dyn Host, pool: &Pool, ip: IpAddr, now: u64, cooldown: u64) -> bool {
+    pool.usable(ip)
+        && leases::get(host, ip).is_none()
+        && host
+            .get(&cool_key(ip))
+            .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
+            .is_none_or(|freed| now >= freed.saturating_add(cooldown))
+}
+
+/// The lowest free address of a block.
+pub fn lowest_free(
+    host: &dyn Host,
+    pool: &Pool,
+    index: u128,
+    now: u64,
+    cooldown: u64,
+) -> Option<IpAddr> {
+    let base = ip_num(pool.block_net(index).network());
+    (0..pool.block_len())
+        .map(|off| ip_from_num(pool.net.addr(), base + off))
+        .find(|ip| is_free(host, pool, *ip, now, cooldown))
+}
+
+/// Whether a block has any address that could ever be handed out.
+fn has_usable(pool: &Pool, index: u128) -> bool {
+    let base = ip_num(pool.block_net(index).network());
+    (0..pool.block_len()).any(|off| pool.usable(ip_from_num(pool.net.addr(), base + off)))
+}
+
+/// How an address was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// From a block this node has affinity to.
+    Own,
+    /// From a block claimed for this node now.
+    Claimed,
+    /// From another node's block.
+    Borrowed,
+}
+
+/// The address the pool would hand to a pod on `cfg.node` now, without
+/// changing anything: own blocks first, then a new block, then borrowing.
+pub fn find(
+    host: &dyn Host,
+    cfg: &Config,
+    pool: &Pool,
+    now: u64,
+) -> Option<(IpAddr, u128, Source)> {
+    let cooldown = cfg.cooldown_seconds;
+    let own = node_blocks(host, &cfg.node, &pool.name);
+    for &index in &own {
+        if let Some(ip) = lowest_free(host, pool, index, now, cooldown) {
+            return Some((ip, index, Source::Own));
+        }
+    }
+    let limit_reached =
+        cfg.max_blocks_per_node > 0 && own.len() >= cfg.max_blocks_per_node as usize;
+    let claimed = all_blocks(host, &pool.name);
+    if !limit_reached {
+        // The lowest unclaimed block with a free address; only claimed (and
+        // fully excluded) blocks are skipped, so this ends quickly even in
+        // an IPv6 pool of 2^58 blocks.
+        let mut index = 0u128;
+        while index < pool.block_count() {
+            if !claimed.contains_key(&index)
+                && has_usable(pool, index)
+                && let Some(ip) = lowest_free(host, pool, index, now, cooldown)
+            {
+                return Some((ip, index, Source::Claimed));
+            }
+            index += 1;
+            if index > claimed.len() as u128 + 4096 {
+                break;
+            }
+        }
+    }
+    if cfg.strict_affinity || limit_reached {
+        return None;
+    }
+    claimed
+        .iter()
+        .filter(|(_, b)| b.node != cfg.node)
+        .find_map(|(&index, _)| {
+            lowest_free(host, pool, index, now, cooldown).map(|ip| (ip, index, Source::Borrowed))
+        })
+}
+
+/// Leases `ip` in block `index` to the lease's attachment, claiming the block
+/// for `node` if nobody has it.
+pub fn take(
+    host: &mut dyn Host,
+    pool: &Pool,
+    index: u128,
+    ip: IpAddr,
+    node: &str,
+    mut lease: Lease,
+) {
+    let mut block = get_block(host, &pool.name, index).unwrap_or_else(|| {
+        host.put(&node_key(node, &pool.name, index), b"");
+        Block {
+            node: node.to_string(),
+            used: 0,
+        }
+    });
+    block.used += 1;
+    put_block(host, &pool.name, index, &block);
+    host.delete(&cool_key(ip));
+    lease.tag = Some(format!("{}/{index:032x}", pool.name));
+    let reserved = leases::reserve(host, ip, &lease);
+    debug_assert!(reserved, "take is only called for free addresses");
+}
+
+/// Frees `ip`: it cools down, and an emptied block goes back to the pool
+/// unless it is its node's last.
+pub fn release(host: &mut dyn Host, cfg: &Config, ip: IpAddr, lease: &Lease, now: u64) {
+    leases::release(host, ip);
+    if cfg.cooldown_seconds > 0 {
+        host.put(&cool_key(ip), now.to_string().as_bytes());
+    }
+    let Some((pool_name, index)) = lease
+        .tag
+        .as_deref()
+        .and_then(|t| t.split_once('/'))
+        .and_then(|(p, i)| Some((p.to_string(), parse_index(i)?)))
+    else {
+        return;
+    };
+    let Some(mut block) = get_block(host, &pool_name, index) else {
+        return;
+    };
+    block.used = block.used.saturating_sub(1);
+    if block.used == 0 && node_blocks(host, &block.node, &pool_name).len() > 1 {
+        host.delete(&block_key(&pool_name, index));
+        host.delete(&node_key(&block.node, &pool_name, index));
+    } else {
+        put_block(host, &pool_name, index, &block);
+    }
+}
