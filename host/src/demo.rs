@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use crate::exec::{self, Call, Outcome};
 use crate::store::{SqliteStore, Store};
+use cni_conformance::exec::{self, Call, Outcome};
 
 struct Demo {
     plugin: PathBuf,

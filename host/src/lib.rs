@@ -13,7 +13,6 @@
 pub mod cli;
 pub mod cni;
 pub mod demo;
-pub mod exec;
 pub mod invoke;
 pub mod sandbox;
 pub mod store;

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use cni_conformance::exec::{self, Call, Outcome};
 use serde_json::{Value, json};
-use wasm_ipam::exec::{self, Call, Outcome};
 
 pub fn plugin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_wasm-ipam"))

@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use crate::common::Net;
 
 /// Starts `n` ADDs at once, each in its own process, and waits for all.
-fn concurrent_adds(net: &Net, ids: impl Iterator<Item = String>) -> Vec<wasm_ipam::exec::Outcome> {
+fn concurrent_adds(
+    net: &Net,
+    ids: impl Iterator<Item = String>,
+) -> Vec<cni_conformance::exec::Outcome> {
     std::thread::scope(|s| {
         let handles: Vec<_> = ids.map(|id| s.spawn(move || net.add(&id))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cni_conformance::exec::{Call, Outcome};
 use serde_json::{Value, json};
-use wasm_ipam::exec::{Call, Outcome};
 
 use crate::common::{Net, assert_error};
 

@@ -1,8 +1,8 @@
 //! The CNI envelope: environment, config, versions, error codes and the
 //! operations' success rules, through the real binary.
 
+use cni_conformance::exec::{Call, run};
 use serde_json::json;
-use wasm_ipam::exec::{Call, run};
 
 use crate::common::{Net, assert_error, plugin};
 

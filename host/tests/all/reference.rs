@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use cni_conformance::exec::{Call, Outcome, run};
 use serde_json::{Value, json};
-use wasm_ipam::exec::{Call, Outcome, run};
 
 use crate::common::{plugin, shared_cache};
 

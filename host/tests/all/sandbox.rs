@@ -1,8 +1,8 @@
 //! A broken or hostile policy ends in a clean CNI error, and the store is
 //! exactly as before: the policy wrote a key before misbehaving every time.
 
+use cni_conformance::exec::Call;
 use serde_json::{Value, json};
-use wasm_ipam::exec::Call;
 
 use crate::common::{Net, assert_error, test_policy};
 

@@ -22,7 +22,7 @@ fn add_results_for_every_version() {
         std::fs::write(&resolv, "nameserver 10.96.0.10\ndomain cluster.local\n").unwrap();
         let mut conf = net.conf.clone();
         conf["ipam"]["resolvConf"] = json!(resolv);
-        let out = net.run_conf(&wasm_ipam::exec::Call::attach("ADD", "snap"), &conf);
+        let out = net.run_conf(&cni_conformance::exec::Call::attach("ADD", "snap"), &conf);
         assert!(out.ok(), "{version}: {}", out.stdout);
         insta::assert_snapshot!(format!("add_{}", version.replace('.', "_")), out.stdout);
     }
@@ -54,7 +54,7 @@ fn add_results_of_each_built_in_policy() {
         ipam["policy"] = json!(policy);
         for version in ["0.4.0", "1.1.0"] {
             let net = Net::with_ipam(version, ipam.clone());
-            let call = wasm_ipam::exec::Call::attach("ADD", "snap")
+            let call = cni_conformance::exec::Call::attach("ADD", "snap")
                 .args("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0");
             let out = net.run(&call);
             assert!(out.ok(), "{policy} {version}: {}", out.stdout);

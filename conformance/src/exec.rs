@@ -85,7 +85,17 @@ impl Outcome {
         self.code == Some(0)
     }
 
-    /// stdout as JSON (`Null` when empty).
+    /// stdout as JSON: `Null` when empty, an error when it is not JSON.
+    pub fn parsed(&self) -> Result<serde_json::Value, String> {
+        if self.stdout.trim().is_empty() {
+            Ok(serde_json::Value::Null)
+        } else {
+            serde_json::from_str(&self.stdout)
+                .map_err(|e| format!("stdout is not JSON ({e}): {:?}", self.stdout))
+        }
+    }
+
+    /// stdout as JSON (`Null` when empty); panics when it is not JSON.
     pub fn json(&self) -> serde_json::Value {
         if self.stdout.trim().is_empty() {
             serde_json::Value::Null

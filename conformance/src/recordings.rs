@@ -1,0 +1,206 @@
+//! Replaying recorded runtime traffic (JSON Lines, one invocation a line:
+//! `plugin`, `env`, `stdin`, `stdout`, `stderr`, `exit`) against a target.
+//!
+//! Only the invocations of the replayed plugin are sent (a recording of
+//! bridge with host-local holds both); each gets the target's `ipam.type`,
+//! the `--set` fields, a fresh `dataDir` per recording, and the target's
+//! folder as `CNI_PATH`. Where the runtime sent a `prevResult`, the replay
+//! sends what the target itself answered to that attachment's ADD, as a
+//! runtime would.
+//!
+//! Two modes:
+//! - exact: each exit status matches, and each success prints what was
+//!   recorded, after normalisation (key order, absent versus null or empty
+//!   fields, an error's `cniVersion`). A failure must be an error object; its
+//!   code must match too unless the recording was made with another plugin.
+//! - spec: each exit status matches, each output is valid for its version,
+//!   and no address is held by two attachments at once.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::exec::Call;
+use crate::schema;
+use crate::target::Target;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Record {
+    pub plugin: String,
+    pub env: BTreeMap<String, String>,
+    pub stdin: Value,
+    #[serde(default)]
+    pub stdout: Value,
+    #[serde(default)]
+    pub stderr: String,
+    pub exit: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Exact,
+    Spec,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Exact => "exact",
+            Mode::Spec => "spec",
+        }
+    }
+}
+
+/// Every `.jsonl` file in `dirs` (or the files themselves), sorted.
+pub fn files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(p) {
+                out.extend(
+                    entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|f| f.extension().is_some_and(|x| x == "jsonl")),
+                );
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn load(path: &Path) -> Result<Vec<Record>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn call_from(env: &BTreeMap<String, String>) -> Call {
+    let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+    Call {
+        command: get("CNI_COMMAND").unwrap_or_default(),
+        container_id: get("CNI_CONTAINERID"),
+        ifname: get("CNI_IFNAME"),
+        netns: get("CNI_NETNS"),
+        args: get("CNI_ARGS"),
+        extra: Vec::new(),
+    }
+}
+
+/// Replays the invocations of `plugin` in `records`; the first mismatch is
+/// the error. Returns how many invocations were checked.
+pub fn replay(
+    target: &Target,
+    records: &[Record],
+    plugin: &str,
+    mode: Mode,
+) -> Result<usize, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let data_dir = dir.path().join("data");
+    let mut results: BTreeMap<(String, String), Value> = BTreeMap::new();
+    let mut holders: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
+    let mut checked = 0;
+    for (n, rec) in records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.plugin == plugin)
+    {
+        let call = call_from(&rec.env);
+        let att = (
+            call.container_id.clone().unwrap_or_default(),
+            call.ifname.clone().unwrap_or_default(),
+        );
+        let mut stdin = target.retarget(&rec.stdin, &data_dir);
+        if stdin.get("prevResult").is_some()
+            && let Some(ours) = results.get(&att)
+        {
+            stdin["prevResult"] = ours.clone();
+        }
+        let retargeted = rec.stdin["ipam"]["type"].as_str() != Some(target.ipam_type().as_str());
+        let out = target
+            .run(&call, &stdin)
+            .map_err(|e| format!("cannot run the plugin: {e}"))?;
+        let at = format!(
+            "invocation {} ({} {} {})",
+            n + 1,
+            call.command,
+            att.0,
+            att.1
+        );
+        let shown = || {
+            format!(
+                "stdin: {stdin}\nrecorded: exit {} stdout {}\ngot: exit {:?} stdout {:?} stderr {:?}",
+                rec.exit,
+                rec.stdout,
+                out.code,
+                out.stdout,
+                out.stderr.trim()
+            )
+        };
+        if out.ok() != (rec.exit == 0) {
+            return Err(format!("{at}: the exit status differs\n{}", shown()));
+        }
+        let ours = out
+            .parsed()
+            .map_err(|e| format!("{at}: {e}\n{}", shown()))?;
+        let version = rec.stdin["cniVersion"].as_str().unwrap_or("0.1.0");
+        if !out.ok() {
+            let problems = schema::error_problems(&ours);
+            if !problems.is_empty() {
+                return Err(format!("{at}: {}\n{}", problems.join("; "), shown()));
+            }
+            if mode == Mode::Exact && !retargeted && ours["code"] != rec.stdout["code"] {
+                return Err(format!("{at}: the error code differs\n{}", shown()));
+            }
+        } else if call.command == "ADD" {
+            let problems = schema::result_problems(&ours, version);
+            if !problems.is_empty() {
+                return Err(format!("{at}: {}\n{}", problems.join("; "), shown()));
+            }
+            if mode == Mode::Exact && schema::normalise(&ours) != schema::normalise(&rec.stdout) {
+                return Err(format!(
+                    "{at}: the result differs from the recording\n{}",
+                    shown()
+                ));
+            }
+            for ip in schema::addresses(&ours) {
+                if let Some(other) = holders.get(&ip).filter(|h| **h != att) {
+                    return Err(format!(
+                        "{at}: {ip} is already held by {} {}\n{}",
+                        other.0,
+                        other.1,
+                        shown()
+                    ));
+                }
+                holders.insert(ip, att.clone());
+            }
+            results.insert(att.clone(), ours);
+        } else if !out.stdout.trim().is_empty() {
+            return Err(format!(
+                "{at}: {} must print nothing on success\n{}",
+                call.command,
+                shown()
+            ));
+        } else if call.command == "DEL" {
+            results.remove(&att);
+            holders.retain(|_, h| *h != att);
+        }
+        checked += 1;
+    }
+    if checked == 0 {
+        return Err(format!("the recording has no invocation of {plugin}"));
+    }
+    Ok(checked)
+}

@@ -1,0 +1,217 @@
+//! The conformance report: a Markdown matrix (rule × CNI version) for
+//! people, and JUnit XML for CI systems.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use crate::versions::KNOWN;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Pass,
+    Fail,
+    Skip,
+    /// Failed, as the expectations file said it would.
+    XFail,
+}
+
+impl Status {
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Skip => "skip",
+            Status::XFail => "xfail",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The test's full name, as libtest shows it.
+    pub name: String,
+    /// The rule or recording, without the version.
+    pub case: String,
+    /// The CNI version, or `-` for cases that have none.
+    pub version: String,
+    pub status: Status,
+    /// The failure message, or the reason for a skip or an expected failure.
+    pub detail: String,
+}
+
+/// Results as the trials finish, from any thread.
+#[derive(Debug, Default)]
+pub struct Results(Mutex<Vec<Entry>>);
+
+impl Results {
+    pub fn push(&self, e: Entry) {
+        self.0.lock().expect("results lock").push(e);
+    }
+
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut v = self.0.lock().expect("results lock").clone();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+pub fn markdown(target: &str, entries: &[Entry]) -> String {
+    let mut out = String::new();
+    let count = |s: Status| entries.iter().filter(|e| e.status == s).count();
+    writeln!(out, "# CNI conformance report\n").unwrap();
+    writeln!(out, "Plugin: `{target}`\n").unwrap();
+    writeln!(
+        out,
+        "{} passed, {} failed, {} skipped, {} expected failures\n",
+        count(Status::Pass),
+        count(Status::Fail),
+        count(Status::Skip),
+        count(Status::XFail)
+    )
+    .unwrap();
+    let mut columns: Vec<&str> = KNOWN.to_vec();
+    if entries.iter().any(|e| e.version == "-") {
+        columns.insert(0, "-");
+    }
+    let mut rows: BTreeMap<&str, BTreeMap<&str, Status>> = BTreeMap::new();
+    for e in entries {
+        rows.entry(&e.case)
+            .or_default()
+            .insert(&e.version, e.status);
+    }
+    writeln!(out, "| rule | {} |", columns.join(" | ")).unwrap();
+    writeln!(out, "|---|{}", "---|".repeat(columns.len())).unwrap();
+    for (case, cells) in &rows {
+        let row: Vec<&str> = columns
+            .iter()
+            .map(|c| cells.get(c).map_or("", |s| s.word()))
+            .collect();
+        writeln!(out, "| {case} | {} |", row.join(" | ")).unwrap();
+    }
+    let notes: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.status != Status::Pass)
+        .collect();
+    if !notes.is_empty() {
+        writeln!(out, "\n## Details\n").unwrap();
+        let mut said = BTreeSet::new();
+        for e in notes {
+            if said.insert((&e.case, &e.detail, e.status)) {
+                writeln!(
+                    out,
+                    "### {} ({}, {})\n\n```\n{}\n```\n",
+                    e.name,
+                    e.status.word(),
+                    e.version,
+                    e.detail.trim()
+                )
+                .unwrap();
+            }
+        }
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&apos;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+pub fn junit(target: &str, entries: &[Entry]) -> String {
+    let failures = entries.iter().filter(|e| e.status == Status::Fail).count();
+    let skipped = entries
+        .iter()
+        .filter(|e| matches!(e.status, Status::Skip | Status::XFail))
+        .count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    writeln!(
+        out,
+        "<testsuites tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">\n  <testsuite name=\"cni-conformance: {}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
+        entries.len(),
+        xml_escape(target),
+        entries.len()
+    )
+    .unwrap();
+    for e in entries {
+        write!(
+            out,
+            "    <testcase classname=\"{}\" name=\"{}\"",
+            xml_escape(&e.case),
+            xml_escape(&e.name)
+        )
+        .unwrap();
+        match e.status {
+            Status::Pass => out.push_str("/>\n"),
+            Status::Fail => writeln!(
+                out,
+                "><failure message=\"{}\">{}</failure></testcase>",
+                xml_escape(e.detail.lines().next().unwrap_or("")),
+                xml_escape(&e.detail)
+            )
+            .unwrap(),
+            Status::Skip | Status::XFail => writeln!(
+                out,
+                "><skipped message=\"{}: {}\"/></testcase>",
+                e.status.word(),
+                xml_escape(&e.detail)
+            )
+            .unwrap(),
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(case: &str, version: &str, status: Status, detail: &str) -> Entry {
+        Entry {
+            name: format!("spec::{case}@{version}"),
+            case: case.into(),
+            version: version.into(),
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn reports_a_matrix_and_junit() {
+        let entries = vec![
+            entry("add.result-schema", "1.0.0", Status::Pass, ""),
+            entry(
+                "add.result-schema",
+                "0.4.0",
+                Status::Fail,
+                "expected <x> & \"y\"",
+            ),
+            entry(
+                "gc.releases-unlisted",
+                "1.0.0",
+                Status::Skip,
+                "needs CNI 1.1.0 or later",
+            ),
+        ];
+        let md = markdown("p", &entries);
+        assert!(md.contains("1 passed, 1 failed, 1 skipped, 0 expected failures"));
+        assert!(
+            md.contains("| add.result-schema |  |  |  |  | fail | pass |  |"),
+            "{md}"
+        );
+        let xml = junit("p", &entries);
+        assert!(xml.contains("failures=\"1\" skipped=\"1\""));
+        assert!(xml.contains("expected &lt;x&gt; &amp; &quot;y&quot;"));
+        assert!(xml.contains("<skipped message=\"skip: needs CNI 1.1.0 or later\"/>"));
+    }
+}

@@ -1,0 +1,195 @@
+//! The suite: rules and recordings turned into libtest-mimic trials, with a
+//! plugin's expectations applied and every outcome kept for the report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use libtest_mimic::{Completion, Failed, Trial};
+
+use crate::expectations::{self, Expectations};
+use crate::recordings::{self, Mode};
+use crate::report::{Entry, Results, Status};
+use crate::rules::{self, Case, Rule};
+use crate::target::Target;
+use crate::versions::KNOWN;
+
+pub struct Suite {
+    pub target: Arc<Target>,
+    pub recordings: Vec<PathBuf>,
+    /// Whose invocations to replay from the recordings.
+    pub replay_plugin: String,
+    pub modes: Vec<Mode>,
+    pub expectations: Expectations,
+    pub results: Arc<Results>,
+}
+
+/// What one case came to, before expectations.
+enum Verdict {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+/// A trial that applies the expectation for its name and records the outcome.
+fn trial(
+    name: String,
+    case: String,
+    version: String,
+    expectations: &Expectations,
+    results: &Arc<Results>,
+    run: impl FnOnce() -> Verdict + Send + 'static,
+) -> Trial {
+    let expected = expectations.find(&name).cloned();
+    let results = results.clone();
+    let entry_name = name.clone();
+    Trial::ignorable_test(name, move || {
+        let record = |status: Status, detail: &str| {
+            results.push(Entry {
+                name: entry_name.clone(),
+                case: case.clone(),
+                version: version.clone(),
+                status,
+                detail: detail.to_string(),
+            })
+        };
+        if let Some(e) = expected
+            .as_ref()
+            .filter(|e| e.status == expectations::Status::Skip)
+        {
+            record(Status::Skip, &e.reason);
+            return Ok(Completion::ignored_with(format!(
+                "expected skip: {}",
+                e.reason
+            )));
+        }
+        let expect_fail = expected.filter(|e| e.status == expectations::Status::Fail);
+        match (run(), expect_fail) {
+            (Verdict::Skip(why), _) => {
+                record(Status::Skip, &why);
+                Ok(Completion::ignored_with(why))
+            }
+            (Verdict::Pass, None) => {
+                record(Status::Pass, "");
+                Ok(Completion::Completed)
+            }
+            (Verdict::Pass, Some(e)) => {
+                let msg = format!(
+                    "expected to fail ({}), but it passed: remove it from the expectations file",
+                    e.reason
+                );
+                record(Status::Fail, &msg);
+                Err(Failed::from(msg))
+            }
+            (Verdict::Fail(msg), Some(e)) => {
+                record(Status::XFail, &format!("{}\n{msg}", e.reason));
+                Ok(Completion::Completed)
+            }
+            (Verdict::Fail(msg), None) => {
+                record(Status::Fail, &msg);
+                Err(Failed::from(msg))
+            }
+        }
+    })
+}
+
+fn rule_verdict(target: &Target, version: &str, rule: &Rule) -> Verdict {
+    if target.ipam.is_none() {
+        return Verdict::Skip("no ipam config for this plugin: give --ipam-config".into());
+    }
+    if let Err(why) = rules::applies(rule, version, target.small_ipam.is_some()) {
+        return Verdict::Skip(why);
+    }
+    let case = Case::new(target, version, rule);
+    match (rule.check)(&case) {
+        Ok(()) => Verdict::Pass,
+        Err(msg) => Verdict::Fail(format!("rule {}: {}\n{msg}", rule.id, rule.spec)),
+    }
+}
+
+impl Suite {
+    pub fn trials(&self) -> Result<Vec<Trial>, String> {
+        let claimed = self.target.versions()?;
+        let mut trials = Vec::new();
+        for rule in rules::global_rules() {
+            let (target, version) = (
+                self.target.clone(),
+                claimed.last().cloned().unwrap_or_default(),
+            );
+            let name = format!("spec::{}", rule.id);
+            trials.push(trial(
+                name,
+                rule.id.into(),
+                "-".into(),
+                &self.expectations,
+                &self.results,
+                move || rule_verdict(&target, &version, &rule),
+            ));
+        }
+        for version in KNOWN {
+            for rule in rules::version_rules() {
+                let target = self.target.clone();
+                let name = format!("spec::{}@{version}", rule.id);
+                let claims = claimed.iter().any(|c| c == version);
+                trials.push(trial(
+                    name,
+                    rule.id.into(),
+                    version.to_string(),
+                    &self.expectations,
+                    &self.results,
+                    move || {
+                        if claims {
+                            rule_verdict(&target, version, &rule)
+                        } else {
+                            Verdict::Skip(format!("the plugin does not claim CNI {version}"))
+                        }
+                    },
+                ));
+            }
+        }
+        for file in recordings::files(&self.recordings) {
+            let records = recordings::load(&file)?;
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for &mode in &self.modes {
+                let (target, records, plugin) = (
+                    self.target.clone(),
+                    records.clone(),
+                    self.replay_plugin.clone(),
+                );
+                let name = format!("recording::{stem}::{}", mode.name());
+                let case = format!("recording {stem} ({})", mode.name());
+                trials.push(trial(
+                    name,
+                    case,
+                    "-".into(),
+                    &self.expectations,
+                    &self.results,
+                    move || {
+                        if !records.iter().any(|r| r.plugin == plugin) {
+                            return Verdict::Skip(format!(
+                                "the recording has no invocation of {plugin}"
+                            ));
+                        }
+                        match recordings::replay(&target, &records, &plugin, mode) {
+                            Ok(_) => Verdict::Pass,
+                            Err(msg) => Verdict::Fail(msg),
+                        }
+                    },
+                ));
+            }
+        }
+        Ok(trials)
+    }
+
+    /// Names of the expectations that match no trial.
+    pub fn unused_expectations(&self, trials: &[Trial]) -> Vec<String> {
+        let names: Vec<String> = trials.iter().map(|t| t.name().to_string()).collect();
+        self.expectations
+            .unused(&names)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+}
