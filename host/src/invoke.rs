@@ -193,7 +193,7 @@ fn transact(
         match txn.commit() {
             Ok(()) => {}
             Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
-                std::thread::sleep(backoff(attempt));
+                std::thread::sleep(crate::store::backoff(attempt));
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -203,17 +203,6 @@ fn transact(
             None => Ok(answered),
         };
     }
-}
-
-/// Exponential backoff with jitter from the clock's low bits: enough to
-/// de-synchronise processes that collided, with no RNG to seed.
-fn backoff(attempt: u32) -> Duration {
-    let base = 2u64 << attempt.min(8);
-    let jitter = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64 % base)
-        .unwrap_or(0);
-    Duration::from_millis(base + jitter)
 }
 
 #[cfg(test)]

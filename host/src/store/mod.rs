@@ -66,6 +66,18 @@ pub trait Txn: Send {
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// Exponential backoff with jitter from the clock's low bits, for retrying
+/// after losing a race: enough to de-synchronise processes that collided,
+/// with no RNG to seed.
+pub(crate) fn backoff(attempt: u32) -> std::time::Duration {
+    let base = 2u64 << attempt.min(8);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()) % base)
+        .unwrap_or(0);
+    std::time::Duration::from_millis(base + jitter)
+}
+
 /// The smallest key greater than every key starting with `prefix`, or `None`
 /// when there is none (an empty prefix, or one of only 0xff bytes).
 pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -10,11 +10,11 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
-use super::{Entry, Store, StoreError, Txn, prefix_end};
+use super::{Entry, Store, StoreError, Txn, backoff, prefix_end};
 
 pub const DB_FILE: &str = "wasm-ipam.db";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,29 +47,7 @@ impl SqliteStore {
                 ))
             })?;
         let path = data_dir.join(DB_FILE);
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| io(&path, e))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(&path, e))?;
-        // journal_mode is persistent, but setting it is cheap and makes a
-        // database created by an older version WAL too.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| io(&path, e))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| io(&path, e))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS kv (
-                 ns    TEXT NOT NULL,
-                 key   BLOB NOT NULL,
-                 value BLOB NOT NULL,
-                 PRIMARY KEY (ns, key)
-             ) WITHOUT ROWID;",
-        )
-        .map_err(|e| io(&path, e))?;
+        let conn = retry_busy(|| connect(&path))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -81,13 +59,65 @@ impl SqliteStore {
     }
 }
 
+/// Runs `f` again while SQLite reports the database busy, up to the busy
+/// timeout. The busy handler covers most waits, but not all: while a new
+/// database's WAL is being set up, SQLite answers SQLITE_BUSY at once, and
+/// the first pods on a fresh node start together.
+fn retry_busy<T>(mut f: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(StoreError::Busy(_)) if Instant::now() < deadline => {
+                std::thread::sleep(backoff(attempt));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| io(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
+    // WAL is persistent: switch only a database that is not in it yet, as
+    // the switch needs an exclusive lock.
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .map_err(|e| io(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| io(path, e))?;
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| io(path, e))?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS kv (
+             ns    TEXT NOT NULL,
+             key   BLOB NOT NULL,
+             value BLOB NOT NULL,
+             PRIMARY KEY (ns, key)
+         ) WITHOUT ROWID;",
+    )
+    .map_err(|e| io(path, e))?;
+    Ok(conn)
+}
+
 impl Store for SqliteStore {
     fn begin(&self, namespace: &str) -> Result<Box<dyn Txn>, StoreError> {
-        self.conn
-            .lock()
-            .expect("store lock")
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| io(&self.path, e))?;
+        retry_busy(|| {
+            self.conn
+                .lock()
+                .expect("store lock")
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| io(&self.path, e))
+        })?;
         Ok(Box::new(SqliteTxn {
             conn: self.conn.clone(),
             path: self.path.clone(),

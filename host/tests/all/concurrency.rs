@@ -49,3 +49,16 @@ fn concurrent_adds_past_exhaustion_fail_cleanly() {
     assert_eq!(addrs.len(), 4);
     assert_eq!(net.leased().len(), 5);
 }
+
+#[test]
+fn the_first_pods_on_a_fresh_node_create_the_store_together() {
+    // No warm-up: every process finds no database and sets it up at once.
+    for round in 0..3 {
+        let net = Net::host_local("1.0.0", "10.5.0.0/24");
+        let outs = concurrent_adds(&net, (0..24).map(|i| format!("c{i}")));
+        for out in &outs {
+            assert!(out.ok(), "round {round}: {} {}", out.stdout, out.stderr);
+        }
+        assert_eq!(net.leased().len(), 24);
+    }
+}
