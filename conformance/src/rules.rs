@@ -117,6 +117,11 @@ impl Step {
         if self.out.ok() {
             return Err(self.fail(&want));
         }
+        if self.out.stdout.trim().is_empty() {
+            return Err(self.fail(&format!(
+                "{want}; stdout was empty (errors belong on stdout, stderr is for logs)"
+            )));
+        }
         let v = self
             .out
             .parsed()
@@ -397,11 +402,15 @@ const CONCURRENT: usize = 16;
 
 fn concurrent_adds(case: &Case) -> Result<(), String> {
     let conf = case.conf();
-    let results: Vec<Result<Value, String>> = std::thread::scope(|s| {
+    let steps: Vec<(String, Step)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..CONCURRENT)
             .map(|i| {
                 let conf = &conf;
-                s.spawn(move || case.add(&format!("parallel-{i}"), conf))
+                s.spawn(move || {
+                    let id = format!("parallel-{i}");
+                    let step = case.run(Call::attach("ADD", &id), conf);
+                    (id, step)
+                })
             })
             .collect();
         handles
@@ -409,13 +418,13 @@ fn concurrent_adds(case: &Case) -> Result<(), String> {
             .map(|h| h.join().expect("no panic"))
             .collect()
     });
-    let mut seen = BTreeSet::new();
-    for r in results {
-        for a in schema::addresses(&r?) {
-            if !seen.insert(a) {
-                return Err(format!(
-                    "{CONCURRENT} concurrent ADDs: {a} was handed out twice"
-                ));
+    let mut holders: std::collections::BTreeMap<IpAddr, String> = Default::default();
+    for (id, step) in &steps {
+        for a in schema::addresses(&step.result(case.version)?) {
+            if let Some(first) = holders.insert(a, id.clone()) {
+                return Err(step.fail(&format!(
+                    "an address no other of {CONCURRENT} concurrent ADDs got; {a} was handed out twice, to {first} and {id}"
+                )));
             }
         }
     }

@@ -4,6 +4,7 @@
 mod cache;
 mod common;
 mod concurrency;
+mod conformance;
 mod policies;
 mod protocol;
 mod recordings;

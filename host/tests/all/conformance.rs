@@ -1,0 +1,90 @@
+//! wasm-ipam with each built-in policy passes cni-conformance with no
+//! expectations file at all: every spec rule for every version, and the
+//! recorded runtime sessions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cni_conformance::exec::Call;
+use cni_conformance::expectations::Expectations;
+use cni_conformance::recordings::Mode;
+use cni_conformance::schema::normalise;
+use cni_conformance::suite::Suite;
+use cni_conformance::target::Target;
+use cni_conformance::versions::KNOWN;
+use serde_json::{Map, Value, json};
+
+use crate::common::{plugin, shared_cache};
+
+fn target(policy: &str) -> Target {
+    let mut t = Target::wasm(plugin(), policy);
+    t.set.insert("cacheDir".into(), json!(shared_cache()));
+    t.with_defaults()
+}
+
+fn recordings() -> Vec<std::path::PathBuf> {
+    vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/recordings")]
+}
+
+/// Runs the suite; `filter` narrows it like a libtest filter.
+fn conforms(target: Target, modes: Vec<Mode>, filter: Option<&str>) -> u64 {
+    let suite = Suite {
+        target: Arc::new(target),
+        recordings: recordings(),
+        replay_plugin: "host-local".into(),
+        modes,
+        expectations: Expectations::default(),
+        results: Arc::default(),
+    };
+    let args = libtest_mimic::Arguments {
+        quiet: true,
+        test_threads: Some(2),
+        filter: filter.map(str::to_string),
+        ..Default::default()
+    };
+    let conclusion = libtest_mimic::run(&args, suite.trials().unwrap());
+    assert!(!conclusion.has_failed(), "{conclusion:?}");
+    conclusion.num_passed
+}
+
+#[test]
+fn host_local_conforms_and_replays_the_recordings_exactly() {
+    assert!(conforms(target("host-local"), vec![Mode::Exact, Mode::Spec], None) >= 170);
+}
+
+#[test]
+fn sticky_conforms_and_replays_the_recordings() {
+    assert!(conforms(target("sticky"), vec![Mode::Exact, Mode::Spec], None) >= 170);
+}
+
+#[test]
+fn pooled_conforms_and_replays_the_recordings_by_the_spec() {
+    assert!(conforms(target("pooled"), vec![], None) >= 160);
+    // The recordings carry host-local's ranges; pooled gets its pools added.
+    let mut t = target("pooled");
+    t.set.insert(
+        "pools".into(),
+        json!([{"name": "all", "cidr": "10.0.0.0/8"}, {"name": "v6", "cidr": "fd00::/16"}]),
+    );
+    assert_eq!(conforms(t, vec![Mode::Spec], Some("recording::")), 3);
+}
+
+#[test]
+fn normalised_results_per_version_for_each_policy() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../../testdata/snapshots/conformance");
+    settings.set_prepend_module_to_snapshot(false);
+    let _guard = settings.bind_to_scope();
+    for policy in ["host-local", "pooled", "sticky"] {
+        let t = target(policy);
+        let mut by_version = Map::new();
+        for version in KNOWN {
+            let dir = tempfile::tempdir().unwrap();
+            let conf = t.netconf(version, t.ipam.as_ref().unwrap(), &dir.path().join("data"));
+            let out = t.run(&Call::attach("ADD", "snap"), &conf).unwrap();
+            assert!(out.ok(), "{policy} {version}: {}", out.stdout);
+            by_version.insert(version.to_string(), normalise(&out.json()));
+        }
+        insta::assert_json_snapshot!(format!("{policy}_normalised"), Value::Object(by_version));
+    }
+}
