@@ -540,6 +540,23 @@ fn kubernetes_args(case: &Case) -> Result<(), String> {
     case.run(call, &case.conf()).result(case.version).map(drop)
 }
 
+fn unknown_cni_arg(case: &Case) -> Result<(), String> {
+    let step = case.run(
+        Call::attach("ADD", "c1").args("CONFORMANCE_UNKNOWN_KEY=x"),
+        &case.conf(),
+    );
+    step.error(&[2])?;
+    let msg = step.out.parsed().unwrap_or_default()["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if msg.contains("CONFORMANCE_UNKNOWN_KEY") {
+        Ok(())
+    } else {
+        Err(step.fail("an error message that names the unsupported key CONFORMANCE_UNKNOWN_KEY"))
+    }
+}
+
 fn gc_releases_unlisted(case: &Case) -> Result<(), String> {
     let conf = case.conf();
     let a = case.add("keep", &conf)?;
@@ -728,6 +745,11 @@ pub fn version_rules() -> Vec<Rule> {
             "args.kubernetes",
             "CONVENTIONS.md CNI_ARGS: K8S_POD_* keys with IgnoreUnknown=1 are accepted",
             kubernetes_args
+        ),
+        rule!(
+            "args.unknown-key",
+            "CONVENTIONS.md CNI_ARGS: an unknown key without IgnoreUnknown=1 is refused; SPEC.md code 2 names the unsupported field",
+            unknown_cni_arg
         ),
         rule!("gc.releases-unlisted", "SPEC.md GC: releases what belongs to attachments not in cni.dev/valid-attachments, keeps the rest", gc_releases_unlisted, since "1.1.0"),
         rule!("status.available", "SPEC.md STATUS: exits 0 with no output when ADD can succeed", status_available, since "1.1.0"),

@@ -137,6 +137,20 @@ fn run(stdin: &[u8]) -> Result<Option<Value>, Fail> {
     } else {
         Default::default()
     };
+    let cni_args = env("CNI_ARGS").unwrap_or_default();
+    let pairs: Vec<(&str, &str)> = cni_args
+        .split(';')
+        .filter_map(|p| p.split_once('='))
+        .collect();
+    let ignore_unknown = pairs
+        .iter()
+        .any(|(k, v)| *k == "IgnoreUnknown" && (*v == "1" || *v == "true"));
+    if let Some((k, v)) = pairs
+        .iter()
+        .find(|(k, _)| !ignore_unknown && *k != "IgnoreUnknown")
+    {
+        return Err(Fail(2, format!("unsupported CNI_ARGS key {k}={v}")));
+    }
     if cmd == "CHECK" && !at_least(&version, "0.4.0") && fault != "check-below-040" {
         return Err(Fail(1, "CHECK needs 0.4.0".into()));
     }

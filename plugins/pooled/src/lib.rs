@@ -138,6 +138,7 @@ fn release_attachment(
 
 impl Policy for Pooled {
     fn add(host: &mut dyn Host, ctx: &Context, att: &Attachment) -> Result<Allocation, IpamError> {
+        args::reject_unknown_cni_args(ctx, &["IP", "IPAM_POOL", "K8S_POD_NAMESPACE"])?;
         let cfg = config::parse(ctx)?;
         if let Some(held) = leases::of(host, att).first() {
             return Err(errors::policy(

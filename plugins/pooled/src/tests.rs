@@ -387,3 +387,18 @@ fn ipv6_pools_claim_blocks_without_enumerating_them() {
         ]
     );
 }
+
+#[test]
+fn unknown_cni_args_are_refused_unless_ignored() {
+    let mut h = MemHost::default();
+    let mut c = ctx(small(json!({})), "n");
+    c.cni_args = vec![
+        ("K8S_POD_NAMESPACE".into(), "default".into()),
+        ("K8S_POD_NAME".into(), "web-0".into()),
+    ];
+    let err = add(&mut h, &c, "a").unwrap_err();
+    assert_eq!(code(&err), 2);
+    assert!(ipam_kit::errors::message(&err).contains("K8S_POD_NAME"));
+    c.cni_args.push(("IgnoreUnknown".into(), "1".into()));
+    add1(&mut h, &c, "a");
+}

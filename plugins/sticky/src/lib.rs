@@ -245,6 +245,9 @@ fn detach(host: &mut dyn Host, cfg: &Config, att: &Attachment, now: u64) -> Vec<
 impl Policy for Sticky {
     fn add(host: &mut dyn Host, ctx: &Context, att: &Attachment) -> Result<Allocation, IpamError> {
         let cfg = config::parse(ctx)?;
+        let mut known: Vec<&str> = vec!["IP", "K8S_POD_NAME"];
+        known.extend(cfg.key.iter().map(String::as_str));
+        args::reject_unknown_cni_args(ctx, &known)?;
         if let Some(held) = leases::of(host, att).first() {
             return Err(errors::policy(
                 ALREADY_ALLOCATED,

@@ -279,3 +279,15 @@ fn config_errors() {
         );
     }
 }
+
+#[test]
+fn unknown_cni_args_are_refused_unless_ignored() {
+    let mut h = MemHost::default();
+    let mut c = ctx(conf(json!({})), Some(("ns", "a")));
+    c.cni_args.retain(|(k, _)| k != "IgnoreUnknown");
+    add(&mut h, &c, "ca").unwrap();
+    c.cni_args.push(("OTHER".into(), "x".into()));
+    let err = add(&mut h, &c, "cb").unwrap_err();
+    assert_eq!(code(&err), 2);
+    assert!(ipam_kit::errors::message(&err).contains("OTHER"));
+}
