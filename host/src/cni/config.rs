@@ -214,8 +214,9 @@ impl NetConf {
         let mut valid_attachments: Option<Vec<ValidAttachment>> = None;
         for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
             if let Some(v) = obj.get(key) {
+                // An empty list is a list: nothing is valid any more.
+                let list = valid_attachments.get_or_insert_with(Vec::new);
                 for a in parse_attachments(v, key)? {
-                    let list = valid_attachments.get_or_insert_with(Vec::new);
                     if !list.contains(&a) {
                         list.push(a);
                     }
@@ -360,5 +361,12 @@ mod tests {
                 .contains("cni.dev/valid-attachments[0].containerID")
         );
         assert_eq!(parse(base()).unwrap().valid_attachments, None);
+        let mut v = base();
+        v["cni.dev/valid-attachments"] = json!([]);
+        assert_eq!(
+            parse(v).unwrap().valid_attachments,
+            Some(vec![]),
+            "an empty list releases everything"
+        );
     }
 }
