@@ -190,7 +190,12 @@ fn transact(
                 (Answered::Nothing, Some(CniError::Degraded(m)))
             }
         };
+        let crash = sandbox::crash_point();
+        if crash.as_deref() == Some("commit") {
+            sandbox::crash_now();
+        }
         match txn.commit() {
+            Ok(()) if crash.as_deref() == Some("after-commit") => sandbox::crash_now(),
             Ok(()) => {}
             Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
                 std::thread::sleep(crate::store::backoff(attempt));

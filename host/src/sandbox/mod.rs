@@ -25,7 +25,9 @@ pub use bindings::{Allocation, Attachment, Availability, Context, Dns, IpamError
 pub use cache::{CacheOutcome, entry_path};
 pub use convert::{allocation_from_result, dns_to_wit, ipam_error, result_from_allocation};
 pub use source::{PolicySource, builtin_names};
-pub use state::{LimitError, MAX_KEY_BYTES, MAX_SCAN, MAX_VALUE_BYTES};
+pub use state::{
+    CRASH_ENV, LimitError, MAX_KEY_BYTES, MAX_SCAN, MAX_VALUE_BYTES, crash_now, crash_point,
+};
 
 use crate::cni::CniError;
 use crate::cni::config::Limits;

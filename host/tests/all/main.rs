@@ -5,6 +5,7 @@ mod cache;
 mod common;
 mod concurrency;
 mod conformance;
+mod crash;
 mod policies;
 mod protocol;
 mod recordings;
