@@ -77,25 +77,44 @@ impl Net {
             .to_string()
     }
 
-    /// Every key and value in this network's store.
+    /// Every key and value in the store, of every network.
     pub fn store_dump(&self) -> Vec<(String, Vec<u8>)> {
+        self.query("SELECT key, value FROM kv ORDER BY ns, key", None)
+    }
+
+    /// Every key and value of one network.
+    pub fn store_dump_of(&self, network: &str) -> Vec<(String, Vec<u8>)> {
+        self.query(
+            "SELECT key, value FROM kv WHERE ns = ?1 ORDER BY key",
+            Some(network),
+        )
+    }
+
+    fn query(&self, sql: &str, network: Option<&str>) -> Vec<(String, Vec<u8>)> {
         let db = self.data_dir().join("wasm-ipam.db");
         if !db.exists() {
             return Vec::new();
         }
         let conn = rusqlite::Connection::open(db).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT key, value FROM kv ORDER BY ns, key")
-            .unwrap();
-        stmt.query_map([], |r| {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let row = |r: &rusqlite::Row| {
             Ok((
                 String::from_utf8_lossy(&r.get::<_, Vec<u8>>(0)?).into_owned(),
                 r.get(1)?,
             ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        };
+        match network {
+            Some(n) => stmt
+                .query_map([n], row)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect(),
+            None => stmt
+                .query_map([], row)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect(),
+        }
     }
 
     /// The addresses leased in the store.

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeSet;
 
+use cni_conformance::exec::{Call, Outcome};
+use serde_json::{Value, json};
+
 use crate::common::Net;
 
 /// Starts `n` ADDs at once, each in its own process, and waits for all.
@@ -60,5 +63,133 @@ fn the_first_pods_on_a_fresh_node_create_the_store_together() {
             assert!(out.ok(), "round {round}: {} {}", out.stdout, out.stderr);
         }
         assert_eq!(net.leased().len(), 24);
+    }
+}
+
+/// Runs every (conf, call) at once, each in its own process; the answers
+/// come back in the order of the calls.
+fn concurrently(net: &Net, calls: Vec<(Value, Call)>) -> Vec<(Call, Outcome)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = calls
+            .into_iter()
+            .map(|(conf, call)| s.spawn(move || (call.clone(), net.run_conf(&call, &conf))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Checks a round of concurrent ADDs: each succeeded or asked to try again
+/// (code 11), no address went to two containers, and each success has its
+/// reservation in the store.
+fn check_adds(net: &Net, outs: &[(Call, Outcome)], network: &str) -> usize {
+    let dump = net.store_dump_of(network);
+    let mut seen = BTreeSet::new();
+    let mut ok = 0;
+    for (call, out) in outs {
+        if !out.ok() {
+            assert_eq!(out.error_code(), Some(11), "{}", out.stdout);
+            continue;
+        }
+        ok += 1;
+        let id = call.container_id.as_deref().unwrap();
+        for ip in out.json()["ips"].as_array().unwrap() {
+            let addr = ip["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string();
+            assert!(seen.insert(addr.clone()), "{addr} handed out twice");
+            let lease = dump
+                .iter()
+                .find(|(k, _)| *k == format!("lease/{addr}"))
+                .expect("a reservation");
+            let lease: Value = serde_json::from_slice(&lease.1).unwrap();
+            assert_eq!(lease["containerId"], id);
+        }
+    }
+    ok
+}
+
+fn load_round_trip(ipam: Value) {
+    let net = Net::with_ipam("1.0.0", ipam);
+    for round in 0..2 {
+        let adds = (0..64)
+            .map(|i| {
+                (
+                    net.conf.clone(),
+                    Call::attach("ADD", &format!("r{round}-c{i}")),
+                )
+            })
+            .collect();
+        let outs = concurrently(&net, adds);
+        assert_eq!(
+            check_adds(&net, &outs, "testnet"),
+            64,
+            "a /24 has room for all 64"
+        );
+        let dels = (0..64)
+            .map(|i| {
+                (
+                    net.conf.clone(),
+                    Call::attach("DEL", &format!("r{round}-c{i}")),
+                )
+            })
+            .collect();
+        for (_, out) in concurrently(&net, dels) {
+            assert!(out.ok(), "{}", out.stdout);
+        }
+        let left: Vec<String> = net
+            .store_dump()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("lease/") || k.starts_with("owner/"))
+            .collect();
+        assert!(left.is_empty(), "round {round}: DEL left {left:?}");
+    }
+}
+
+#[test]
+fn sixty_four_processes_host_local() {
+    load_round_trip(json!({"policy": "host-local", "ranges": [[{"subnet": "10.93.0.0/24"}]]}));
+}
+
+#[test]
+fn sixty_four_processes_pooled() {
+    load_round_trip(
+        json!({"policy": "pooled", "pools": [{"name": "p", "cidr": "10.94.0.0/24", "blockSize": 28}]}),
+    );
+}
+
+#[test]
+fn sixty_four_processes_sticky() {
+    load_round_trip(
+        json!({"policy": "sticky", "holdSeconds": 0, "ranges": [[{"subnet": "10.95.0.0/24"}]]}),
+    );
+}
+
+#[test]
+fn two_networks_and_two_nodes_share_one_store() {
+    let net = Net::with_ipam(
+        "1.0.0",
+        json!({"policy": "pooled", "pools": [{"name": "p", "cidr": "10.96.0.0/24", "blockSize": 28}]}),
+    );
+    let networks = ["net-a", "net-b"];
+    let mut calls = Vec::new();
+    for network in networks {
+        for node in ["node-a", "node-b"] {
+            let mut conf = net.conf.clone();
+            conf["name"] = json!(network);
+            conf["ipam"]["node"] = json!(node);
+            for i in 0..16 {
+                calls.push((conf.clone(), Call::attach("ADD", &format!("{node}-{i}"))));
+            }
+        }
+    }
+    let outs = concurrently(&net, calls);
+    // The calls were made network by network, 32 each.
+    for (network, outs) in networks.iter().zip(outs.chunks(32)) {
+        assert_eq!(check_adds(&net, outs, network), 32, "{network}");
     }
 }
