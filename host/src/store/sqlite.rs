@@ -29,8 +29,22 @@ fn io(path: &Path, e: rusqlite::Error) -> StoreError {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             StoreError::Busy(e.to_string())
         }
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull) if disk_full(path) => {
+            StoreError::Io(format!(
+                "{}: {e}: the filesystem holding it is full",
+                path.display()
+            ))
+        }
         _ => StoreError::Io(format!("{}: {e}", path.display())),
     }
+}
+
+/// Whether the filesystem holding `path` has no room left. SQLite reports a
+/// full disk under WAL as a plain I/O error, which tells an operator
+/// nothing; this says what to fix.
+fn disk_full(path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(path);
+    rustix::fs::statvfs(dir).is_ok_and(|st| st.f_bavail.saturating_mul(st.f_frsize) < 64 * 1024)
 }
 
 impl SqliteStore {
