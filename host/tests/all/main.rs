@@ -1,6 +1,7 @@
 //! The integration tests: every one drives the real `wasm-ipam` binary as a
 //! runtime would, through `CNI_*` variables and stdin.
 
+mod badinput;
 mod cache;
 mod common;
 mod concurrency;

@@ -73,6 +73,55 @@ fn a_panic_is_a_trap_with_the_policy_message() {
 fn store_limits_hold() {
     fails_cleanly("store-spam", json!({}), "more than 1000000 store calls");
     fails_cleanly("huge-value", json!({}), "a value of 1048576 bytes");
+    fails_cleanly("huge-key", json!({}), "a store key of 1048576 bytes");
+}
+
+/// Runs the call and samples the host's peak resident memory (VmHWM) from
+/// /proc until it exits.
+fn peak_rss_kib(net: &Net, call: &Call) -> (cni_conformance::exec::Outcome, u64) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(crate::common::plugin());
+    cmd.env_clear()
+        .envs(call.vars())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(net.conf.to_string().as_bytes())
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            peak = peak.max(line.split_whitespace().nth(1).unwrap().parse().unwrap_or(0));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let out = child.wait_with_output().unwrap();
+    let outcome = cni_conformance::exec::Outcome {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+        elapsed: Default::default(),
+    };
+    (outcome, peak)
+}
+
+#[test]
+fn a_hundred_megabyte_answer_costs_the_host_bounded_memory() {
+    let net = misbehaving("huge-string", json!({}));
+    let (out, peak) = peak_rss_kib(&net, &Call::attach("ADD", "c1"));
+    assert_error(&out, 999, "exceeded its memory limit of 64 MiB");
+    assert!(net.store_dump().is_empty());
+    assert!(peak > 0, "the host's memory was sampled");
+    assert!(peak < 150 * 1024, "the host peaked at {peak} KiB");
 }
 
 #[test]

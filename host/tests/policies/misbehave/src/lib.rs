@@ -57,6 +57,11 @@ impl Policy for Misbehave {
                 host.put("big", &vec![0u8; 1 << 20]);
                 Ok(ok("10.0.0.2/24"))
             }
+            "huge-key" => {
+                host.put(&"k".repeat(1 << 20), b"v");
+                Ok(ok("10.0.0.2/24"))
+            }
+            "huge-string" => Ok(ok(&"1".repeat(100 << 20))),
             "bad-address" => Ok(ok("10.0.0.300/24")),
             "duplicate-address" => Ok(Allocation {
                 ips: vec![
