@@ -122,6 +122,16 @@ impl IpamResult {
     /// gateway of the other family.
     pub fn validate(&self) -> Result<(), String> {
         for (i, ip) in self.ips.iter().enumerate() {
+            let addr = ip.address.addr();
+            let never_a_pod = addr.is_unspecified()
+                || addr.is_loopback()
+                || addr.is_multicast()
+                || addr == IpAddr::from([255, 255, 255, 255]);
+            if never_a_pod {
+                return Err(format!(
+                    "address {addr} can never be a pod's (unspecified, loopback, multicast or broadcast)"
+                ));
+            }
             if self.ips[..i]
                 .iter()
                 .any(|o| o.address.addr() == ip.address.addr())
@@ -339,6 +349,31 @@ mod tests {
         assert_eq!(IpamResult::from_prev_result(&bridge).unwrap().ips.len(), 1);
         let bad = json!({"ips": [{"address": "not-a-cidr"}]});
         assert_eq!(IpamResult::from_prev_result(&bad).unwrap_err().code(), 7);
+    }
+
+    #[test]
+    fn validate_rejects_addresses_no_pod_can_have() {
+        for bad in [
+            "0.0.0.0/0",
+            "127.0.0.5/8",
+            "224.0.0.1/4",
+            "255.255.255.255/32",
+            "::1/128",
+            "ff02::1/16",
+            "::/0",
+        ] {
+            let r = IpamResult {
+                ips: vec![IpConfig {
+                    address: bad.parse().unwrap(),
+                    gateway: None,
+                }],
+                ..IpamResult::default()
+            };
+            assert!(
+                r.validate().unwrap_err().contains("can never be a pod's"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

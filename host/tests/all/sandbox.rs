@@ -127,6 +127,11 @@ fn a_hundred_megabyte_answer_costs_the_host_bounded_memory() {
 #[test]
 fn invalid_allocations_are_refused_before_printing() {
     fails_cleanly("bad-address", json!({}), "10.0.0.300/24");
+    fails_cleanly(
+        "loopback-address",
+        json!({}),
+        "127.0.0.5 can never be a pod's",
+    );
     fails_cleanly("duplicate-address", json!({}), "appears twice");
     fails_cleanly("reserved-code", json!({}), "reserved code 7");
 }

@@ -63,6 +63,7 @@ impl Policy for Misbehave {
             }
             "huge-string" => Ok(ok(&"1".repeat(100 << 20))),
             "bad-address" => Ok(ok("10.0.0.300/24")),
+            "loopback-address" => Ok(ok("127.0.0.5/8")),
             "duplicate-address" => Ok(Allocation {
                 ips: vec![
                     IpConfig {
