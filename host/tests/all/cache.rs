@@ -105,3 +105,43 @@ fn a_cache_others_can_write_is_not_trusted() {
     assert!(out.ok());
     assert!(out.stderr.contains("not private"), "{}", out.stderr);
 }
+
+#[test]
+fn data_dir_and_cache_are_created_private_to_the_user_running_the_plugin() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("nested/data");
+    let cache = tmp.path().join("nested/cache");
+    let net = Net::with_ipam(
+        "1.0.0",
+        json!({"policy": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]], "cacheDir": cache}),
+    );
+    let mut conf = net.conf.clone();
+    conf["ipam"]["dataDir"] = json!(data);
+    assert!(
+        net.run_conf(&cni_conformance::exec::Call::attach("ADD", "c1"), &conf)
+            .ok()
+    );
+    let me = rustix::process::geteuid().as_raw();
+    for dir in [&data, &cache] {
+        let meta = std::fs::metadata(dir).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            dir.display()
+        );
+        assert_eq!(
+            meta.uid(),
+            me,
+            "{} is owned by the plugin's user (root on a node)",
+            dir.display()
+        );
+    }
+    let db = std::fs::metadata(data.join("wasm-ipam.db")).unwrap();
+    assert_eq!(
+        db.permissions().mode() & 0o022,
+        0,
+        "nobody else may write the store"
+    );
+}
