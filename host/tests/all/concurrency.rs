@@ -176,20 +176,38 @@ fn two_networks_and_two_nodes_share_one_store() {
         json!({"policy": "pooled", "pools": [{"name": "p", "cidr": "10.96.0.0/24", "blockSize": 28}]}),
     );
     let networks = ["net-a", "net-b"];
-    let mut calls = Vec::new();
-    for network in networks {
-        for node in ["node-a", "node-b"] {
-            let mut conf = net.conf.clone();
-            conf["name"] = json!(network);
-            conf["ipam"]["node"] = json!(node);
-            for i in 0..16 {
-                calls.push((conf.clone(), Call::attach("ADD", &format!("{node}-{i}"))));
+    let calls = |command: &str, round: u32| {
+        let mut calls = Vec::new();
+        for network in networks {
+            for node in ["node-a", "node-b"] {
+                let mut conf = net.conf.clone();
+                conf["name"] = json!(network);
+                conf["ipam"]["node"] = json!(node);
+                for i in 0..16 {
+                    calls.push((
+                        conf.clone(),
+                        Call::attach(command, &format!("r{round}-{node}-{i}")),
+                    ));
+                }
             }
         }
-    }
-    let outs = concurrently(&net, calls);
-    // The calls were made network by network, 32 each.
-    for (network, outs) in networks.iter().zip(outs.chunks(32)) {
-        assert_eq!(check_adds(&net, outs, network), 32, "{network}");
+        calls
+    };
+    for round in 0..2 {
+        let outs = concurrently(&net, calls("ADD", round));
+        // The calls were made network by network, 32 each.
+        for (network, outs) in networks.iter().zip(outs.chunks(32)) {
+            assert_eq!(check_adds(&net, outs, network), 32, "{network}");
+        }
+        for (_, out) in concurrently(&net, calls("DEL", round)) {
+            assert!(out.ok(), "{}", out.stdout);
+        }
+        let left: Vec<String> = net
+            .store_dump()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("lease/"))
+            .collect();
+        assert!(left.is_empty(), "round {round}: DEL left {left:?}");
     }
 }

@@ -31,7 +31,10 @@ fn gc_conf(net: &Net, valid: &[&str]) -> Value {
 /// every kill must leave the store exactly as it was. Returns how many
 /// kill points there were.
 fn kill_everywhere(net: &Net, call: &Call, conf: &Value, what: &str) -> u32 {
-    let policy = net.conf["ipam"]["policy"].as_str().unwrap_or_default().to_string();
+    let policy = net.conf["ipam"]["policy"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let before = net.store_dump();
     let out = net.run_conf(&call.clone().env(CRASH, "commit"), conf);
     assert!(
@@ -48,7 +51,10 @@ fn kill_everywhere(net: &Net, call: &Call, conf: &Value, what: &str) -> u32 {
         if !killed(&out) {
             assert!(out.ok(), "{what}: completed with an error: {}", out.stdout);
             // Shown with --nocapture; docs/reliability.md quotes these.
-            eprintln!("{policy} {what}: killed at commit and at each of {} store calls", n - 1);
+            eprintln!(
+                "{policy} {what}: killed at commit and at each of {} store calls",
+                n - 1
+            );
             return n;
         }
         assert_eq!(
