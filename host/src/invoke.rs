@@ -6,7 +6,7 @@
 //! the policy succeeded and its answer passed the host's checks.
 
 use std::ffi::OsString;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cni::config::{NetConf, peek_version};
 use crate::cni::env::{Command, Env};
@@ -21,6 +21,53 @@ use crate::store::{SqliteStore, Store, StoreError};
 pub const NOW_ENV: &str = "WASM_IPAM_NOW";
 /// How often a transaction that lost a race is run again.
 const MAX_ATTEMPTS: u32 = 8;
+
+/// Set to anything to have the host print, on stderr, how long each stage of
+/// the call took: what the benchmarks' breakdown reads.
+pub const TIMINGS_ENV: &str = "WASM_IPAM_TIMINGS";
+
+/// What to do with the engine and the store when the call is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Teardown {
+    /// Drop them: for a process that goes on (tests, tools).
+    Full,
+    /// Leave them to the OS: a CNI process exits right after printing, and
+    /// unmapping the engine and closing SQLite (which checkpoints the WAL)
+    /// would cost it half a millisecond for nothing. Committed data is
+    /// already durable in the WAL.
+    Exit,
+}
+
+/// Stage times in microseconds since `start`, printed as one JSON line.
+pub struct Timings {
+    start: Instant,
+    marks: Vec<(&'static str, u128)>,
+}
+
+impl Timings {
+    pub fn new(start: Instant) -> Timings {
+        Timings {
+            start,
+            marks: Vec::new(),
+        }
+    }
+
+    fn mark(timings: &mut Option<Timings>, stage: &'static str) {
+        if let Some(t) = timings {
+            t.marks.push((stage, t.start.elapsed().as_micros()));
+        }
+    }
+
+    /// One line: `wasm-ipam timings: [["parse",110],...]`, in stage order.
+    fn print(&self) {
+        let fields: Vec<String> = self
+            .marks
+            .iter()
+            .map(|(k, v)| format!("[\"{k}\",{v}]"))
+            .collect();
+        eprintln!("wasm-ipam timings: [{}]", fields.join(","));
+    }
+}
 
 /// A failed invocation: the error and the version to report it in.
 #[derive(Debug)]
@@ -65,19 +112,38 @@ pub fn run(
     lookup: &dyn Fn(&str) -> Option<OsString>,
     stdin: &[u8],
 ) -> Result<Option<String>, Failure> {
+    run_timed(lookup, stdin, Instant::now(), Teardown::Full)
+}
+
+/// [`run`], with `start` the moment the process started its work, for the
+/// stage timings.
+pub fn run_timed(
+    lookup: &dyn Fn(&str) -> Option<OsString>,
+    stdin: &[u8],
+    start: Instant,
+    teardown: Teardown,
+) -> Result<Option<String>, Failure> {
     let command = Env::command(lookup).map_err(fail(LATEST))?;
     if command == Command::Version {
         return Ok(Some(version_json(peek_version(stdin).as_deref())));
     }
+    let mut timings = lookup(TIMINGS_ENV).map(|_| Timings::new(start));
     let conf = NetConf::parse(stdin).map_err(fail(LATEST))?;
     let version = conf.cni_version.text.clone();
-    run_conf(lookup, command, &conf).map_err(fail(&version))
+    let out = run_conf(lookup, command, &conf, &mut timings, teardown).map_err(fail(&version));
+    Timings::mark(&mut timings, "output");
+    if let Some(t) = &timings {
+        t.print();
+    }
+    out
 }
 
 fn run_conf(
     lookup: &dyn Fn(&str) -> Option<OsString>,
     command: Command,
     conf: &NetConf,
+    timings: &mut Option<Timings>,
+    teardown: Teardown,
 ) -> Result<Option<String>, CniError> {
     match command {
         Command::Check => conf.cni_version.require("CHECK", Version(0, 4, 0))?,
@@ -137,11 +203,19 @@ fn run_conf(
         node: conf.ipam.node.clone().unwrap_or_else(hostname),
         dns,
     };
+    Timings::mark(timings, "parse");
     let source = sandbox::PolicySource::resolve(&conf.ipam.policy)?;
     let sandbox = Sandbox::load(&source, &conf.ipam.cache_dir)?;
+    Timings::mark(timings, "policy_load");
     let store = SqliteStore::open(&conf.ipam.data_dir)?;
+    Timings::mark(timings, "store_open");
     let now = now(lookup)?;
-    let answer = transact(&store, &sandbox, conf, &ctx, &op, now)?;
+    let answer = transact(&store, &sandbox, conf, &ctx, &op, now, timings);
+    if teardown == Teardown::Exit {
+        std::mem::forget(sandbox);
+        std::mem::forget(store);
+    }
+    let answer = answer?;
     match answer {
         Answered::Result(result) => Ok(Some(result.to_json(&conf.cni_version)?)),
         Answered::Nothing => Ok(None),
@@ -162,12 +236,14 @@ fn transact(
     ctx: &Context,
     op: &Op,
     now: u64,
+    timings: &mut Option<Timings>,
 ) -> Result<Answered, CniError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let txn = store.begin(&conf.name)?;
         let (result, txn) = sandbox.call(txn, ctx, op, &conf.ipam.limits, now);
+        Timings::mark(timings, "policy_call");
         // Every early return below drops `txn`, which rolls it back.
         let answer = result?.map_err(sandbox::ipam_error)?;
         let (answered, status_error) = match answer {
@@ -196,7 +272,7 @@ fn transact(
         }
         match txn.commit() {
             Ok(()) if crash.as_deref() == Some("after-commit") => sandbox::crash_now(),
-            Ok(()) => {}
+            Ok(()) => Timings::mark(timings, "commit"),
             Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
                 std::thread::sleep(crate::store::backoff(attempt));
                 continue;
@@ -306,7 +382,8 @@ mod tests {
             conflicts: 2,
             begun: AtomicU32::new(0),
         };
-        let Answered::Result(r) = transact(&store, &sandbox, &conf, &ctx, &add("c1"), 0).unwrap()
+        let Answered::Result(r) =
+            transact(&store, &sandbox, &conf, &ctx, &add("c1"), 0, &mut None).unwrap()
         else {
             panic!("ADD answers a result")
         };
@@ -333,7 +410,7 @@ mod tests {
             conflicts: u32::MAX,
             begun: AtomicU32::new(0),
         };
-        let err = transact(&store, &sandbox, &conf, &ctx, &add("c1"), 0)
+        let err = transact(&store, &sandbox, &conf, &ctx, &add("c1"), 0, &mut None)
             .err()
             .unwrap();
         assert_eq!(err.code(), 11);

@@ -11,6 +11,7 @@ use wasm_ipam::invoke;
 const MAX_STDIN: u64 = 16 << 20;
 
 fn main() -> ExitCode {
+    let start = std::time::Instant::now();
     if std::env::args_os().len() > 1 {
         return wasm_ipam::cli::main();
     }
@@ -29,7 +30,12 @@ fn main() -> ExitCode {
             )),
             cni_version: wasm_ipam::cni::version::LATEST.into(),
         }),
-        Ok(_) => invoke::run(&|k| std::env::var_os(k), &stdin),
+        Ok(_) => invoke::run_timed(
+            &|k| std::env::var_os(k),
+            &stdin,
+            start,
+            invoke::Teardown::Exit,
+        ),
     };
     match outcome {
         Ok(Some(out)) => {

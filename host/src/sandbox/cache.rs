@@ -52,8 +52,10 @@ fn owned_and_private(meta: &fs::Metadata) -> bool {
     meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0
 }
 
-/// The entry's artifact, if it passes every check.
-fn read_trusted(dir: &Path, path: &Path) -> Result<Vec<u8>, String> {
+/// Checks an entry without copying it: ownership and mode of the directory
+/// and the file, then the trailer's digest over a read-only mapping of the
+/// file, which wasmtime then maps again from the page cache.
+fn verify(dir: &Path, path: &Path) -> Result<(), String> {
     let dir_meta = fs::metadata(dir).map_err(|e| e.to_string())?;
     if !owned_and_private(&dir_meta) {
         return Err(format!(
@@ -61,29 +63,58 @@ fn read_trusted(dir: &Path, path: &Path) -> Result<Vec<u8>, String> {
             dir.display()
         ));
     }
-    let meta = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() || !owned_and_private(&meta) {
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file()
+        || !owned_and_private(&meta)
+        || fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink())
+    {
         return Err(format!(
             "cache entry {} is not a private regular file",
             path.display()
         ));
     }
-    let mut bytes = fs::read(path).map_err(|e| e.to_string())?;
-    if bytes.len() < TRAILER || &bytes[bytes.len() - MAGIC.len()..] != MAGIC {
+    let len = meta.len() as usize;
+    if len < TRAILER {
         return Err(format!(
             "cache entry {} has no valid trailer",
             path.display()
         ));
     }
-    let body = bytes.len() - TRAILER;
-    if blake3::hash(&bytes[..body]).as_bytes() != &bytes[body..body + 32] {
-        return Err(format!(
+    // SAFETY: a private read-only mapping of a file only this user can
+    // write and that is only ever replaced by rename, never changed in
+    // place; it is unmapped before this function returns.
+    let map = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ,
+            rustix::mm::MapFlags::PRIVATE,
+            &file,
+            0,
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    // SAFETY: the mapping is `len` readable bytes until the munmap below.
+    let bytes = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), len) };
+    let body = len - TRAILER;
+    let verdict = if &bytes[len - MAGIC.len()..] != MAGIC {
+        Err(format!(
+            "cache entry {} has no valid trailer",
+            path.display()
+        ))
+    } else if blake3::hash(&bytes[..body]).as_bytes() != &bytes[body..body + 32] {
+        Err(format!(
             "cache entry {} is damaged (digest mismatch)",
             path.display()
-        ));
-    }
-    bytes.truncate(body);
-    Ok(bytes)
+        ))
+    } else {
+        Ok(())
+    };
+    // SAFETY: `map` came from mmap with this length and `bytes` is not used
+    // after this point.
+    let _ = unsafe { rustix::mm::munmap(map, len) };
+    verdict
 }
 
 fn write_atomically(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
@@ -111,11 +142,13 @@ pub fn load(
     log: &mut dyn FnMut(String),
 ) -> Result<(Component, CacheOutcome), wasmtime::Error> {
     let path = entry_path(engine, dir, wasm_hash);
-    match read_trusted(dir, &path) {
-        // SAFETY: the bytes come from a file only this user can write, named
-        // for this engine and this policy, whose digest was just verified;
-        // wasmtime checks the header and the engine settings again.
-        Ok(artifact) => match unsafe { Component::deserialize(engine, &artifact) } {
+    match verify(dir, &path) {
+        // SAFETY: the file is one only this user can write, named for this
+        // engine and this policy, whose digest was just verified, and it is
+        // never changed in place; wasmtime checks the header and the engine
+        // settings again. The trailer after the artifact is outside every
+        // section wasmtime reads.
+        Ok(()) => match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok((c, CacheOutcome::Hit)),
             Err(e) => log(format!(
                 "cache entry {} rejected: {e}; recompiling",
