@@ -1,8 +1,11 @@
 //! Blocks and addresses in the store.
 //!
-//! - `block/<pool>/<index>`: a claimed block, `{"node", "used"}`. The index
-//!   is 32 hex digits, so keys sort in address order.
+//! - `block/<pool>/<index>`: a claimed block, `{"node", "used", "bits"}`,
+//!   `bits` a bitmap of the offsets in use (hex, four offsets a digit). The
+//!   index is 32 hex digits, so keys sort in address order.
 //! - `node/<node>/<pool>/<index>`: the blocks a node has affinity to.
+//! - `open/<node>/<pool>/<index>`: those of them with room left, so a warm
+//!   ADD reads one index entry and one block whatever the pool's size.
 //! - `cool/<ip>`: when a released address was freed, while it cools down.
 //! - the kit's `lease/` and `owner/` records, tagged `<pool>/<index>`.
 
@@ -20,6 +23,42 @@ use crate::config::{Config, Pool};
 pub struct Block {
     pub node: String,
     pub used: u64,
+    #[serde(default)]
+    pub bits: String,
+}
+
+impl Block {
+    fn new(node: &str, len: u128) -> Block {
+        Block {
+            node: node.to_string(),
+            used: 0,
+            bits: "0".repeat(len.div_ceil(4) as usize),
+        }
+    }
+
+    pub fn in_use(&self, offset: u128) -> bool {
+        let digit = self
+            .bits
+            .as_bytes()
+            .get((offset / 4) as usize)
+            .copied()
+            .unwrap_or(b'0');
+        let nibble = (digit as char).to_digit(16).unwrap_or(0);
+        nibble & (1 << (offset % 4)) != 0
+    }
+
+    fn set(&mut self, offset: u128, on: bool) {
+        let i = (offset / 4) as usize;
+        let mut digits: Vec<u8> = std::mem::take(&mut self.bits).into_bytes();
+        let mut nibble = (digits[i] as char).to_digit(16).unwrap_or(0);
+        if on {
+            nibble |= 1 << (offset % 4);
+        } else {
+            nibble &= !(1 << (offset % 4));
+        }
+        digits[i] = std::char::from_digit(nibble, 16).expect("a nibble") as u8;
+        self.bits = String::from_utf8(digits).expect("hex digits");
+    }
 }
 
 fn block_key(pool: &str, index: u128) -> String {
@@ -28,6 +67,10 @@ fn block_key(pool: &str, index: u128) -> String {
 
 fn node_key(node: &str, pool: &str, index: u128) -> String {
     format!("node/{node}/{pool}/{index:032x}")
+}
+
+fn open_key(node: &str, pool: &str, index: u128) -> String {
+    format!("open/{node}/{pool}/{index:032x}")
 }
 
 fn cool_key(ip: IpAddr) -> String {
@@ -73,34 +116,43 @@ pub fn node_blocks(host: &dyn Host, node: &str, pool: &str) -> Vec<u128> {
         .collect()
 }
 
-/// Whether `ip` can be handed out now: usable, not leased, not cooling.
-pub fn is_free(host: &dyn Host, pool: &Pool, ip: IpAddr, now: u64, cooldown: u64) -> bool {
-    pool.usable(ip)
-        && leases::get(host, ip).is_none()
+fn cooling(host: &dyn Host, ip: IpAddr, now: u64, cooldown: u64) -> bool {
+    cooldown > 0
         && host
             .get(&cool_key(ip))
             .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
-            .is_none_or(|freed| now >= freed.saturating_add(cooldown))
+            .is_some_and(|freed| now < freed.saturating_add(cooldown))
 }
 
-/// The lowest free address of a block.
+/// Whether `ip` can be handed out now: usable, not leased, not cooling.
+pub fn is_free(host: &dyn Host, pool: &Pool, ip: IpAddr, now: u64, cooldown: u64) -> bool {
+    pool.usable(ip) && leases::get(host, ip).is_none() && !cooling(host, ip, now, cooldown)
+}
+
+/// The lowest offset of a block that is usable and not in use, ignoring
+/// cool-downs: whether the block has room at all.
+fn first_open(pool: &Pool, index: u128, block: Option<&Block>) -> Option<IpAddr> {
+    let base = ip_num(pool.block_net(index).network());
+    (0..pool.block_len())
+        .filter(|off| block.is_none_or(|b| !b.in_use(*off)))
+        .map(|off| ip_from_num(pool.net.addr(), base + off))
+        .find(|ip| pool.usable(*ip))
+}
+
+/// The lowest free address of a block, from its bitmap.
 pub fn lowest_free(
     host: &dyn Host,
     pool: &Pool,
     index: u128,
+    block: Option<&Block>,
     now: u64,
     cooldown: u64,
 ) -> Option<IpAddr> {
     let base = ip_num(pool.block_net(index).network());
     (0..pool.block_len())
+        .filter(|off| block.is_none_or(|b| !b.in_use(*off)))
         .map(|off| ip_from_num(pool.net.addr(), base + off))
-        .find(|ip| is_free(host, pool, *ip, now, cooldown))
-}
-
-/// Whether a block has any address that could ever be handed out.
-fn has_usable(pool: &Pool, index: u128) -> bool {
-    let base = ip_num(pool.block_net(index).network());
-    (0..pool.block_len()).any(|off| pool.usable(ip_from_num(pool.net.addr(), base + off)))
+        .find(|ip| pool.usable(*ip) && !cooling(host, *ip, now, cooldown))
 }
 
 /// How an address was found.
@@ -114,6 +166,15 @@ pub enum Source {
     Borrowed,
 }
 
+/// The blocks `node` owns in the pool that have room, in address order.
+fn open_blocks(host: &dyn Host, node: &str, pool: &str) -> Vec<u128> {
+    let prefix = format!("open/{node}/{pool}/");
+    host.scan_all(&prefix)
+        .into_iter()
+        .filter_map(|(k, _)| parse_index(&k[prefix.len()..]))
+        .collect()
+}
+
 /// The address the pool would hand to a pod on `cfg.node` now, without
 /// changing anything: own blocks first, then a new block, then borrowing.
 pub fn find(
@@ -123,14 +184,14 @@ pub fn find(
     now: u64,
 ) -> Option<(IpAddr, u128, Source)> {
     let cooldown = cfg.cooldown_seconds;
-    let own = node_blocks(host, &cfg.node, &pool.name);
-    for &index in &own {
-        if let Some(ip) = lowest_free(host, pool, index, now, cooldown) {
+    for index in open_blocks(host, &cfg.node, &pool.name) {
+        let block = get_block(host, &pool.name, index);
+        if let Some(ip) = lowest_free(host, pool, index, block.as_ref(), now, cooldown) {
             return Some((ip, index, Source::Own));
         }
     }
-    let limit_reached =
-        cfg.max_blocks_per_node > 0 && own.len() >= cfg.max_blocks_per_node as usize;
+    let own = node_blocks(host, &cfg.node, &pool.name).len();
+    let limit_reached = cfg.max_blocks_per_node > 0 && own >= cfg.max_blocks_per_node as usize;
     let claimed = all_blocks(host, &pool.name);
     if !limit_reached {
         // The lowest unclaimed block with a free address; only claimed (and
@@ -139,8 +200,7 @@ pub fn find(
         let mut index = 0u128;
         while index < pool.block_count() {
             if !claimed.contains_key(&index)
-                && has_usable(pool, index)
-                && let Some(ip) = lowest_free(host, pool, index, now, cooldown)
+                && let Some(ip) = lowest_free(host, pool, index, None, now, cooldown)
             {
                 return Some((ip, index, Source::Claimed));
             }
@@ -156,9 +216,21 @@ pub fn find(
     claimed
         .iter()
         .filter(|(_, b)| b.node != cfg.node)
-        .find_map(|(&index, _)| {
-            lowest_free(host, pool, index, now, cooldown).map(|ip| (ip, index, Source::Borrowed))
+        .find_map(|(&index, b)| {
+            lowest_free(host, pool, index, Some(b), now, cooldown)
+                .map(|ip| (ip, index, Source::Borrowed))
         })
+}
+
+/// Stores a block and keeps its owner's `open/` entry in step with it.
+fn save(host: &mut dyn Host, pool: &Pool, index: u128, block: &Block) {
+    put_block(host, &pool.name, index, block);
+    let key = open_key(&block.node, &pool.name, index);
+    if first_open(pool, index, Some(block)).is_some() {
+        host.put(&key, b"");
+    } else {
+        host.delete(&key);
+    }
 }
 
 /// Leases `ip` in block `index` to the lease's attachment, claiming the block
@@ -173,13 +245,12 @@ pub fn take(
 ) {
     let mut block = get_block(host, &pool.name, index).unwrap_or_else(|| {
         host.put(&node_key(node, &pool.name, index), b"");
-        Block {
-            node: node.to_string(),
-            used: 0,
-        }
+        Block::new(node, pool.block_len())
     });
+    let offset = ip_num(ip) - ip_num(pool.block_net(index).network());
+    block.set(offset, true);
     block.used += 1;
-    put_block(host, &pool.name, index, &block);
+    save(host, pool, index, &block);
     host.delete(&cool_key(ip));
     lease.tag = Some(format!("{}/{index:032x}", pool.name));
     let reserved = leases::reserve(host, ip, &lease);
@@ -201,14 +272,19 @@ pub fn release(host: &mut dyn Host, cfg: &Config, ip: IpAddr, lease: &Lease, now
     else {
         return;
     };
+    let Some(pool) = cfg.pools.iter().find(|p| p.name == pool_name) else {
+        return;
+    };
     let Some(mut block) = get_block(host, &pool_name, index) else {
         return;
     };
+    block.set(ip_num(ip) - ip_num(pool.block_net(index).network()), false);
     block.used = block.used.saturating_sub(1);
     if block.used == 0 && node_blocks(host, &block.node, &pool_name).len() > 1 {
         host.delete(&block_key(&pool_name, index));
         host.delete(&node_key(&block.node, &pool_name, index));
+        host.delete(&open_key(&block.node, &pool_name, index));
     } else {
-        put_block(host, &pool_name, index, &block);
+        save(host, pool, index, &block);
     }
 }

@@ -102,6 +102,13 @@ impl Pool {
                 net.max_prefix_len()
             ));
         }
+        if net.max_prefix_len() - block_prefix > 16 {
+            return Err(format!(
+                "pool {}: blockSize {block_prefix} makes blocks of more than 65536 addresses; use /{} or longer",
+                raw.name,
+                net.max_prefix_len() - 16
+            ));
+        }
         let exclude = raw
             .exclude
             .iter()

@@ -402,3 +402,33 @@ fn unknown_cni_args_are_refused_unless_ignored() {
     c.cni_args.push(("IgnoreUnknown".into(), "1".into()));
     add1(&mut h, &c, "a");
 }
+
+#[test]
+fn the_open_index_follows_room_in_a_nodes_blocks() {
+    let mut h = MemHost::default();
+    let c = ctx(small(json!({})), "n");
+    let open = |h: &MemHost| h.data.keys().filter(|k| k.starts_with("open/n/p/")).count();
+    add1(&mut h, &c, "a");
+    assert_eq!(open(&h), 1, "block 0 has room");
+    add1(&mut h, &c, "b");
+    add1(&mut h, &c, "c");
+    assert_eq!(open(&h), 0, "block 0 is full: .1 to .3");
+    Pooled::del(&mut h, &c, &att("b")).unwrap();
+    assert_eq!(open(&h), 1, "room again");
+    let block = blocks::get_block(&h, "p", 0).unwrap();
+    assert!(block.in_use(1) && !block.in_use(2) && block.in_use(3));
+}
+
+#[test]
+fn blocks_of_more_than_65536_addresses_are_refused() {
+    let mut h = MemHost::default();
+    let c = ctx(
+        json!({"pools": [{"name": "p", "cidr": "10.0.0.0/8", "blockSize": 12}]}),
+        "n",
+    );
+    let err = add(&mut h, &c, "a").unwrap_err();
+    assert!(
+        ipam_kit::errors::message(&err).contains("more than 65536 addresses"),
+        "{err:?}"
+    );
+}

@@ -64,6 +64,18 @@ fn hold_key(ip: IpAddr) -> String {
     format!("hold/{ip}")
 }
 
+/// The last address handed out from range set `set`: new workloads search
+/// from there, round robin, so an ADD costs the same in a full range as in
+/// an empty one.
+fn cursor_key(set: usize) -> String {
+    format!("cursor/{set}")
+}
+
+fn cursor(host: &dyn Host, set: usize) -> Option<IpAddr> {
+    host.get(&cursor_key(set))
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+}
+
 fn get_json<T: for<'de> Deserialize<'de>>(host: &dyn Host, key: &str) -> Option<T> {
     host.get(key).and_then(|v| serde_json::from_slice(&v).ok())
 }
@@ -143,12 +155,13 @@ struct Want<'a> {
     now: u64,
 }
 
-/// Picks the workload's address in one range set, in order: its own
-/// address from before, a requested one, its ordinal address, the first
-/// free one, and last an address whose hold has run out.
+/// Picks the workload's address in range set `idx`, in order: its own
+/// address from before, a requested one, its ordinal address, the next free
+/// one after the cursor, and last an address whose hold has run out.
 fn pick(
     host: &mut dyn Host,
     want: &Want,
+    idx: usize,
     set: &RangeSet,
     requested: &mut Vec<IpAddr>,
 ) -> Result<IpAddr, IpamError> {
@@ -184,7 +197,10 @@ fn pick(
     {
         return Ok(ip);
     }
-    if let Some((ip, _)) = set.iter_from(None).find(|(ip, _)| is_free(host, *ip)) {
+    if let Some((ip, _)) = set
+        .iter_from(cursor(host, idx))
+        .find(|(ip, _)| is_free(host, *ip))
+    {
         return Ok(ip);
     }
     if let Some((ip, hold)) = oldest_expired(host, cfg, set, now) {
@@ -287,10 +303,11 @@ impl Policy for Sticky {
         let mut ips = Vec::new();
         let mut taken = Vec::new();
         for (idx, set) in cfg.ranges.sets.iter().enumerate() {
-            let ip = pick(host, &want, set, &mut requested)
+            let ip = pick(host, &want, idx, set, &mut requested)
                 .map_err(|e| errors::context(e, &format!("failed to allocate for range {idx}")))?;
             host.delete(&hold_key(ip));
             leases::reserve(host, ip, &lease);
+            host.put(&cursor_key(idx), ip.to_string().as_bytes());
             let range = set.range_for(ip).expect("picked inside the set");
             ips.push(IpConfig {
                 address: range.with_prefix(ip),

@@ -180,6 +180,28 @@ fn within_its_hold_a_workload_returns_even_after_the_hold_expired_if_untaken() {
 }
 
 #[test]
+fn new_workloads_go_round_robin_from_the_last_address() {
+    let mut h = MemHost::default();
+    let pod = |name: &str| ctx(conf(json!({"holdSeconds": 0})), Some(("ns", name)));
+    assert_eq!(add(&mut h, &pod("a"), "a").unwrap(), "10.80.0.2/29");
+    assert_eq!(add(&mut h, &pod("b"), "b").unwrap(), "10.80.0.3/29");
+    Sticky::del(&mut h, &pod("a"), &att("a")).unwrap();
+    assert_eq!(
+        add(&mut h, &pod("c"), "c").unwrap(),
+        "10.80.0.4/29",
+        "on from the cursor, not back to .2"
+    );
+    for name in ["d", "e"] {
+        add(&mut h, &pod(name), name).unwrap();
+    }
+    assert_eq!(
+        add(&mut h, &pod("f"), "f").unwrap(),
+        "10.80.0.2/29",
+        "wraps round to the freed address"
+    );
+}
+
+#[test]
 fn ordinal_pods_get_their_ordinal_address() {
     let mut h = MemHost::default();
     let pod = |name: &str| {
@@ -229,11 +251,17 @@ fn gc_ends_attachments_but_keeps_their_hold() {
 #[test]
 fn hold_zero_frees_at_once() {
     let mut h = MemHost::default();
-    let a = ctx(conf(json!({"holdSeconds": 0})), Some(("ns", "a")));
-    let b = ctx(conf(json!({"holdSeconds": 0})), Some(("ns", "b")));
+    // A /30: the gateway and one address, so b can only have a's.
+    let one = |name| {
+        ctx(
+            json!({"ranges": [[{"subnet": "10.80.0.0/30"}]], "holdSeconds": 0}),
+            Some(("ns", name)),
+        )
+    };
+    let (a, b) = (one("a"), one("b"));
     add(&mut h, &a, "ca").unwrap();
     Sticky::del(&mut h, &a, &att("ca")).unwrap();
-    assert_eq!(add(&mut h, &b, "cb").unwrap(), "10.80.0.2/29");
+    assert_eq!(add(&mut h, &b, "cb").unwrap(), "10.80.0.2/30");
     assert!(
         h.data.keys().all(|k| !k.starts_with("workload/ns/a")),
         "{:?}",
