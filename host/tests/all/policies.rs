@@ -172,9 +172,10 @@ fn switching_a_network_from_host_local_to_sticky_needs_only_the_config() {
         "sticky releases host-local's lease"
     );
     assert!(net.run_conf(&Call::attach("DEL", "c3"), &conf).ok());
+    // A new workload goes on round robin from sticky's cursor (.4).
     assert_eq!(
         addr(&net.run_conf(&pod("c4", "ns", "d"), &conf)),
-        "10.67.0.2/29"
+        "10.67.0.5/29"
     );
     assert_eq!(
         addr(&net.run_conf(&pod("c5", "ns", "c"), &conf)),

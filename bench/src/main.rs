@@ -1,0 +1,283 @@
+//! `wasm-ipam-bench`: wasm-ipam against the reference host-local, one real
+//! process per CNI call as a runtime spawns them. It reports the median,
+//! p95 and p99 wall time per operation and the peak RSS, side by side with
+//! the ratio, as a table and as JSON.
+//!
+//! Measurements: ADD and DEL with 0, 1,000 and 10,000 addresses allocated on
+//! a /16, for each policy; the cold first call, which compiles the policy;
+//! throughput with 2 and 16 concurrent callers; and a warm ADD split into
+//! its stages (from the host's `WASM_IPAM_TIMINGS`).
+
+mod spawn;
+mod stats;
+mod systems;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::json;
+
+use stats::{Summary, median, summarise};
+use systems::{System, env};
+
+#[derive(Parser)]
+#[command(
+    name = "wasm-ipam-bench",
+    about = "Benchmark wasm-ipam against the reference host-local"
+)]
+struct Cli {
+    /// The wasm-ipam binary; by default the one beside this program.
+    #[arg(long)]
+    wasm_ipam: Option<PathBuf>,
+    /// Timed ADD/DEL pairs per measurement.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Pool sizes (allocated addresses) to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,10000")]
+    sizes: Vec<usize>,
+    /// A tiny run that only checks the benchmark works (CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "bench-results.json")]
+    json: PathBuf,
+}
+
+struct Op {
+    add: Summary,
+    del: Summary,
+    rss_kib: u64,
+}
+
+fn measure_ops(
+    sys: &System,
+    ours: &Path,
+    size: usize,
+    iterations: usize,
+    cache: &Path,
+) -> Result<Op> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    let conf = sys.conf(&data, cache);
+    sys.prefill(size, &conf, &data);
+    let stdin = conf.to_string();
+    let bin = sys.binary(ours);
+    // One untimed call warms the page cache (and, for ours, the compile cache).
+    spawn::run(&bin, &env("ADD", "warm-up"), stdin.as_bytes());
+    let (mut adds, mut dels, mut rss) = (Vec::new(), Vec::new(), 0);
+    for i in 0..iterations {
+        let id = format!("bench-{i}");
+        let add = spawn::run(&bin, &env("ADD", &id), stdin.as_bytes());
+        if !add.ok {
+            bail!("{} ADD failed at size {size}: {}", sys.name(), add.stderr);
+        }
+        let del = spawn::run(&bin, &env("DEL", &id), stdin.as_bytes());
+        if !del.ok {
+            bail!("{} DEL failed: {}", sys.name(), del.stderr);
+        }
+        rss = rss.max(add.max_rss_kib).max(del.max_rss_kib);
+        adds.push(add.wall);
+        dels.push(del.wall);
+    }
+    Ok(Op {
+        add: summarise(&adds),
+        del: summarise(&dels),
+        rss_kib: rss,
+    })
+}
+
+fn cold_starts(ours: &Path, policy: &'static str, n: usize) -> Summary {
+    let walls: Vec<Duration> = (0..n)
+        .map(|_| {
+            let tmp = tempfile::tempdir().unwrap();
+            let sys = System::Ours(policy);
+            let conf = sys.conf(&tmp.path().join("data"), &tmp.path().join("cache"));
+            spawn::run(ours, &env("ADD", "cold"), conf.to_string().as_bytes()).wall
+        })
+        .collect();
+    summarise(&walls)
+}
+
+/// ADDs per second with `callers` processes at a time, `total` in all.
+fn throughput(sys: &System, ours: &Path, callers: usize, total: usize, cache: &Path) -> f64 {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = sys.conf(&tmp.path().join("data"), cache).to_string();
+    let bin = sys.binary(ours);
+    spawn::run(&bin, &env("ADD", "warm-up"), conf.as_bytes());
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..callers {
+            let (conf, bin) = (&conf, &bin);
+            s.spawn(move || {
+                for i in (c..total).step_by(callers) {
+                    let r = spawn::run(bin, &env("ADD", &format!("t{i}")), conf.as_bytes());
+                    assert!(r.ok, "{}", r.stderr);
+                }
+            });
+        }
+    });
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A warm ADD split into stages, in milliseconds (medians).
+fn breakdown(ours: &Path, n: usize, cache: &Path) -> Vec<(String, f64)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = System::Ours("host-local");
+    let conf = sys.conf(&tmp.path().join("data"), cache).to_string();
+    let mut stages: Vec<(String, Vec<f64>)> = Vec::new();
+    for i in 0..n {
+        let mut e = env("ADD", &format!("b{i}"));
+        e.push(("WASM_IPAM_TIMINGS", "1".into()));
+        let r = spawn::run(ours, &e, conf.as_bytes());
+        let Some(line) = r
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("wasm-ipam timings: "))
+        else {
+            continue;
+        };
+        let marks: Vec<(String, f64)> = serde_json::from_str(line).unwrap();
+        let mut prev = 0.0;
+        let mut row = Vec::new();
+        for (stage, us) in marks {
+            let at = us / 1000.0;
+            row.push((stage, at - prev));
+            prev = at;
+        }
+        let total_in_process = prev;
+        row.insert(
+            0,
+            (
+                "process start and exit".into(),
+                r.wall.as_secs_f64() * 1000.0 - total_in_process,
+            ),
+        );
+        for (k, v) in row {
+            match stages.iter_mut().find(|(s, _)| *s == k) {
+                Some((_, vals)) => vals.push(v),
+                None => stages.push((k, vec![v])),
+            }
+        }
+    }
+    stages
+        .into_iter()
+        .map(|(k, mut v)| (k, median(&mut v)))
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let mut cli = Cli::parse();
+    if cli.smoke {
+        cli.iterations = 3;
+        cli.sizes = vec![0, 20];
+    }
+    let ours = match &cli.wasm_ipam {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("wasm-ipam"),
+    };
+    if !ours.exists() {
+        bail!(
+            "{} does not exist: build it (cargo build -p wasm-ipam) or give --wasm-ipam",
+            ours.display()
+        );
+    }
+    let reference = Path::new(systems::REFERENCE).exists();
+    if !reference {
+        eprintln!(
+            "note: {} is not installed; measuring wasm-ipam alone",
+            systems::REFERENCE
+        );
+    }
+    let cache = tempfile::tempdir()?;
+    let mut systems = Vec::new();
+    if reference {
+        systems.push(System::Reference);
+    }
+    systems.extend([
+        System::Ours("host-local"),
+        System::Ours("pooled"),
+        System::Ours("sticky"),
+    ]);
+
+    let mut results = json!({"iterations": cli.iterations, "ops": [], "cold": {}, "throughput": [], "breakdown": {}});
+    println!(
+        "ADD and DEL, one process per call ({} pairs each), milliseconds:\n",
+        cli.iterations
+    );
+    println!(
+        "{:<24} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>8} | {:>9}",
+        "plugin", "pool", "ADD p50", "p95", "p99", "DEL p50", "p95", "p99", "RSS MiB", "ADD ratio"
+    );
+    for &size in &cli.sizes {
+        let mut reference_add = None;
+        for sys in &systems {
+            let op = measure_ops(sys, &ours, size, cli.iterations, cache.path())
+                .with_context(|| format!("{} at {size}", sys.name()))?;
+            if matches!(sys, System::Reference) {
+                reference_add = Some(op.add.median_ms);
+            }
+            let ratio =
+                reference_add.map_or("-".into(), |r| format!("{:.2}x", op.add.median_ms / r));
+            println!(
+                "{:<24} {:>7} | {:>7.2} {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>7.2} | {:>8.1} | {:>9}",
+                sys.name(),
+                size,
+                op.add.median_ms,
+                op.add.p95_ms,
+                op.add.p99_ms,
+                op.del.median_ms,
+                op.del.p95_ms,
+                op.del.p99_ms,
+                op.rss_kib as f64 / 1024.0,
+                ratio
+            );
+            results["ops"].as_array_mut().unwrap().push(json!({
+                "plugin": sys.name(), "pool": size,
+                "add": {"median_ms": op.add.median_ms, "p95_ms": op.add.p95_ms, "p99_ms": op.add.p99_ms},
+                "del": {"median_ms": op.del.median_ms, "p95_ms": op.del.p95_ms, "p99_ms": op.del.p99_ms},
+                "max_rss_kib": op.rss_kib, "add_ratio_to_reference": reference_add.map(|r| op.add.median_ms / r),
+            }));
+        }
+    }
+
+    let cold_n = if cli.smoke { 1 } else { 10 };
+    println!("\nCold first call (compiles the policy into an empty cache), milliseconds:\n");
+    for policy in ["host-local", "pooled", "sticky"] {
+        let c = cold_starts(&ours, policy, cold_n);
+        println!(
+            "{:<24} p50 {:>7.1}  p95 {:>7.1}",
+            format!("wasm-ipam {policy}"),
+            c.median_ms,
+            c.p95_ms
+        );
+        results["cold"][policy] = json!({"median_ms": c.median_ms, "p95_ms": c.p95_ms});
+    }
+
+    let total = if cli.smoke { 4 } else { 128 };
+    println!("\nThroughput, {total} ADDs, pool empty:\n");
+    for callers in [2, 16] {
+        for sys in systems.iter().take(2) {
+            let ops = throughput(sys, &ours, callers, total, cache.path());
+            println!("{:<24} {callers:>2} callers: {ops:>7.0} ADD/s", sys.name());
+            results["throughput"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"plugin": sys.name(), "callers": callers, "adds_per_second": ops}));
+        }
+    }
+
+    let bn = if cli.smoke { 2 } else { 100 };
+    println!(
+        "\nWhere a warm ADD's time goes (wasm-ipam host-local, medians of {bn}), milliseconds:\n"
+    );
+    for (stage, ms) in breakdown(&ours, bn, cache.path()) {
+        println!("  {stage:<24} {ms:>7.3}");
+        results["breakdown"][stage] = json!(ms);
+    }
+
+    std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
+    println!("\nJSON: {}", cli.json.display());
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! One CNI call in a fresh process, timed, with the child's own peak RSS
+//! (from wait4, which std's Child does not expose).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Run {
+    pub wall: Duration,
+    pub max_rss_kib: u64,
+    pub ok: bool,
+    pub stderr: String,
+}
+
+// The child is reaped by wait4 below, which std's Child::wait cannot
+// replace: only wait4 returns the child's own peak RSS.
+#[allow(clippy::zombie_processes)]
+pub fn run(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Run {
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the plugin");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("writing stdin");
+    let mut stderr = String::new();
+    let mut pipe = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+        stderr
+    });
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own child, not yet reaped (we never call
+    // Child::wait), and both pointers are valid for the call.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    assert!(pid > 0, "wait4 failed");
+    Run {
+        wall,
+        max_rss_kib: usage.ru_maxrss as u64,
+        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        stderr: reader.join().unwrap_or_default(),
+    }
+}
