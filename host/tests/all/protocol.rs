@@ -259,3 +259,18 @@ fn networks_are_isolated_in_one_store() {
         "DEL on othernet left testnet alone"
     );
 }
+
+#[test]
+fn the_store_does_not_grow_a_write_ahead_log_across_calls() {
+    // Each call is a process; a process that left SQLite open would make
+    // the next rebuild its WAL index from the whole WAL, which would then
+    // never reset. After many calls the WAL must be gone (or tiny).
+    let net = Net::host_local("1.0.0", "10.24.0.0/24");
+    for i in 0..60 {
+        net.add_ip(&format!("c{i}"));
+        assert!(net.run(&Call::attach("DEL", &format!("c{i}"))).ok());
+    }
+    let wal = net.data_dir().join("wasm-ipam.db-wal");
+    let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(size < 64 * 1024, "the WAL is {size} bytes after 120 calls");
+}
