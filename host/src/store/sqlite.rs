@@ -185,21 +185,28 @@ impl Txn for SqliteTxn {
         start_after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Entry>, StoreError> {
+        // One lower and one upper bound, both plain comparisons, so SQLite
+        // walks only the index range: an `OR` or a second lower bound makes
+        // it scan every later row of the network, and ADD cost grows with
+        // the pool.
         let end = prefix_end(prefix.as_bytes());
-        let lower = match start_after {
-            Some(after) if after.as_bytes() >= prefix.as_bytes() => after.as_bytes().to_vec(),
-            _ => Vec::new(),
+        let (lower_op, lower) = match start_after {
+            Some(after) if after.as_bytes() >= prefix.as_bytes() => (">", after.as_bytes()),
+            _ => (">=", prefix.as_bytes()),
         };
+        let upper = if end.is_some() {
+            "AND key < ?3"
+        } else {
+            "AND ?3 IS NULL"
+        };
+        let sql = format!(
+            "SELECT key, value FROM kv WHERE ns = ?1 AND key {lower_op} ?2 {upper} ORDER BY key LIMIT ?4"
+        );
         self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT key, value FROM kv
-                 WHERE ns = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) AND key > ?4
-                 ORDER BY key LIMIT ?5",
-            )?;
-            let rows = stmt.query_map(
-                params![self.ns, prefix.as_bytes(), end, lower, limit],
-                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
-            )?;
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![self.ns, lower, end, limit], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
             rows.map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
                 .collect()
         })
@@ -211,6 +218,19 @@ impl Txn for SqliteTxn {
     }
 }
 
+/// The scan statement: `lower_op` is `>=` (from the prefix) or `>` (after
+/// a key); without an upper bound the prefix runs to the end of the keys.
+fn scan_sql(lower_op: &str, bounded: bool) -> String {
+    let upper = if bounded {
+        "AND key < ?3"
+    } else {
+        "AND ?3 IS NULL"
+    };
+    format!(
+        "SELECT key, value FROM kv WHERE ns = ?1 AND key {lower_op} ?2 {upper} ORDER BY key LIMIT ?4"
+    )
+}
+
 impl Drop for SqliteTxn {
     fn drop(&mut self) {
         if self.open
@@ -218,6 +238,35 @@ impl Drop for SqliteTxn {
         {
             // Nothing to report to: the caller is already failing.
             let _ = c.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A prefix scan must be an index range with both ends, or its cost
+    /// grows with every row after the prefix (which made ADD slow down as a
+    /// pool filled).
+    #[test]
+    fn prefix_scans_use_both_ends_of_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let conn = store.conn.lock().unwrap();
+        for (op, bounded, want) in [
+            (">=", true, "(ns=? AND key>? AND key<?)"),
+            (">", true, "(ns=? AND key>? AND key<?)"),
+            (">=", false, "(ns=? AND key>?)"),
+        ] {
+            let plan: String = conn
+                .query_row(
+                    &format!("EXPLAIN QUERY PLAN {}", scan_sql(op, bounded)),
+                    params!["n", b"a".to_vec(), b"b".to_vec(), 10],
+                    |r| r.get(3),
+                )
+                .unwrap();
+            assert!(plan.contains(want), "{op} {bounded}: {plan}");
         }
     }
 }
