@@ -194,14 +194,7 @@ impl Txn for SqliteTxn {
             Some(after) if after.as_bytes() >= prefix.as_bytes() => (">", after.as_bytes()),
             _ => (">=", prefix.as_bytes()),
         };
-        let upper = if end.is_some() {
-            "AND key < ?3"
-        } else {
-            "AND ?3 IS NULL"
-        };
-        let sql = format!(
-            "SELECT key, value FROM kv WHERE ns = ?1 AND key {lower_op} ?2 {upper} ORDER BY key LIMIT ?4"
-        );
+        let sql = scan_sql(lower_op, end.is_some());
         self.with(|c| {
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![self.ns, lower, end, limit], |r| {
