@@ -12,10 +12,9 @@
 //! - CHECK also compares `prevResult` with the reservation, as the spec asks;
 //! - GC and STATUS (CNI 1.1) are implemented.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipam_kit::errors::{self, ADDRESS_UNAVAILABLE, ALREADY_ALLOCATED, NOT_ALLOCATED};
+use ipam_kit::errors::{self, ADDRESS_UNAVAILABLE, ALREADY_ALLOCATED};
 use ipam_kit::leases::{self, Lease};
 use ipam_kit::ranges::{self, RangeSet, RangesConfig};
 use ipam_kit::{
@@ -151,29 +150,7 @@ impl Policy for HostLocal {
         prev: Option<&Allocation>,
     ) -> Result<(), IpamError> {
         config(ctx)?;
-        let held: BTreeSet<IpAddr> = leases::of(host, att).into_iter().collect();
-        if held.is_empty() {
-            return Err(errors::policy(
-                NOT_ALLOCATED,
-                format!(
-                    "host-local: Failed to find address added by container {}",
-                    att.container_id
-                ),
-            ));
-        }
-        for ip in prev.map(|p| p.ips.as_slice()).unwrap_or_default() {
-            let addr = ranges::parse_ip_loose(&ip.address);
-            if !addr.is_some_and(|a| held.contains(&a)) {
-                return Err(errors::policy(
-                    NOT_ALLOCATED,
-                    format!(
-                        "host-local: address {} in prevResult is not reserved for container {} ifname {}",
-                        ip.address, att.container_id, att.ifname
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        leases::check(host, att, prev, "host-local")
     }
 
     fn gc(
@@ -182,24 +159,14 @@ impl Policy for HostLocal {
         valid: &[Attachment],
     ) -> Result<Vec<Released>, IpamError> {
         config(ctx)?;
-        let keep: BTreeSet<(&str, &str)> = valid
-            .iter()
-            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-            .collect();
-        let mut released = Vec::new();
-        for (ip, lease) in leases::all(host) {
-            if !keep.contains(&(lease.container_id.as_str(), lease.ifname.as_str())) {
-                leases::release(host, ip);
-                released.push(Released {
-                    attachment: Attachment {
-                        container_id: lease.container_id,
-                        ifname: lease.ifname,
-                    },
-                    address: ip.to_string(),
-                });
-            }
+        let stale = leases::stale(host, valid);
+        for (ip, _) in &stale {
+            leases::release(host, *ip);
         }
-        Ok(released)
+        Ok(stale
+            .iter()
+            .map(|(ip, lease)| lease.released(*ip))
+            .collect())
     }
 
     fn status(host: &mut dyn Host, ctx: &Context) -> Result<Availability, IpamError> {

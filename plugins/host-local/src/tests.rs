@@ -2,28 +2,9 @@
 
 use super::*;
 use ipam_kit::MemHost;
-use serde_json::{Value, json};
-
-fn ctx(ipam: Value) -> Context {
-    Context {
-        network: "net1".into(),
-        cni_version: "1.0.0".into(),
-        config: ipam.to_string(),
-        cni_args: Vec::new(),
-        args: None,
-        runtime_config: None,
-        netns: Some("/var/run/netns/x".into()),
-        node: "node-a".into(),
-        dns: None,
-    }
-}
-
-fn att(id: &str) -> Attachment {
-    Attachment {
-        container_id: id.into(),
-        ifname: "eth0".into(),
-    }
-}
+use ipam_kit::errors::{NOT_ALLOCATED, code};
+use ipam_kit::testing::{att, context as ctx};
+use serde_json::json;
 
 fn small() -> Context {
     ctx(json!({"type": "wasm-ipam", "ranges": [[{"subnet": "10.1.0.0/29"}]]}))
@@ -31,15 +12,6 @@ fn small() -> Context {
 
 fn addrs(a: &Allocation) -> Vec<&str> {
     a.ips.iter().map(|i| i.address.as_str()).collect()
-}
-
-fn code(e: &IpamError) -> u32 {
-    match e {
-        IpamError::Policy(p) => p.code,
-        IpamError::InvalidConfig(_) => 7,
-        IpamError::UnsupportedField(_) => 2,
-        IpamError::Exhausted(_) | IpamError::TryAgain(_) => 11,
-    }
 }
 
 #[test]

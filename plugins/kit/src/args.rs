@@ -91,23 +91,9 @@ pub fn requested_ips(ctx: &Context) -> Result<Vec<IpAddr>, IpamError> {
 }
 
 #[cfg(test)]
-pub(crate) fn test_context(config: Value) -> Context {
-    Context {
-        network: "net1".into(),
-        cni_version: "1.0.0".into(),
-        config: config.to_string(),
-        cni_args: Vec::new(),
-        args: None,
-        runtime_config: None,
-        netns: Some("/var/run/netns/x".into()),
-        node: "node-a".into(),
-        dns: None,
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::context as test_context;
     use serde_json::json;
 
     #[test]

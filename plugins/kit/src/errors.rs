@@ -55,3 +55,13 @@ pub fn message(err: &IpamError) -> &str {
         IpamError::Policy(p) => &p.msg,
     }
 }
+
+/// The CNI error code the host reports for an error.
+pub fn code(err: &IpamError) -> u32 {
+    match err {
+        IpamError::InvalidConfig(_) => 7,
+        IpamError::UnsupportedField(_) => 2,
+        IpamError::Exhausted(_) | IpamError::TryAgain(_) => 11,
+        IpamError::Policy(p) => p.code,
+    }
+}

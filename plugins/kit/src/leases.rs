@@ -12,7 +12,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Attachment, Host};
+use std::collections::BTreeSet;
+
+use crate::errors::{NOT_ALLOCATED, policy};
+use crate::ranges::parse_ip_loose;
+use crate::{Allocation, Attachment, Host, IpamError, Released};
 
 pub const LEASE_PREFIX: &str = "lease/";
 pub const OWNER_PREFIX: &str = "owner/";
@@ -42,6 +46,21 @@ impl Lease {
 
     pub fn is_for(&self, att: &Attachment) -> bool {
         self.container_id == att.container_id && self.ifname == att.ifname
+    }
+
+    pub fn attachment(&self) -> Attachment {
+        Attachment {
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
+    }
+
+    /// What GC reports for this lease on `ip`.
+    pub fn released(&self, ip: IpAddr) -> Released {
+        Released {
+            attachment: self.attachment(),
+            address: ip.to_string(),
+        }
     }
 }
 
@@ -111,6 +130,51 @@ pub fn all(host: &dyn Host) -> Vec<(IpAddr, Lease)> {
             let ip = k[LEASE_PREFIX.len()..].parse().ok()?;
             Some((ip, serde_json::from_slice(&v).ok()?))
         })
+        .collect()
+}
+
+/// CNI CHECK over the lease layout: the attachment holds an address, and
+/// every address of `prev` (the runtime's copy of the ADD result) is one it
+/// holds. `who` names the policy in the messages.
+pub fn check(
+    host: &dyn Host,
+    att: &Attachment,
+    prev: Option<&Allocation>,
+    who: &str,
+) -> Result<(), IpamError> {
+    let held: BTreeSet<IpAddr> = of(host, att).into_iter().collect();
+    if held.is_empty() {
+        return Err(policy(
+            NOT_ALLOCATED,
+            format!(
+                "{who}: Failed to find address added by container {}",
+                att.container_id
+            ),
+        ));
+    }
+    for ip in prev.map(|p| p.ips.as_slice()).unwrap_or_default() {
+        if !parse_ip_loose(&ip.address).is_some_and(|a| held.contains(&a)) {
+            return Err(policy(
+                NOT_ALLOCATED,
+                format!(
+                    "{who}: address {} in prevResult is not allocated to container {} ifname {}",
+                    ip.address, att.container_id, att.ifname
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The leases whose attachment is not in `valid`: what CNI GC releases.
+pub fn stale(host: &dyn Host, valid: &[Attachment]) -> Vec<(IpAddr, Lease)> {
+    let keep: BTreeSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    all(host)
+        .into_iter()
+        .filter(|(_, l)| !keep.contains(&(l.container_id.as_str(), l.ifname.as_str())))
         .collect()
 }
 

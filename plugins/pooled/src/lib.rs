@@ -13,9 +13,8 @@ mod config;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipam_kit::errors::{self, ADDRESS_UNAVAILABLE, ALREADY_ALLOCATED, NOT_ALLOCATED};
+use ipam_kit::errors::{self, ADDRESS_UNAVAILABLE, ALREADY_ALLOCATED};
 use ipam_kit::leases::{self, Lease};
-use ipam_kit::ranges::parse_ip_loose;
 use ipam_kit::{
     Allocation, Attachment, Availability, Context, Host, IpConfig, IpamError, Policy, Released,
     Route, args,
@@ -222,28 +221,7 @@ impl Policy for Pooled {
         prev: Option<&Allocation>,
     ) -> Result<(), IpamError> {
         config::parse(ctx)?;
-        let held: BTreeSet<IpAddr> = leases::of(host, att).into_iter().collect();
-        if held.is_empty() {
-            return Err(errors::policy(
-                NOT_ALLOCATED,
-                format!(
-                    "pooled: no address is allocated to {} {}",
-                    att.container_id, att.ifname
-                ),
-            ));
-        }
-        for ip in prev.map(|p| p.ips.as_slice()).unwrap_or_default() {
-            if !parse_ip_loose(&ip.address).is_some_and(|a| held.contains(&a)) {
-                return Err(errors::policy(
-                    NOT_ALLOCATED,
-                    format!(
-                        "pooled: address {} in prevResult is not allocated to {} {}",
-                        ip.address, att.container_id, att.ifname
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        leases::check(host, att, prev, "pooled")
     }
 
     fn gc(
@@ -253,25 +231,14 @@ impl Policy for Pooled {
     ) -> Result<Vec<Released>, IpamError> {
         let cfg = config::parse(ctx)?;
         let now = host.now();
-        let keep: BTreeSet<(&str, &str)> = valid
-            .iter()
-            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-            .collect();
-        let mut released = Vec::new();
-        for (ip, lease) in leases::all(host) {
-            if keep.contains(&(lease.container_id.as_str(), lease.ifname.as_str())) {
-                continue;
-            }
-            blocks::release(host, &cfg, ip, &lease, now);
-            released.push(Released {
-                attachment: Attachment {
-                    container_id: lease.container_id,
-                    ifname: lease.ifname,
-                },
-                address: ip.to_string(),
-            });
+        let stale = leases::stale(host, valid);
+        for (ip, lease) in &stale {
+            blocks::release(host, &cfg, *ip, lease, now);
         }
-        Ok(released)
+        Ok(stale
+            .iter()
+            .map(|(ip, lease)| lease.released(*ip))
+            .collect())
     }
 
     fn status(host: &mut dyn Host, ctx: &Context) -> Result<Availability, IpamError> {

@@ -2,27 +2,14 @@
 
 use super::*;
 use ipam_kit::MemHost;
+use ipam_kit::errors::{NOT_ALLOCATED, code};
+use ipam_kit::testing::att;
 use serde_json::{Value, json};
 
 fn ctx(config: Value, node: &str) -> Context {
-    Context {
-        network: "net1".into(),
-        cni_version: "1.0.0".into(),
-        config: config.to_string(),
-        cni_args: Vec::new(),
-        args: None,
-        runtime_config: None,
-        netns: Some("/x".into()),
-        node: node.into(),
-        dns: None,
-    }
-}
-
-fn att(id: &str) -> Attachment {
-    Attachment {
-        container_id: id.into(),
-        ifname: "eth0".into(),
-    }
+    let mut c = ipam_kit::testing::context(config);
+    c.node = node.into();
+    c
 }
 
 /// A /27 pool cut into /30 blocks: 8 blocks of 4 addresses.
@@ -40,15 +27,6 @@ fn add(h: &mut MemHost, c: &Context, id: &str) -> Result<Vec<String>, IpamError>
 
 fn add1(h: &mut MemHost, c: &Context, id: &str) -> String {
     add(h, c, id).unwrap().remove(0)
-}
-
-fn code(e: &IpamError) -> u32 {
-    match e {
-        IpamError::Policy(p) => p.code,
-        IpamError::InvalidConfig(_) => 7,
-        IpamError::UnsupportedField(_) => 2,
-        IpamError::Exhausted(_) | IpamError::TryAgain(_) => 11,
-    }
 }
 
 fn owned_blocks(h: &MemHost, node: &str) -> Vec<String> {

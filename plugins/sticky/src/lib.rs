@@ -13,12 +13,12 @@
 
 mod config;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipam_kit::errors::{self, ADDRESS_UNAVAILABLE, ALREADY_ALLOCATED, NOT_ALLOCATED};
+use ipam_kit::errors::{self, ADDRESS_UNAVAILABLE, ALREADY_ALLOCATED};
 use ipam_kit::leases::{self, Lease};
-use ipam_kit::ranges::{RangeSet, parse_ip_loose};
+use ipam_kit::ranges::RangeSet;
 use ipam_kit::{
     Allocation, Attachment, Availability, Context, Host, IpConfig, IpamError, Policy, Released,
     args,
@@ -360,28 +360,7 @@ impl Policy for Sticky {
         prev: Option<&Allocation>,
     ) -> Result<(), IpamError> {
         config::parse(ctx)?;
-        let held: BTreeSet<IpAddr> = leases::of(host, att).into_iter().collect();
-        if held.is_empty() {
-            return Err(errors::policy(
-                NOT_ALLOCATED,
-                format!(
-                    "sticky: no address is allocated to {} {}",
-                    att.container_id, att.ifname
-                ),
-            ));
-        }
-        for ip in prev.map(|p| p.ips.as_slice()).unwrap_or_default() {
-            if !parse_ip_loose(&ip.address).is_some_and(|a| held.contains(&a)) {
-                return Err(errors::policy(
-                    NOT_ALLOCATED,
-                    format!(
-                        "sticky: address {} in prevResult is not allocated to {} {}",
-                        ip.address, att.container_id, att.ifname
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        leases::check(host, att, prev, "sticky")
     }
 
     fn gc(
@@ -391,18 +370,13 @@ impl Policy for Sticky {
     ) -> Result<Vec<Released>, IpamError> {
         let cfg = config::parse(ctx)?;
         let now = host.now();
-        let keep: BTreeSet<(&str, &str)> = valid
-            .iter()
-            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        // Detach whole attachments, so each keeps its hold as on DEL.
+        let stale: BTreeSet<(String, String)> = leases::stale(host, valid)
+            .into_iter()
+            .map(|(_, l)| (l.container_id, l.ifname))
             .collect();
-        let mut stale: BTreeMap<(String, String), ()> = BTreeMap::new();
-        for (_, lease) in leases::all(host) {
-            if !keep.contains(&(lease.container_id.as_str(), lease.ifname.as_str())) {
-                stale.insert((lease.container_id, lease.ifname), ());
-            }
-        }
         let mut released = Vec::new();
-        for (container_id, ifname) in stale.into_keys() {
+        for (container_id, ifname) in stale {
             let att = Attachment {
                 container_id,
                 ifname,

@@ -2,32 +2,18 @@
 
 use super::*;
 use ipam_kit::MemHost;
+use ipam_kit::errors::{NOT_ALLOCATED, code};
+use ipam_kit::testing::att;
 use serde_json::{Value, json};
 
 fn ctx(config: Value, pod: Option<(&str, &str)>) -> Context {
-    let mut cni_args = vec![("IgnoreUnknown".to_string(), "1".to_string())];
+    let mut c = ipam_kit::testing::context(config);
+    c.cni_args = vec![("IgnoreUnknown".to_string(), "1".to_string())];
     if let Some((ns, name)) = pod {
-        cni_args.push(("K8S_POD_NAMESPACE".into(), ns.into()));
-        cni_args.push(("K8S_POD_NAME".into(), name.into()));
+        c.cni_args.push(("K8S_POD_NAMESPACE".into(), ns.into()));
+        c.cni_args.push(("K8S_POD_NAME".into(), name.into()));
     }
-    Context {
-        network: "net1".into(),
-        cni_version: "1.0.0".into(),
-        config: config.to_string(),
-        cni_args,
-        args: None,
-        runtime_config: None,
-        netns: Some("/x".into()),
-        node: "n".into(),
-        dns: None,
-    }
-}
-
-fn att(id: &str) -> Attachment {
-    Attachment {
-        container_id: id.into(),
-        ifname: "eth0".into(),
-    }
+    c
 }
 
 fn conf(extra: Value) -> Value {
@@ -40,15 +26,6 @@ fn conf(extra: Value) -> Value {
 
 fn add(h: &mut MemHost, c: &Context, id: &str) -> Result<String, IpamError> {
     Sticky::add(h, c, &att(id)).map(|a| a.ips[0].address.clone())
-}
-
-fn code(e: &IpamError) -> u32 {
-    match e {
-        IpamError::Policy(p) => p.code,
-        IpamError::InvalidConfig(_) => 7,
-        IpamError::UnsupportedField(_) => 2,
-        IpamError::Exhausted(_) | IpamError::TryAgain(_) => 11,
-    }
 }
 
 #[test]
