@@ -29,7 +29,11 @@ enum ModeArg {
 /// wasm-ipam binary). The usual test-harness options (a filter, --list,
 /// --exact, --format json, --test-threads) work as with cargo test.
 #[derive(Parser)]
-#[command(name = "cni-conformance", version)]
+#[command(
+    name = "cni-conformance",
+    version,
+    help_template = "{about-with-newline}\n{usage-heading} {usage}\n\n{all-args}"
+)]
 struct Cli {
     /// A CNI plugin binary to test.
     #[arg(long, conflicts_with = "policy")]
