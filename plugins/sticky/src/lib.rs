@@ -98,6 +98,22 @@ fn is_free_for(host: &dyn Host, ip: IpAddr, key: &str) -> bool {
     leases::get(host, ip).is_none() && get_hold(host, ip).is_none_or(|h| h.key == key)
 }
 
+/// Every held address of `set`, with its hold.
+fn holds_in(host: &dyn Host, set: &RangeSet) -> Vec<(IpAddr, Hold)> {
+    host.scan_all("hold/")
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let ip = k["hold/".len()..].parse::<IpAddr>().ok()?;
+            let hold = serde_json::from_slice::<Hold>(&v).ok()?;
+            set.contains(ip).then_some((ip, hold))
+        })
+        .collect()
+}
+
+fn hold_end(cfg: &Config, hold: &Hold) -> u64 {
+    hold.released_at.saturating_add(cfg.hold_seconds)
+}
+
 /// The address whose hold ran out longest ago, in `set`.
 fn oldest_expired(
     host: &dyn Host,
@@ -105,17 +121,9 @@ fn oldest_expired(
     set: &RangeSet,
     now: u64,
 ) -> Option<(IpAddr, Hold)> {
-    host.scan_all("hold/")
+    holds_in(host, set)
         .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                k["hold/".len()..].parse::<IpAddr>().ok()?,
-                serde_json::from_slice::<Hold>(&v).ok()?,
-            ))
-        })
-        .filter(|(ip, h)| {
-            set.contains(*ip) && h.released_at.saturating_add(cfg.hold_seconds) <= now
-        })
+        .filter(|(_, h)| hold_end(cfg, h) <= now)
         .min_by_key(|(_, h)| h.released_at)
 }
 
@@ -133,16 +141,9 @@ fn reclaim(host: &mut dyn Host, ip: IpAddr, hold: &Hold) {
 }
 
 fn soonest_hold_end(host: &dyn Host, cfg: &Config, set: &RangeSet) -> Option<u64> {
-    host.scan_all("hold/")
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                k["hold/".len()..].parse::<IpAddr>().ok()?,
-                serde_json::from_slice::<Hold>(&v).ok()?,
-            ))
-        })
-        .filter(|(ip, _)| set.contains(*ip))
-        .map(|(_, h)| h.released_at.saturating_add(cfg.hold_seconds))
+    holds_in(host, set)
+        .iter()
+        .map(|(_, h)| hold_end(cfg, h))
         .min()
 }
 
