@@ -27,16 +27,6 @@ use wasmtime::component::Component;
 const MAGIC: &[u8; 8] = b"WIPAMC01";
 const TRAILER: usize = 32 + MAGIC.len();
 
-/// How a component was obtained, for logs and benchmarks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheOutcome {
-    Hit,
-    /// Compiled, and stored for next time.
-    Compiled,
-    /// Compiled, but the cache could not be used (see the log).
-    Uncached,
-}
-
 pub fn entry_path(engine: &Engine, dir: &Path, wasm_hash: &[u8; 32]) -> PathBuf {
     let mut h = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
@@ -140,7 +130,7 @@ pub fn load(
     wasm_hash: &[u8; 32],
     wasm: &[u8],
     log: &mut dyn FnMut(String),
-) -> Result<(Component, CacheOutcome), wasmtime::Error> {
+) -> Result<Component, wasmtime::Error> {
     let path = entry_path(engine, dir, wasm_hash);
     match verify(dir, &path) {
         // SAFETY: the file is one only this user can write, named for this
@@ -149,7 +139,7 @@ pub fn load(
         // settings again. The trailer after the artifact is outside every
         // section wasmtime reads.
         Ok(()) => match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok((c, CacheOutcome::Hit)),
+            Ok(c) => return Ok(c),
             Err(e) => log(format!(
                 "cache entry {} rejected: {e}; recompiling",
                 path.display()
@@ -159,19 +149,15 @@ pub fn load(
         Err(_) => {}
     }
     let component = Component::new(engine, wasm)?;
-    let outcome = match component
+    if let Err(e) = component
         .serialize()
         .map_err(|e| e.to_string())
         .and_then(|artifact| write_atomically(dir, &path, &artifact).map_err(|e| e.to_string()))
     {
-        Ok(()) => CacheOutcome::Compiled,
-        Err(e) => {
-            log(format!(
-                "cannot cache the compiled policy in {}: {e}",
-                dir.display()
-            ));
-            CacheOutcome::Uncached
-        }
-    };
-    Ok((component, outcome))
+        log(format!(
+            "cannot cache the compiled policy in {}: {e}",
+            dir.display()
+        ));
+    }
+    Ok(component)
 }

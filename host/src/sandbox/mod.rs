@@ -22,7 +22,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 pub use bindings::{Allocation, Attachment, Availability, Context, Dns, IpamError, Released};
-pub use cache::{CacheOutcome, entry_path};
+pub use cache::entry_path;
 pub use convert::{allocation_from_result, dns_to_wit, ipam_error, result_from_allocation};
 pub use source::{PolicySource, builtin_names};
 pub use state::{
@@ -72,7 +72,6 @@ pub struct Sandbox {
     engine: Engine,
     pre: IpamPolicyPre<HostState>,
     name: String,
-    pub cache: CacheOutcome,
 }
 
 struct FixedWallClock(Duration);
@@ -120,16 +119,15 @@ impl Sandbox {
     pub fn load(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Sandbox, CniError> {
         let engine = engine()?;
         let name = source.name();
-        let (component, cache) =
-            cache::load(&engine, cache_dir, source.hash(), source.wasm(), &mut |m| {
-                eprintln!("wasm-ipam: {m}")
-            })
-            .map_err(|e| {
-                CniError::InvalidConfig(format!(
-                    "policy {name} is not a valid WebAssembly component: {}",
-                    root_message(&e)
-                ))
-            })?;
+        let component = cache::load(&engine, cache_dir, source.hash(), source.wasm(), &mut |m| {
+            eprintln!("wasm-ipam: {m}")
+        })
+        .map_err(|e| {
+            CniError::InvalidConfig(format!(
+                "policy {name} is not a valid WebAssembly component: {}",
+                root_message(&e)
+            ))
+        })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| {
@@ -145,12 +143,7 @@ impl Sandbox {
                     root_message(&e)
                 ))
             })?;
-        Ok(Sandbox {
-            engine,
-            pre,
-            name,
-            cache,
-        })
+        Ok(Sandbox { engine, pre, name })
     }
 
     pub fn name(&self) -> &str {
@@ -212,11 +205,7 @@ impl Sandbox {
     fn failure(&self, e: &wasmtime::Error, limits: &Limits, stderr_tail: &str) -> CniError {
         let name = &self.name;
         if let Some(se) = e.downcast_ref::<StoreError>() {
-            return match se {
-                StoreError::Conflict => CniError::from(StoreError::Conflict),
-                StoreError::Busy(m) => CniError::from(StoreError::Busy(m.clone())),
-                StoreError::Io(m) => CniError::from(StoreError::Io(m.clone())),
-            };
+            return se.clone().into();
         }
         let what = if let Some(limit) = e.downcast_ref::<LimitError>() {
             limit.to_string()

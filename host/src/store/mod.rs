@@ -18,7 +18,7 @@ use crate::cni::CniError;
 /// One entry of a scan.
 pub type Entry = (String, Vec<u8>);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Another transaction changed what this one read; run it again.
     #[error("the store changed under this transaction")]

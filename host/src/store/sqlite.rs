@@ -67,10 +67,6 @@ impl SqliteStore {
             path,
         })
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Runs `f` again while SQLite reports the database busy, up to the busy

@@ -44,10 +44,6 @@ impl Lease {
         }
     }
 
-    pub fn is_for(&self, att: &Attachment) -> bool {
-        self.container_id == att.container_id && self.ifname == att.ifname
-    }
-
     pub fn attachment(&self) -> Attachment {
         Attachment {
             container_id: self.container_id.clone(),
