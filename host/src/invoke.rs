@@ -13,6 +13,7 @@ use crate::cni::env::{Command, Env};
 use crate::cni::result::IpamResult;
 use crate::cni::version::{LATEST, Version, version_json};
 use crate::cni::{CniError, resolv};
+use crate::netrecord::NetworkRecord;
 use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
 use crate::store::{SqliteStore, Store, StoreError};
 
@@ -144,6 +145,69 @@ fn run_conf(
     timings: &mut Option<Timings>,
     teardown: Teardown,
 ) -> Result<Option<String>, CniError> {
+    let (op, ctx) = prepare(lookup, command, conf)?;
+    Timings::mark(timings, "parse");
+    let sandbox = load_policy(conf)?;
+    Timings::mark(timings, "policy_load");
+    let store = open_store(conf)?;
+    Timings::mark(timings, "store_open");
+    let now = now(lookup)?;
+    let answer = transact(
+        &*store,
+        &sandbox,
+        conf,
+        &ctx,
+        &op,
+        now,
+        Mode::Commit,
+        timings,
+    );
+    if teardown == Teardown::Exit {
+        // Only the engine: the store must be closed. A process that leaves
+        // its SQLite connection open makes the next one rebuild the WAL
+        // index from the whole WAL, which then never resets and grows
+        // without bound; the last close checkpoints and removes it.
+        std::mem::forget(sandbox);
+    }
+    drop(store);
+    render(answer?, conf)
+}
+
+/// The policy the config names, compiled or from the cache.
+pub fn load_policy(conf: &NetConf) -> Result<Sandbox, CniError> {
+    let source = sandbox::PolicySource::resolve(&conf.ipam.policy)?;
+    Sandbox::load(&source, &conf.ipam.cache_dir)
+}
+
+/// The store the config names.
+pub fn open_store(conf: &NetConf) -> Result<Box<dyn Store>, CniError> {
+    Ok(Box::new(SqliteStore::open(&conf.ipam.data_dir)?))
+}
+
+/// What goes on stdout for an answer.
+fn render(answered: Answered, conf: &NetConf) -> Result<Option<String>, CniError> {
+    match answered {
+        Answered::Result(result) => Ok(Some(result.to_json(&conf.cni_version)?)),
+        Answered::Released(released) => {
+            for r in &released {
+                eprintln!(
+                    "wasm-ipam: GC released {} from {}/{}",
+                    r.address, r.attachment.container_id, r.attachment.ifname
+                );
+            }
+            Ok(None)
+        }
+        Answered::Nothing => Ok(None),
+    }
+}
+
+/// The checks on the command and the environment that come before any
+/// work, and the operation and context the policy is called with.
+fn prepare(
+    lookup: &dyn Fn(&str) -> Option<OsString>,
+    command: Command,
+    conf: &NetConf,
+) -> Result<(Op, Context), CniError> {
     match command {
         Command::Check => conf.cni_version.require("CHECK", Version(0, 4, 0))?,
         Command::Gc => conf.cni_version.require("GC", Version(1, 1, 0))?,
@@ -202,36 +266,53 @@ fn run_conf(
         node: conf.ipam.node.clone().unwrap_or_else(hostname),
         dns,
     };
-    Timings::mark(timings, "parse");
-    let source = sandbox::PolicySource::resolve(&conf.ipam.policy)?;
-    let sandbox = Sandbox::load(&source, &conf.ipam.cache_dir)?;
-    Timings::mark(timings, "policy_load");
-    let store = SqliteStore::open(&conf.ipam.data_dir)?;
-    Timings::mark(timings, "store_open");
-    let now = now(lookup)?;
-    let answer = transact(&store, &sandbox, conf, &ctx, &op, now, timings);
-    if teardown == Teardown::Exit {
-        // Only the engine: the store must be closed. A process that leaves
-        // its SQLite connection open makes the next one rebuild the WAL
-        // index from the whole WAL, which then never resets and grows
-        // without bound; the last close checkpoints and removes it.
-        std::mem::forget(sandbox);
-    }
-    drop(store);
-    let answer = answer?;
-    match answer {
-        Answered::Result(result) => Ok(Some(result.to_json(&conf.cni_version)?)),
-        Answered::Nothing => Ok(None),
-    }
+    Ok((op, ctx))
 }
 
-enum Answered {
+/// One invocation against a store and a policy the caller chose: what the
+/// operator tools (`simulate`, `gc`) run, through the same checks and the
+/// same transaction as the CNI path.
+pub fn run_with(
+    lookup: &dyn Fn(&str) -> Option<OsString>,
+    conf: &NetConf,
+    store: &dyn Store,
+    sandbox: &Sandbox,
+    mode: Mode,
+) -> Result<Answered, CniError> {
+    let command = Env::command(lookup)?;
+    let (op, ctx) = prepare(lookup, command, conf)?;
+    transact(
+        store,
+        sandbox,
+        conf,
+        &ctx,
+        &op,
+        now(lookup)?,
+        mode,
+        &mut None,
+    )
+}
+
+/// Whether a successful call is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Commit,
+    /// Run the policy and answer, then roll everything back.
+    DryRun,
+}
+
+/// What the policy answered, once checked by the host.
+#[derive(Debug)]
+pub enum Answered {
     Result(IpamResult),
+    /// GC: what was (or, in a dry run, would be) released.
+    Released(Vec<sandbox::Released>),
     Nothing,
 }
 
 /// Runs the policy in a transaction, retrying a transaction that lost a race
 /// (safe: the policy has no other side effects), and commits only a success.
+#[allow(clippy::too_many_arguments)]
 fn transact(
     store: &dyn Store,
     sandbox: &Sandbox,
@@ -239,28 +320,21 @@ fn transact(
     ctx: &Context,
     op: &Op,
     now: u64,
+    mode: Mode,
     timings: &mut Option<Timings>,
 ) -> Result<Answered, CniError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let txn = store.begin(&conf.name)?;
-        let (result, txn) = sandbox.call(txn, ctx, op, &conf.ipam.limits, now);
+        let (result, mut txn) = sandbox.call(txn, ctx, op, &conf.ipam.limits, now);
         Timings::mark(timings, "policy_call");
         // Every early return below drops `txn`, which rolls it back.
         let answer = result?.map_err(sandbox::ipam_error)?;
         let (answered, status_error) = match answer {
             Answer::Allocation(a) => (Answered::Result(sandbox::result_from_allocation(a)?), None),
             Answer::Done => (Answered::Nothing, None),
-            Answer::Released(released) => {
-                for r in &released {
-                    eprintln!(
-                        "wasm-ipam: GC released {} from {}/{}",
-                        r.address, r.attachment.container_id, r.attachment.ifname
-                    );
-                }
-                (Answered::Nothing, None)
-            }
+            Answer::Released(released) => (Answered::Released(released), None),
             Answer::Availability(Availability::Available) => (Answered::Nothing, None),
             Answer::Availability(Availability::Unavailable(m)) => {
                 (Answered::Nothing, Some(CniError::Unavailable(m)))
@@ -269,18 +343,23 @@ fn transact(
                 (Answered::Nothing, Some(CniError::Degraded(m)))
             }
         };
-        let crash = sandbox::crash_point();
-        if crash.as_deref() == Some("commit") {
-            sandbox::crash_now();
+        if matches!(op, Op::Add(_)) {
+            NetworkRecord::of(conf).remember(&mut *txn)?;
         }
-        match txn.commit() {
-            Ok(()) if crash.as_deref() == Some("after-commit") => sandbox::crash_now(),
-            Ok(()) => Timings::mark(timings, "commit"),
-            Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
-                std::thread::sleep(crate::store::backoff(attempt));
-                continue;
+        if mode == Mode::Commit {
+            let crash = sandbox::crash_point();
+            if crash.as_deref() == Some("commit") {
+                sandbox::crash_now();
             }
-            Err(e) => return Err(e.into()),
+            match txn.commit() {
+                Ok(()) if crash.as_deref() == Some("after-commit") => sandbox::crash_now(),
+                Ok(()) => Timings::mark(timings, "commit"),
+                Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
+                    std::thread::sleep(crate::store::backoff(attempt));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         return match status_error {
             Some(e) => Err(e),
@@ -315,6 +394,9 @@ mod tests {
                 inner: self.inner.begin(ns)?,
                 lose: n < self.conflicts,
             }))
+        }
+        fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.namespaces()
         }
     }
 
@@ -385,9 +467,17 @@ mod tests {
             conflicts: 2,
             begun: AtomicU32::new(0),
         };
-        let Answered::Result(r) =
-            transact(&store, &sandbox, &conf, &ctx, &add("c1"), 0, &mut None).unwrap()
-        else {
+        let Answered::Result(r) = transact(
+            &store,
+            &sandbox,
+            &conf,
+            &ctx,
+            &add("c1"),
+            0,
+            Mode::Commit,
+            &mut None,
+        )
+        .unwrap() else {
             panic!("ADD answers a result")
         };
         assert_eq!(
@@ -413,9 +503,18 @@ mod tests {
             conflicts: u32::MAX,
             begun: AtomicU32::new(0),
         };
-        let err = transact(&store, &sandbox, &conf, &ctx, &add("c1"), 0, &mut None)
-            .err()
-            .unwrap();
+        let err = transact(
+            &store,
+            &sandbox,
+            &conf,
+            &ctx,
+            &add("c1"),
+            0,
+            Mode::Commit,
+            &mut None,
+        )
+        .err()
+        .unwrap();
         assert_eq!(err.code(), 11);
         assert_eq!(store.begun.load(Ordering::SeqCst), MAX_ATTEMPTS);
         assert!(store.inner.dump("n").is_empty());

@@ -14,5 +14,7 @@ pub mod cli;
 pub mod cni;
 pub mod demo;
 pub mod invoke;
+pub mod netrecord;
 pub mod sandbox;
 pub mod store;
+pub mod tools;

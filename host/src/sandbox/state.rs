@@ -7,6 +7,7 @@ use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::cni::ipam::{clock, log, store, types};
+use crate::netrecord::RESERVED_PREFIX;
 use crate::store::{Entry, StoreError, Txn};
 
 pub const MAX_KEY_BYTES: usize = 512;
@@ -32,6 +33,10 @@ pub enum LimitError {
     TooMuchWritten,
     #[error("the policy grew a table beyond {0} elements")]
     Table(usize),
+    #[error(
+        "the policy used the store key {0:?}; keys under {RESERVED_PREFIX:?} belong to the host"
+    )]
+    Reserved(String),
 }
 
 /// For crash tests only: `call:N` kills the process with SIGKILL at the
@@ -98,6 +103,15 @@ impl HostState {
         }
         Ok(())
     }
+
+    /// A key the policy may name: within the limits and not the host's.
+    fn policy_key(&mut self, key: &str) -> Result<()> {
+        self.count_call(key)?;
+        if key.starts_with(RESERVED_PREFIX) {
+            return Err(LimitError::Reserved(key.to_string()).into());
+        }
+        Ok(())
+    }
 }
 
 fn store_err(e: StoreError) -> wasmtime::Error {
@@ -108,12 +122,12 @@ impl types::Host for HostState {}
 
 impl store::Host for HostState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>> {
-        self.count_call(&key)?;
+        self.policy_key(&key)?;
         self.txn.get(&key).map_err(store_err)
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> Result<()> {
-        self.count_call(&key)?;
+        self.policy_key(&key)?;
         if value.len() > MAX_VALUE_BYTES {
             return Err(LimitError::ValueTooLarge(value.len()).into());
         }
@@ -125,7 +139,7 @@ impl store::Host for HostState {
     }
 
     fn delete(&mut self, key: String) -> Result<()> {
-        self.count_call(&key)?;
+        self.policy_key(&key)?;
         self.txn.delete(&key).map_err(store_err)
     }
 
@@ -135,10 +149,31 @@ impl store::Host for HostState {
         start_after: Option<String>,
         limit: u32,
     ) -> Result<Vec<Entry>> {
+        if prefix.starts_with(RESERVED_PREFIX) {
+            return Err(LimitError::Reserved(prefix).into());
+        }
         self.count_call(&prefix)?;
-        self.txn
-            .scan(&prefix, start_after.as_deref(), limit.min(MAX_SCAN))
-            .map_err(store_err)
+        // The host's keys are left out of the page, and the page is topped
+        // up past them, so a short page still means the end of the prefix.
+        let limit = limit.min(MAX_SCAN);
+        let mut out = Vec::new();
+        let mut after = start_after;
+        loop {
+            let page = self
+                .txn
+                .scan(&prefix, after.as_deref(), limit)
+                .map_err(store_err)?;
+            let full = page.len() == limit as usize;
+            after = page.last().map(|(k, _)| k.clone());
+            out.extend(
+                page.into_iter()
+                    .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX)),
+            );
+            if !full || out.len() >= limit as usize {
+                out.truncate(limit as usize);
+                return Ok(out);
+            }
+        }
     }
 }
 

@@ -65,6 +65,12 @@ fn check_backend(store: &dyn Store) {
     );
     assert_eq!(t.get("owner/x").unwrap(), None);
     drop(t);
+
+    // An uncommitted namespace is not listed; committed ones are, sorted.
+    let mut t = store.begin("net0").unwrap();
+    t.put("k", b"v").unwrap();
+    drop(t);
+    assert_eq!(store.namespaces().unwrap(), ["net1", "net2"]);
 }
 
 #[test]

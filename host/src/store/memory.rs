@@ -49,6 +49,13 @@ impl Store for MemoryStore {
             data: shared.data.clone(),
         }))
     }
+
+    fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        let shared = self.shared.lock().expect("memory store lock");
+        let set: std::collections::BTreeSet<&String> =
+            shared.data.keys().map(|(ns, _)| ns).collect();
+        Ok(set.into_iter().cloned().collect())
+    }
 }
 
 struct MemoryTxn {

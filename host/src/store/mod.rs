@@ -48,6 +48,9 @@ pub trait Store {
     /// Starts a transaction over the keys of `namespace` (the network name).
     /// Keys of other namespaces are invisible to it.
     fn begin(&self, namespace: &str) -> Result<Box<dyn Txn>, StoreError>;
+    /// Every namespace that holds at least one key, sorted: the networks
+    /// this store knows, for operator tooling. Never on the CNI path.
+    fn namespaces(&self) -> Result<Vec<String>, StoreError>;
 }
 
 /// One serializable transaction. Dropping it without `commit` rolls it back.

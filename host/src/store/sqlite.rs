@@ -135,6 +135,18 @@ impl Store for SqliteStore {
             open: true,
         }))
     }
+
+    fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT ns FROM kv ORDER BY ns")
+            .map_err(|e| io(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| io(&self.path, e))?;
+        Ok(rows)
+    }
 }
 
 struct SqliteTxn {

@@ -78,6 +78,8 @@ impl Net {
     }
 
     /// Every key and value in the store, of every network.
+    /// Every key and value the policies wrote: the host's own record of
+    /// each network is left out (see [`Net::record`]).
     pub fn store_dump(&self) -> Vec<(String, Vec<u8>)> {
         self.query("SELECT key, value FROM kv ORDER BY ns, key", None)
     }
@@ -103,7 +105,7 @@ impl Net {
                 r.get(1)?,
             ))
         };
-        match network {
+        let rows: Vec<(String, Vec<u8>)> = match network {
             Some(n) => stmt
                 .query_map([n], row)
                 .unwrap()
@@ -114,7 +116,24 @@ impl Net {
                 .unwrap()
                 .map(Result::unwrap)
                 .collect(),
-        }
+        };
+        rows.into_iter()
+            .filter(|(k, _)| !k.starts_with(wasm_ipam::netrecord::RESERVED_PREFIX))
+            .collect()
+    }
+
+    /// The host's record of network `n`: its policy and config.
+    pub fn record(&self) -> Option<serde_json::Value> {
+        let db = self.data_dir().join("wasm-ipam.db");
+        let conn = rusqlite::Connection::open(db).ok()?;
+        let v: Vec<u8> = conn
+            .query_row(
+                "SELECT value FROM kv WHERE ns = ?1 AND key = CAST('.wasm-ipam/network' AS BLOB)",
+                [self.conf["name"].as_str().unwrap()],
+                |r| r.get(0),
+            )
+            .ok()?;
+        serde_json::from_slice(&v).ok()
     }
 
     /// The addresses leased in the store.

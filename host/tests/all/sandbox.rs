@@ -70,6 +70,33 @@ fn a_panic_is_a_trap_with_the_policy_message() {
 }
 
 #[test]
+fn the_hosts_record_of_the_network_is_out_of_the_policys_reach() {
+    let net = misbehaving("none", json!({}));
+    assert_eq!(net.add_ip("c1"), "10.0.0.2/24");
+    let record = net.record().expect("ADD records the network");
+    assert_eq!(record["ipam"]["misbehave"], "none");
+    assert_eq!(record["cniVersion"], "1.0.0");
+    assert!(
+        record["ipam"].get("dataDir").is_none() && record["ipam"].get("cacheDir").is_none(),
+        "node-local fields are left out: {record}"
+    );
+
+    // A scan of every key shows the policy its own key and not the record.
+    let mut conf = net.conf.clone();
+    conf["ipam"]["misbehave"] = json!("scan-everything");
+    let out = net.run_conf(&Call::attach("ADD", "c2"), &conf);
+    assert!(out.ok(), "{}", out.stdout);
+    assert_eq!(out.json()["ips"][0]["address"], "10.0.0.3/24");
+
+    // Forging it traps, and the whole call is rolled back.
+    let before = (net.store_dump(), net.record());
+    conf["ipam"]["misbehave"] = json!("forge-host-key");
+    let out = net.run_conf(&Call::attach("ADD", "c3"), &conf);
+    assert_error(&out, 999, "keys under \".wasm-ipam/\" belong to the host");
+    assert_eq!((net.store_dump(), net.record()), before);
+}
+
+#[test]
 fn store_limits_hold() {
     fails_cleanly("store-spam", json!({}), "more than 1000000 store calls");
     fails_cleanly("huge-value", json!({}), "a value of 1048576 bytes");

@@ -24,7 +24,6 @@ use ipam_kit::{
 
 pub struct HostLocal;
 
-#[cfg(target_arch = "wasm32")]
 ipam_kit::export_policy!(HostLocal);
 
 fn cursor_key(set: usize) -> String {
@@ -48,12 +47,13 @@ fn last_reserved(host: &dyn Host, set: usize) -> Option<IpAddr> {
 /// One address from range set `idx`, like the reference's `IPAllocator.Get`.
 fn allocate_from(
     host: &mut dyn Host,
+    ctx: &Context,
     att: &Attachment,
     idx: usize,
     set: &RangeSet,
     requested: Option<IpAddr>,
 ) -> Result<IpConfig, IpamError> {
-    let lease = Lease::new(att, host.now());
+    let lease = Lease::new(ctx, att, host.now());
     let (ip, range) = match requested {
         Some(ip) => {
             let range = set.range_for(ip).ok_or_else(|| {
@@ -117,7 +117,7 @@ impl Policy for HostLocal {
                 .iter()
                 .position(|ip| set.contains(*ip))
                 .map(|i| requested.remove(i));
-            let ip = allocate_from(host, att, idx, set, wanted)
+            let ip = allocate_from(host, ctx, att, idx, set, wanted)
                 .map_err(|e| errors::context(e, &format!("failed to allocate for range {idx}")))?;
             ips.push(ip);
         }

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeSet;
 
+use crate::args::cni_arg;
 use crate::errors::{NOT_ALLOCATED, policy};
 use crate::ranges::parse_ip_loose;
-use crate::{Allocation, Attachment, Host, IpamError, Released};
+use crate::{Allocation, Attachment, Context, Host, IpamError, Released};
 
 pub const LEASE_PREFIX: &str = "lease/";
 pub const OWNER_PREFIX: &str = "owner/";
@@ -32,15 +33,26 @@ pub struct Lease {
     /// The policy's own note, such as the pool or the workload key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// `namespace/name` of the pod, when the runtime said (Kubernetes
+    /// passes `K8S_POD_NAMESPACE` and `K8S_POD_NAME` in `CNI_ARGS`): for
+    /// the operator's lease listing, not for decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 impl Lease {
-    pub fn new(att: &Attachment, since: u64) -> Lease {
+    pub fn new(ctx: &Context, att: &Attachment, since: u64) -> Lease {
+        let pod =
+            cni_arg(ctx, "K8S_POD_NAME").map(|name| match cni_arg(ctx, "K8S_POD_NAMESPACE") {
+                Some(ns) => format!("{ns}/{name}"),
+                None => name.to_string(),
+            });
         Lease {
             container_id: att.container_id.clone(),
             ifname: att.ifname.clone(),
             since,
             tag: None,
+            pod,
         }
     }
 
@@ -178,6 +190,25 @@ pub fn stale(host: &dyn Host, valid: &[Attachment]) -> Vec<(IpAddr, Lease)> {
 mod tests {
     use super::*;
     use crate::MemHost;
+    use crate::testing::context;
+
+    fn ctx() -> Context {
+        context(serde_json::json!({}))
+    }
+
+    #[test]
+    fn a_lease_names_the_pod_when_the_runtime_does() {
+        let mut c = ctx();
+        c.cni_args = vec![
+            ("K8S_POD_NAMESPACE".into(), "shop".into()),
+            ("K8S_POD_NAME".into(), "web-0".into()),
+        ];
+        let lease = Lease::new(&c, &att("c1", "eth0"), 7);
+        assert_eq!(lease.pod.as_deref(), Some("shop/web-0"));
+        assert_eq!(Lease::new(&ctx(), &att("c1", "eth0"), 7).pod, None);
+        let json = serde_json::to_string(&lease).unwrap();
+        assert_eq!(serde_json::from_str::<Lease>(&json).unwrap(), lease);
+    }
 
     fn att(id: &str, ifname: &str) -> Attachment {
         Attachment {
@@ -191,8 +222,12 @@ mod tests {
         let mut h = MemHost::default();
         let ip: IpAddr = "10.0.0.2".parse().unwrap();
         let a = att("c1", "eth0");
-        assert!(reserve(&mut h, ip, &Lease::new(&a, 5)));
-        assert!(!reserve(&mut h, ip, &Lease::new(&att("c2", "eth0"), 6)));
+        assert!(reserve(&mut h, ip, &Lease::new(&ctx(), &a, 5)));
+        assert!(!reserve(
+            &mut h,
+            ip,
+            &Lease::new(&ctx(), &att("c2", "eth0"), 6)
+        ));
         assert_eq!(of(&h, &a), vec![ip]);
         assert!(of(&h, &att("c1", "net1")).is_empty());
         assert_eq!(get(&h, ip).unwrap().since, 5);
@@ -203,12 +238,12 @@ mod tests {
         let mut h = MemHost::default();
         let a = att("c1", "eth0");
         for ip in ["10.0.0.2", "fd00::2"] {
-            reserve(&mut h, ip.parse().unwrap(), &Lease::new(&a, 0));
+            reserve(&mut h, ip.parse().unwrap(), &Lease::new(&ctx(), &a, 0));
         }
         reserve(
             &mut h,
             "10.0.0.3".parse().unwrap(),
-            &Lease::new(&att("c2", "eth0"), 0),
+            &Lease::new(&ctx(), &att("c2", "eth0"), 0),
         );
         assert_eq!(release_all(&mut h, &a).len(), 2);
         assert!(of(&h, &a).is_empty());

@@ -25,7 +25,6 @@ pub use config::{Config, Pool};
 
 pub struct Pooled;
 
-#[cfg(target_arch = "wasm32")]
 ipam_kit::export_policy!(Pooled);
 
 /// Pool names the pod asked for: `args.cni.pool` (a name or a list) or
@@ -150,7 +149,7 @@ impl Policy for Pooled {
         }
         let candidates = select_pools(ctx, &cfg)?;
         let now = host.now();
-        let lease = Lease::new(att, now);
+        let lease = Lease::new(ctx, att, now);
         let mut ips = Vec::new();
         let mut routes = Vec::new();
         let mut families = BTreeSet::new();

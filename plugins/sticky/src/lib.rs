@@ -29,7 +29,6 @@ pub use config::Config;
 
 pub struct Sticky;
 
-#[cfg(target_arch = "wasm32")]
 ipam_kit::export_policy!(Sticky);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,7 +291,7 @@ impl Policy for Sticky {
         let previous_ips = previous.map(|w| w.ips).unwrap_or_default();
         let mut requested = args::requested_ips(ctx)?;
         let ordinal = cfg.ordinal_of(ctx);
-        let mut lease = Lease::new(att, now);
+        let mut lease = Lease::new(ctx, att, now);
         lease.tag = Some(key.clone());
         let want = Want {
             cfg: &cfg,

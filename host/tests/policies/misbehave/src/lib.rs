@@ -9,7 +9,6 @@ use ipam_kit::{
 
 pub struct Misbehave;
 
-#[cfg(target_arch = "wasm32")]
 ipam_kit::export_policy!(Misbehave);
 
 fn recurse(n: u64) -> u64 {
@@ -60,6 +59,15 @@ impl Policy for Misbehave {
             "huge-key" => {
                 host.put(&"k".repeat(1 << 20), b"v");
                 Ok(ok("10.0.0.2/24"))
+            }
+            "forge-host-key" => {
+                host.put(".wasm-ipam/network", b"forged");
+                Ok(ok("10.0.0.2/24"))
+            }
+            // The address counts the keys a scan of everything shows.
+            "scan-everything" => {
+                let seen = host.scan_all("").len();
+                Ok(ok(&format!("10.0.0.{}/24", seen + 2)))
             }
             "huge-string" => Ok(ok(&"1".repeat(100 << 20))),
             "bad-address" => Ok(ok("10.0.0.300/24")),
