@@ -20,9 +20,10 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("pooled", "policy-pooled", "policy_pooled"),
     ("sticky", "policy-sticky", "policy_sticky"),
 ];
-/// Policies built for the host's tests only; their directory is passed to
-/// the tests as `WASM_IPAM_TEST_POLICIES`.
-const TEST_POLICIES: &[&str] = &["policy-misbehave"];
+/// Policies built for the host's tests only (the template is built here so
+/// CI proves it works as a component); their directory is passed to the
+/// tests as `WASM_IPAM_TEST_POLICIES`.
+const TEST_POLICIES: &[&str] = &["policy-misbehave", "policy-template", "policy-foreign"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

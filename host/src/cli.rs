@@ -1,9 +1,14 @@
 //! The command line for people: `wasm-ipam <subcommand>`. The runtime never
 //! passes arguments, so none of this runs on the CNI path.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::cni::config::DEFAULT_DATA_DIR;
+use crate::tools;
 
 #[derive(Parser)]
 #[command(
@@ -12,7 +17,14 @@ use clap::{Parser, Subcommand};
     about = "A CNI IPAM plugin that runs its allocation policy as a sandboxed WebAssembly component",
     long_about = "A CNI IPAM plugin that runs its allocation policy as a sandboxed WebAssembly component.\n\n\
                   Run with no arguments, it is the CNI plugin: the runtime passes CNI_* variables and the \
-                  network config on stdin. The subcommands below are for people."
+                  network config on stdin. The subcommands below are for people operating a node and for \
+                  policy authors.",
+    after_help = "Examples:\n  \
+                  wasm-ipam leases\n  \
+                  wasm-ipam gc --network pods --valid attachments.json --dry-run\n  \
+                  wasm-ipam compile ./my-policy.wasm\n  \
+                  wasm-ipam import-host-local --from /var/lib/cni/networks/pods --network pods\n  \
+                  wasm-ipam simulate --config pods.conf --events events.jsonl"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -21,23 +33,172 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// List every reservation and how full each pool is.
+    #[command(
+        long_about = "List every reservation (address, container id, interface, pod when the runtime named it, \
+                      policy and age) and, per pool or range, how many addresses are used and free, with a bar \
+                      that shows exhaustion coming. Reads only; works whatever the policy."
+    )]
+    Leases {
+        /// The store's directory: ipam.dataDir of the network config.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Only this network (the config's "name").
+        #[arg(long, value_name = "NAME")]
+        network: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release the addresses of attachments that no longer exist (CNI GC).
+    #[command(
+        long_about = "Run the network's policy's GC, as a runtime's CNI GC would: every lease whose \
+                      attachment is not in the valid list is released. The policy and its config are those \
+                      of the network's last ADD. An empty list releases every lease, so try --dry-run first."
+    )]
+    Gc {
+        /// The store's directory: ipam.dataDir of the network config.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The network (the config's "name").
+        #[arg(long, value_name = "NAME")]
+        network: String,
+        /// The attachments still in use: a JSON array of {"containerID", "ifname"}
+        /// (CNI's cni.dev/valid-attachments), from a file or - for stdin.
+        #[arg(long, value_name = "FILE|-")]
+        valid: PathBuf,
+        /// Show what would be released and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check a policy component and compile it into the cache.
+    #[command(
+        long_about = "Check a policy component against the cni:ipam world and compile it into the cache, so \
+                      the first pod does not wait for the compiler: run it when installing a policy. It lists \
+                      what the component exports and imports, and refuses a component that imports anything \
+                      beyond the cni:ipam contract and the (empty) WASI 0.2 interfaces."
+    )]
+    Compile {
+        /// A .wasm component, or the name of a built-in policy.
+        #[arg(value_name = "POLICY")]
+        policy: String,
+        /// The cache: ipam.cacheDir of the network config, by default <dataDir>/cache.
+        #[arg(long, value_name = "DIR", default_value = concat!("/var/lib/cni/wasm-ipam", "/cache"))]
+        cache_dir: PathBuf,
+    },
+    /// Take over the reservations of the reference host-local plugin.
+    #[command(
+        long_about = "Take over the reservations and the round-robin cursors of a reference host-local \
+                      plugin's network, so that a node switched to wasm-ipam with policy host-local (and the \
+                      same ranges) loses no address and hands out none twice. It holds host-local's lock \
+                      while it reads, and writes all of it or nothing. Running it again is harmless."
+    )]
+    ImportHostLocal {
+        /// host-local's directory for the network: <its dataDir>/<network>.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The network (the config's "name").
+        #[arg(long, value_name = "NAME")]
+        network: String,
+        /// wasm-ipam's store: ipam.dataDir of the new network config.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The interface of reservations written by old host-local versions,
+        /// which recorded only the container id.
+        #[arg(long, value_name = "IFNAME", default_value = "eth0")]
+        default_ifname: String,
+    },
+    /// Try a policy on a sequence of events in a throwaway store.
+    #[command(
+        long_about = "Run ADD, DEL, CHECK, GC and STATUS events against the network config's policy in a \
+                      throwaway in-memory store, through the same checks as real calls, and print each \
+                      outcome and the leases at the end. Nothing on the node is read or written.\n\n\
+                      Events are JSON Lines, for example:\n  \
+                      {\"op\":\"ADD\",\"containerID\":\"c1\",\"ifname\":\"eth0\",\"args\":\"K8S_POD_NAME=web-0\",\"node\":\"node-a\",\"at\":1700000000}\n  \
+                      {\"op\":\"DEL\",\"containerID\":\"c1\"}\n  \
+                      {\"op\":\"GC\",\"valid\":[{\"containerID\":\"c2\",\"ifname\":\"eth0\"}]}\n\
+                      ifname defaults to eth0; at sets the clock for that event and those after it."
+    )]
+    Simulate {
+        /// A network config (.conf), or a config list whose first plugin with
+        /// an ipam section is used; - for stdin.
+        #[arg(long, value_name = "NETCONF")]
+        config: PathBuf,
+        /// The events, one JSON object per line; - for stdin.
+        #[arg(long, value_name = "FILE|-")]
+        events: PathBuf,
+        /// Print one JSON object per event, with the CNI result or error.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a pod lifecycle through this binary as a runtime would, and show
     /// each CNI call and its answer.
     Demo {
         /// Keep the data directory here instead of a temporary one.
         #[arg(long)]
-        data_dir: Option<std::path::PathBuf>,
+        data_dir: Option<PathBuf>,
     },
+}
+
+fn now() -> anyhow::Result<u64> {
+    crate::invoke::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Leases {
+            data_dir,
+            network,
+            json,
+        } => {
+            let store = tools::open_existing(&data_dir)?;
+            tools::leases::run(&store, network.as_deref(), json, now()?, out)
+        }
+        Cmd::Gc {
+            data_dir,
+            network,
+            valid,
+            dry_run,
+        } => {
+            let valid = tools::gc::parse_valid(&tools::read_input(&valid)?)?;
+            let store = tools::open_existing(&data_dir)?;
+            tools::gc::run(&store, &data_dir, &network, valid, dry_run, out).map(drop)
+        }
+        Cmd::Compile { policy, cache_dir } => tools::compile::run(&policy, &cache_dir, out),
+        Cmd::ImportHostLocal {
+            from,
+            network,
+            data_dir,
+            default_ifname,
+        } => {
+            let store = crate::store::SqliteStore::open(&data_dir)?;
+            tools::import::run(&from, &network, &store, &default_ifname, now()?, out).map(drop)
+        }
+        Cmd::Simulate {
+            config,
+            events,
+            json,
+        } => tools::simulate::run_files(&config, &events, json, out),
+        Cmd::Demo { data_dir } => crate::demo::run(data_dir),
+    }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Cmd::Demo { data_dir } => crate::demo::run(data_dir),
-    };
-    match result {
+    let mut stdout = std::io::stdout().lock();
+    match run(cli.command, &mut stdout) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
+            let _ = stdout.flush();
             eprintln!("wasm-ipam: {e:#}");
             ExitCode::FAILURE
         }

@@ -10,6 +10,7 @@
 mod bindings;
 mod cache;
 mod convert;
+mod inspect;
 mod source;
 mod state;
 
@@ -24,6 +25,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 pub use bindings::{Allocation, Attachment, Availability, Context, Dns, IpamError, Released};
 pub use cache::entry_path;
 pub use convert::{allocation_from_result, dns_to_wit, ipam_error, result_from_allocation};
+pub use inspect::{ImportKind, Inspection, inspect};
 pub use source::{PolicySource, builtin_names};
 pub use state::{
     CRASH_ENV, LimitError, MAX_KEY_BYTES, MAX_SCAN, MAX_VALUE_BYTES, crash_now, crash_point,

@@ -88,3 +88,17 @@ fn normalised_results_per_version_for_each_policy() {
         insta::assert_json_snapshot!(format!("{policy}_normalised"), Value::Object(by_version));
     }
 }
+
+#[test]
+fn the_policy_template_conforms() {
+    // A third-party policy: the suite is told its config, as a policy
+    // author does with --ipam-config and --small-ipam-config.
+    let mut t = target(
+        crate::common::test_policy("policy_template")
+            .to_str()
+            .unwrap(),
+    );
+    t.ipam = Some(json!({"subnet": "10.201.0.0/24"}));
+    t.small_ipam = Some(json!({"subnet": "10.202.0.0/29"}));
+    assert!(conforms(t, vec![], None) >= 160);
+}

@@ -14,3 +14,4 @@ mod recordings;
 mod reference;
 mod sandbox;
 mod snapshots;
+mod tools;

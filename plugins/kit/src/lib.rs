@@ -60,9 +60,12 @@ pub trait Policy {
 }
 
 /// Exports a [`Policy`] implementation as the component's `policy` interface.
+/// Only in the wasm build: a native build (`cargo test`) has no component to
+/// export from, and its linker refuses the component's symbol names.
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
         mod __ipam_policy_export {
             use super::*;
             use $crate::bindings::exports::cni::ipam::policy::Guest;

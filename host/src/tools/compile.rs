@@ -1,0 +1,55 @@
+//! `wasm-ipam compile`: validate a policy and warm the compile cache at
+//! install time, so that the first pod does not wait for the compiler.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::sandbox::{ImportKind, PolicySource, inspect};
+
+pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let source = PolicySource::resolve(policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let found = inspect(&source, cache_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    writeln!(
+        out,
+        "policy {} ({} bytes, blake3 {})",
+        source.name(),
+        source.wasm().len(),
+        &blake3::Hash::from_bytes(*source.hash()).to_hex()[..16]
+    )?;
+    writeln!(out, "  implements cni:ipam/ipam-policy@0.1.0")?;
+    writeln!(out, "  exports:")?;
+    for (name, funcs) in &found.exports {
+        writeln!(out, "    {name}: {}", funcs.join(", "))?;
+    }
+    writeln!(out, "  imports:")?;
+    let width = found
+        .imports
+        .iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(0);
+    for (name, kind) in &found.imports {
+        let note = match kind {
+            ImportKind::Contract => "cni:ipam contract",
+            ImportKind::Wasi => "WASI, linked empty",
+            ImportKind::Foreign => "refused",
+        };
+        writeln!(out, "    {name:<width$}  {note}")?;
+    }
+    if found.imports.iter().any(|(_, k)| *k == ImportKind::Wasi) {
+        writeln!(
+            out,
+            "  (WASI is there for the language's standard library: the sandbox gives it no files, sockets, environment or real clock)"
+        )?;
+    }
+    match found.compiled_in {
+        Some(t) => writeln!(
+            out,
+            "  compiled in {} ms into {}",
+            t.as_millis(),
+            found.cache_entry.display()
+        )?,
+        None => writeln!(out, "  already compiled: {}", found.cache_entry.display())?,
+    }
+    Ok(())
+}

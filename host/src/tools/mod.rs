@@ -1,0 +1,49 @@
+//! The operator's subcommands: `leases`, `gc`, `compile`,
+//! `import-host-local` and `simulate`.
+//!
+//! They run as a person at a node's shell, never on the CNI path, so they
+//! may take their time and use anyhow for messages. What they change goes
+//! through the same store transactions and the same policy calls as the
+//! runtime's invocations; none of them writes keys of its own invention.
+//! They read the store through the kit's lease layout, which every built-in
+//! policy uses, so listing works whatever the policy.
+
+pub mod compile;
+pub mod gc;
+pub mod import;
+mod kit_host;
+pub mod leases;
+mod pools;
+pub mod simulate;
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+use crate::store::{DB_FILE, SqliteStore};
+
+/// Opens the store in `data_dir`, which must already be one: a tool that
+/// reads must not create an empty store where a typo pointed it.
+pub fn open_existing(data_dir: &Path) -> anyhow::Result<SqliteStore> {
+    let db = data_dir.join(DB_FILE);
+    if !db.is_file() {
+        bail!(
+            "no wasm-ipam store in {}: {} does not exist (is --data-dir the ipam.dataDir of the network config?)",
+            data_dir.display(),
+            db.display()
+        );
+    }
+    SqliteStore::open(data_dir)
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+}
+
+/// Reads a file, or stdin when `path` is `-`.
+pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read stdin")?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}

@@ -1,0 +1,637 @@
+//! The operator subcommands, run as a person would run them: `leases`,
+//! `gc`, `compile`, `import-host-local` and `simulate`.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use cni_conformance::exec::Call;
+use serde_json::{Value, json};
+
+use crate::common::{Net, plugin, test_policy};
+
+/// Runs `wasm-ipam ARGS` with the clock at `now` and `stdin` piped in.
+fn tool(args: &[&str], now: u64, stdin: &str) -> Output {
+    let mut child = Command::new(plugin())
+        .args(args)
+        .env("WASM_IPAM_NOW", now.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[track_caller]
+fn fails_with(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a failure: {stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+}
+
+fn dir_arg(net: &Net) -> String {
+    net.data_dir().display().to_string()
+}
+
+/// A pod's ADD, as kubelet sends it, at time `now`.
+fn add_pod(net: &Net, id: &str, pod: &str, now: u64) -> String {
+    let mut call = Call::attach("ADD", id);
+    call.args = Some(format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod}"
+    ));
+    call.extra = vec![("WASM_IPAM_NOW".into(), now.to_string())];
+    let out = net.run(&call);
+    assert!(out.ok(), "{}", out.stdout);
+    out.json()["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A second network in `net`'s store.
+fn beside(net: &Net, name: &str, ipam: Value) -> Net {
+    let mut other = Net::with_ipam("1.0.0", ipam);
+    other.conf["name"] = json!(name);
+    other.conf["ipam"]["dataDir"] = json!(net.data_dir());
+    other
+}
+
+fn two_networks() -> (Net, Net) {
+    let mut pods = Net::host_local("1.0.0", "10.9.0.0/28");
+    pods.conf["name"] = json!("pods");
+    for (i, id) in ["c1", "c2", "c3"].iter().enumerate() {
+        add_pod(&pods, id, &format!("web-{i}"), 1000);
+    }
+    let blocks = beside(
+        &pods,
+        "blocks",
+        json!({"policy": "pooled", "node": "node-a",
+               "pools": [{"name": "main", "cidr": "10.20.0.0/24", "blockSize": 28}]}),
+    );
+    for id in ["p1", "p2"] {
+        add_pod(&blocks, id, id, 1300);
+    }
+    (pods, blocks)
+}
+
+#[test]
+fn leases_lists_holders_pods_and_how_full_each_pool_is() {
+    let (pods, _blocks) = two_networks();
+    let dir = dir_arg(&pods);
+    let out = stdout(&tool(&["leases", "--data-dir", &dir, "--json"], 1600, ""));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let nets = v["networks"].as_array().unwrap();
+    assert_eq!(nets.len(), 2);
+    let (blocks, hl) = (&nets[0], &nets[1]);
+    assert_eq!(blocks["name"], "blocks");
+    assert_eq!(blocks["policy"], "pooled");
+    assert_eq!(blocks["pools"][0]["used"], 2);
+    // A /24 less its network, broadcast and gateway-free: 254 usable.
+    assert_eq!(blocks["pools"][0]["capacity"], 254);
+    assert_eq!(hl["policy"], "host-local");
+    // 10.9.0.1-10.9.0.14 less the gateway: 13 addresses, 3 taken.
+    assert_eq!(hl["pools"][0]["used"], 3);
+    assert_eq!(hl["pools"][0]["free"], 10);
+    assert_eq!(hl["pools"][0]["percent"], 23.1);
+    let first = &hl["leases"][0];
+    assert_eq!(first["address"], "10.9.0.2");
+    assert_eq!(first["containerID"], "c1");
+    assert_eq!(first["ifname"], "eth0");
+    assert_eq!(first["pod"], "shop/web-0");
+    assert_eq!(first["ageSeconds"], 600);
+
+    let text = stdout(&tool(&["leases", "--data-dir", &dir], 1600, ""));
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../../testdata/snapshots/host");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| insta::assert_snapshot!("leases_text", text));
+
+    let one = stdout(&tool(
+        &["leases", "--data-dir", &dir, "--network", "pods"],
+        1600,
+        "",
+    ));
+    assert!(
+        one.starts_with("network pods  policy host-local  3 leases"),
+        "{one}"
+    );
+    assert!(!one.contains("blocks"));
+}
+
+#[test]
+fn leases_names_what_is_wrong_with_its_arguments() {
+    let (pods, _blocks) = two_networks();
+    fails_with(
+        &tool(
+            &["leases", "--data-dir", &dir_arg(&pods), "--network", "nope"],
+            0,
+            "",
+        ),
+        "no network \"nope\" in this store; it holds blocks, pods",
+    );
+    let nowhere = pods.dir.path().join("typo");
+    fails_with(
+        &tool(&["leases", "--data-dir", nowhere.to_str().unwrap()], 0, ""),
+        "wasm-ipam.db does not exist",
+    );
+    assert!(!nowhere.exists(), "a read-only tool created a store");
+}
+
+#[test]
+fn gc_dry_run_changes_nothing_and_gc_releases_the_stale() {
+    let (pods, _blocks) = two_networks();
+    let dir = dir_arg(&pods);
+    let valid = pods.dir.path().join("valid.json");
+    std::fs::write(&valid, r#"[{"containerID": "c2", "ifname": "eth0"}]"#).unwrap();
+    let before = pods.store_dump();
+    let dry = stdout(&tool(
+        &[
+            "gc",
+            "--data-dir",
+            &dir,
+            "--network",
+            "pods",
+            "--valid",
+            valid.to_str().unwrap(),
+            "--dry-run",
+        ],
+        0,
+        "",
+    ));
+    assert!(dry.contains("would release 10.9.0.2 from c1/eth0"), "{dry}");
+    assert!(dry.contains("would release 10.9.0.4 from c3/eth0"), "{dry}");
+    assert!(
+        dry.contains("2 addresses would be released (dry run"),
+        "{dry}"
+    );
+    assert_eq!(pods.store_dump(), before, "a dry run changed the store");
+
+    // The real run, with the list on stdin in CNI's own envelope.
+    let real = stdout(&tool(
+        &[
+            "gc",
+            "--data-dir",
+            &dir,
+            "--network",
+            "pods",
+            "--valid",
+            "-",
+        ],
+        0,
+        r#"{"cni.dev/valid-attachments": [{"containerID": "c2", "ifname": "eth0"}]}"#,
+    ));
+    assert!(real.contains("pods: 2 addresses released"), "{real}");
+    let leased: Vec<String> = pods
+        .store_dump_of("pods")
+        .into_iter()
+        .filter_map(|(k, _)| k.strip_prefix("lease/").map(str::to_string))
+        .collect();
+    assert_eq!(leased, ["10.9.0.3"]);
+    assert_eq!(
+        pods.store_dump_of("blocks")
+            .iter()
+            .filter(|(k, _)| k.starts_with("lease/"))
+            .count(),
+        2,
+        "another network's leases are untouched"
+    );
+}
+
+#[test]
+fn gc_refuses_bad_lists_and_unknown_networks() {
+    let (pods, _blocks) = two_networks();
+    let dir = dir_arg(&pods);
+    let before = pods.store_dump();
+    for (valid, needle) in [
+        ("not json", "the valid list is not JSON"),
+        (r#"{"x": 1}"#, "without cni.dev/valid-attachments"),
+        (
+            r#"[{"ifname": "eth0"}]"#,
+            "valid attachment 0 has no string \"containerID\"",
+        ),
+        ("42", "must be a JSON array"),
+    ] {
+        fails_with(
+            &tool(
+                &[
+                    "gc",
+                    "--data-dir",
+                    &dir,
+                    "--network",
+                    "pods",
+                    "--valid",
+                    "-",
+                ],
+                0,
+                valid,
+            ),
+            needle,
+        );
+    }
+    fails_with(
+        &tool(
+            &[
+                "gc",
+                "--data-dir",
+                &dir,
+                "--network",
+                "other",
+                "--valid",
+                "-",
+            ],
+            0,
+            "[]",
+        ),
+        "no network \"other\"",
+    );
+    fails_with(
+        &tool(
+            &[
+                "gc",
+                "--data-dir",
+                &dir,
+                "--network",
+                "pods",
+                "--valid",
+                "/nonexistent",
+            ],
+            0,
+            "",
+        ),
+        "cannot read /nonexistent",
+    );
+    assert_eq!(pods.store_dump(), before);
+}
+
+fn cache_entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn compile_checks_the_contract_and_warms_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("c");
+    let c = cache_dir.to_str().unwrap();
+    let template = test_policy("policy_template");
+    let first = stdout(&tool(
+        &["compile", template.to_str().unwrap(), "--cache-dir", c],
+        0,
+        "",
+    ));
+    assert!(
+        first.contains("implements cni:ipam/ipam-policy@0.1.0"),
+        "{first}"
+    );
+    assert!(
+        first.contains("cni:ipam/policy@0.1.0: add, del, check, gc, status"),
+        "{first}"
+    );
+    assert!(first.contains("cni:ipam/store@0.1.0"), "{first}");
+    assert!(first.contains("compiled in"), "{first}");
+    let entries = cache_entries(&cache_dir);
+    assert_eq!(entries.len(), 1);
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&entries[0]).unwrap());
+    let again = stdout(&tool(
+        &["compile", template.to_str().unwrap(), "--cache-dir", c],
+        0,
+        "",
+    ));
+    assert!(again.contains("already compiled"), "{again}");
+
+    // The first ADD finds it compiled: the entry is used, not replaced.
+    let net = Net::with_ipam(
+        "1.0.0",
+        json!({"policy": template, "subnet": "10.1.0.0/24", "cacheDir": cache_dir}),
+    );
+    assert_eq!(net.add_ip("c1"), "10.1.0.2/24");
+    assert_eq!(cache_entries(&cache_dir), entries);
+    let after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&entries[0]).unwrap());
+    assert_eq!(inode, after);
+
+    // Built-in policies by name.
+    assert!(stdout(&tool(&["compile", "sticky", "--cache-dir", c], 0, "")).contains("compiled in"));
+}
+
+#[test]
+fn compile_refuses_what_is_not_a_policy_and_keeps_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    let foreign = test_policy("policy_foreign");
+    fails_with(
+        &tool(
+            &["compile", foreign.to_str().unwrap(), "--cache-dir", c],
+            0,
+            "",
+        ),
+        "imports what the cni:ipam contract does not offer: test:foreign/dial",
+    );
+    let not_a_policy = test_policy("not-a-policy");
+    fails_with(
+        &tool(
+            &["compile", not_a_policy.to_str().unwrap(), "--cache-dir", c],
+            0,
+            "",
+        ),
+        "does not implement the cni:ipam/ipam-policy@0.1.0 world",
+    );
+    let junk = cache.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm junk").unwrap();
+    fails_with(
+        &tool(
+            &["compile", junk.to_str().unwrap(), "--cache-dir", c],
+            0,
+            "",
+        ),
+        "is not a valid WebAssembly component",
+    );
+    fails_with(
+        &tool(&["compile", "round-robin"], 0, ""),
+        "unknown policy \"round-robin\"",
+    );
+    let compiled: Vec<_> = cache_entries(cache.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert!(
+        compiled.is_empty(),
+        "refused components stayed in the cache: {compiled:?}"
+    );
+}
+
+const REFERENCE: &str = "/usr/lib/cni/host-local";
+
+/// Runs the reference host-local on `conf`.
+fn reference(command: &str, id: &str, conf: &Value) -> Value {
+    let mut call = Call::attach(command, id);
+    call.extra = vec![("CNI_PATH".into(), "/usr/lib/cni".into())];
+    let out = cni_conformance::exec::run(Path::new(REFERENCE), &call, conf.to_string().as_bytes())
+        .unwrap();
+    assert!(out.ok(), "reference {command} {id}: {}", out.stdout);
+    if out.stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        out.json()
+    }
+}
+
+#[test]
+fn import_takes_over_from_the_reference_host_local_without_duplicates() {
+    let work = tempfile::tempdir().unwrap();
+    let ref_dir = work.path().join("hl");
+    let ref_conf = json!({"cniVersion": "1.0.0", "name": "pods", "type": "bridge",
+        "ipam": {"type": "host-local", "dataDir": ref_dir, "ranges": [[{"subnet": "10.9.0.0/28"}]]}});
+    let mut theirs = Vec::new();
+    for id in ["r1", "r2", "r3", "r4"] {
+        theirs.push(
+            reference("ADD", id, &ref_conf)["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    reference("DEL", "r2", &ref_conf);
+    theirs.remove(1);
+
+    let net = Net::host_local("1.0.0", "10.9.0.0/28");
+    let from = ref_dir.join("pods");
+    let args = [
+        "import-host-local",
+        "--from",
+        from.to_str().unwrap(),
+        "--network",
+        "pods",
+    ];
+    let mut full: Vec<&str> = args.to_vec();
+    let dir = dir_arg(&net);
+    full.extend(["--data-dir", &dir]);
+    let mut net = net;
+    net.conf["name"] = json!("pods");
+    let out = stdout(&tool(&full, 0, ""));
+    assert!(
+        out.contains("imported 3 reservations (0 already there) and 1 cursor"),
+        "{out}"
+    );
+    let again = stdout(&tool(&full, 0, ""));
+    assert!(
+        again.contains("imported 0 reservations (3 already there)"),
+        "{again}"
+    );
+    let imported: Vec<String> = net
+        .leased()
+        .into_iter()
+        .map(|ip| format!("{ip}/28"))
+        .collect();
+    let mut sorted = theirs.clone();
+    sorted.sort();
+    assert_eq!(imported, sorted);
+
+    // Ours carries on after the reference's cursor (10.9.0.5), as the
+    // reference itself would, and never hands out an imported address.
+    assert_eq!(net.add_ip("n1"), "10.9.0.6/28");
+    let mut ours = vec!["10.9.0.6/28".to_string()];
+    loop {
+        let out = net.add(&format!("n{}", ours.len() + 1));
+        if !out.ok() {
+            assert_eq!(out.json()["code"], 11, "{}", out.stdout);
+            break;
+        }
+        ours.push(
+            out.json()["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(
+        ours.iter().all(|a| !theirs.contains(a)),
+        "{ours:?} reuses one of {theirs:?}"
+    );
+    assert_eq!(
+        ours.len() + theirs.len(),
+        13,
+        "every address of the range in use once"
+    );
+    // An imported container's DEL, now through ours, frees its address.
+    let out = net.run(&Call::attach("DEL", "r1"));
+    assert!(out.ok(), "{}", out.stdout);
+    assert_eq!(net.add_ip("n99"), theirs[0]);
+}
+
+#[test]
+fn import_refuses_a_conflict_and_imports_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let from = work.path().join("pods");
+    std::fs::create_dir(&from).unwrap();
+    std::fs::write(from.join("10.9.0.2"), "r1\r\neth0").unwrap();
+    std::fs::write(from.join("10.9.0.3"), "r2\r\neth0").unwrap();
+    let mut net = Net::host_local("1.0.0", "10.9.0.0/28");
+    net.conf["name"] = json!("pods");
+    assert_eq!(net.add_ip("mine"), "10.9.0.2/28");
+    let before = net.store_dump();
+    let dir = dir_arg(&net);
+    fails_with(
+        &tool(
+            &[
+                "import-host-local",
+                "--from",
+                from.to_str().unwrap(),
+                "--network",
+                "pods",
+                "--data-dir",
+                &dir,
+            ],
+            0,
+            "",
+        ),
+        "10.9.0.2 is held by r1/eth0 in host-local but by mine/eth0 in wasm-ipam; nothing was imported",
+    );
+    assert_eq!(net.store_dump(), before);
+
+    std::fs::write(from.join("10.9.0.2"), "not a valid id!").unwrap();
+    fails_with(
+        &tool(
+            &[
+                "import-host-local",
+                "--from",
+                from.to_str().unwrap(),
+                "--network",
+                "pods",
+                "--data-dir",
+                &dir,
+            ],
+            0,
+            "",
+        ),
+        "does not name a container and interface",
+    );
+    fails_with(
+        &tool(
+            &[
+                "import-host-local",
+                "--from",
+                "/nonexistent",
+                "--network",
+                "pods",
+                "--data-dir",
+                &dir,
+            ],
+            0,
+            "",
+        ),
+        "cannot read the host-local directory /nonexistent",
+    );
+    assert_eq!(net.store_dump(), before);
+}
+
+fn simulate(config: &Value, events: &str, json_out: bool) -> Output {
+    let work = tempfile::tempdir().unwrap();
+    let conf = work.path().join("net.conf");
+    std::fs::write(&conf, config.to_string()).unwrap();
+    let mut args = vec![
+        "simulate",
+        "--config",
+        conf.to_str().unwrap(),
+        "--events",
+        "-",
+    ];
+    if json_out {
+        args.push("--json");
+    }
+    tool(&args, 5000, events)
+}
+
+const EVENTS: &str = r#"
+# a sticky workload comes back to its address
+{"op":"ADD","containerID":"a","args":"IgnoreUnknown=1;K8S_POD_NAMESPACE=db;K8S_POD_NAME=pg-0","at":1000}
+{"op":"ADD","containerID":"b","args":"IgnoreUnknown=1;K8S_POD_NAMESPACE=db;K8S_POD_NAME=pg-1"}
+{"op":"DEL","containerID":"a","at":1060}
+{"op":"ADD","containerID":"c"}
+{"op":"ADD","containerID":"a2","args":"IgnoreUnknown=1;K8S_POD_NAMESPACE=db;K8S_POD_NAME=pg-0","at":1100}
+{"op":"CHECK","containerID":"a2"}
+{"op":"GC","valid":[{"containerID":"a2","ifname":"eth0"}]}
+{"op":"STATUS"}
+"#;
+
+#[test]
+fn simulate_runs_events_through_the_policy_and_prints_the_leases() {
+    let config = json!({"cniVersion": "1.1.0", "name": "db", "type": "bridge",
+        "ipam": {"type": "wasm-ipam", "policy": "sticky", "dataDir": "/nonexistent/never-touched",
+                 "ranges": [[{"subnet": "10.30.0.0/29"}]]}});
+    let text = stdout(&simulate(&config, EVENTS, false));
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../../testdata/snapshots/host");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| insta::assert_snapshot!("simulate_sticky", text));
+    assert!(!Path::new("/nonexistent/never-touched").exists());
+
+    let json_lines = stdout(&simulate(&config, EVENTS, true));
+    let lines: Vec<Value> = json_lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 9, "8 events and the leases");
+    assert_eq!(lines[0]["result"]["cniVersion"], "1.1.0");
+    let first = lines[0]["result"]["ips"][0]["address"].clone();
+    assert_eq!(
+        lines[4]["result"]["ips"][0]["address"], first,
+        "pg-0 kept its address"
+    );
+    assert_eq!(lines[6]["released"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        lines[8]["networks"][0]["leases"].as_array().unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn simulate_takes_a_conflist_and_names_bad_events() {
+    let conflist = json!({"cniVersion": "1.0.0", "name": "pods", "plugins": [
+        {"type": "bridge", "ipam": {"type": "wasm-ipam", "ranges": [[{"subnet": "10.9.0.0/24"}]]}},
+        {"type": "portmap"}]});
+    let out = stdout(&simulate(
+        &conflist,
+        r#"{"op":"ADD","containerID":"x"}"#,
+        false,
+    ));
+    assert!(
+        out.starts_with("line 1: ADD x/eth0 -> 10.9.0.2/24"),
+        "{out}"
+    );
+    fails_with(
+        &simulate(
+            &conflist,
+            "{\"op\":\"ADD\"}\n{\"op\":\"ADD\",\"bogus\":1}",
+            false,
+        ),
+        "events line 2: not an event",
+    );
+    fails_with(
+        &simulate(&conflist, r#"{"op":"RESET"}"#, false),
+        "events line 1: op must be ADD, DEL, CHECK, GC or STATUS, not \"RESET\"",
+    );
+    fails_with(&simulate(&conflist, "\n", false), "no events");
+    // A call that CNI refuses is an outcome, not a failure of the run.
+    let out = stdout(&simulate(
+        &conflist,
+        "{\"op\":\"ADD\",\"containerID\":\"x\",\"ifname\":\"way-too-long-ifname\"}\n{\"op\":\"ADD\",\"containerID\":\"y\"}",
+        false,
+    ));
+    assert!(
+        out.contains("line 1: ADD x/way-too-long-ifname -> error 4: CNI_IFNAME"),
+        "{out}"
+    );
+    assert!(out.contains("line 2: ADD y/eth0 -> 10.9.0.2/24"), "{out}");
+}
