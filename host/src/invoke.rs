@@ -8,14 +8,14 @@
 use std::ffi::OsString;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cni::config::{NetConf, peek_version};
+use crate::cni::config::{NetConf, StoreConf, peek_version};
 use crate::cni::env::{Command, Env};
 use crate::cni::result::IpamResult;
 use crate::cni::version::{LATEST, Version, version_json};
 use crate::cni::{CniError, resolv};
 use crate::netrecord::NetworkRecord;
 use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{EtcdStore, SqliteStore, Store, StoreError};
 
 /// Environment variable that fixes the clock the policies see, in seconds
 /// since the Unix epoch. For tests and `simulate`; unset in production.
@@ -181,7 +181,10 @@ pub fn load_policy(conf: &NetConf) -> Result<Sandbox, CniError> {
 
 /// The store the config names.
 pub fn open_store(conf: &NetConf) -> Result<Box<dyn Store>, CniError> {
-    Ok(Box::new(SqliteStore::open(&conf.ipam.data_dir)?))
+    Ok(match &conf.ipam.store {
+        StoreConf::Embedded => Box::new(SqliteStore::open(&conf.ipam.data_dir)?),
+        StoreConf::Etcd(etcd) => Box::new(EtcdStore::connect(etcd, Some(&conf.ipam.data_dir))?),
+    })
 }
 
 /// What goes on stdout for an answer.
@@ -355,6 +358,11 @@ fn transact(
                 Ok(()) if crash.as_deref() == Some("after-commit") => sandbox::crash_now(),
                 Ok(()) => Timings::mark(timings, "commit"),
                 Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
+                    // Reported so an operator (and the tests) can see the
+                    // contention a shared store is under.
+                    eprintln!(
+                        "wasm-ipam: store conflict on attempt {attempt}; running the policy again"
+                    );
                     std::thread::sleep(crate::store::backoff(attempt));
                     continue;
                 }

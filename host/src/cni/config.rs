@@ -35,6 +35,80 @@ impl Default for Limits {
     }
 }
 
+/// Where the store lives: `ipam.store`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreConf {
+    /// The embedded SQLite database in `dataDir` (the default).
+    #[default]
+    Embedded,
+    /// An etcd cluster shared by the nodes: `{"etcd": {...}}`.
+    Etcd(EtcdConf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConf {
+    pub endpoints: Vec<String>,
+    /// Every key lives under `<prefix>/<network>/`.
+    pub prefix: String,
+    /// The bound on connecting and on each request.
+    pub timeout: Duration,
+}
+
+fn parse_store(ipam: &Map<String, Value>) -> Result<StoreConf, CniError> {
+    let Some(v) = ipam.get("store").filter(|v| !v.is_null()) else {
+        return Ok(StoreConf::Embedded);
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid(format!("ipam.store must be an object, not {v}")))?;
+    let kinds: Vec<&String> = obj.keys().collect();
+    let Some(etcd) = obj.get("etcd").filter(|_| kinds.len() == 1) else {
+        return Err(invalid(format!(
+            "ipam.store must name one backend, {{\"etcd\": {{...}}}}, not {v}; without ipam.store the embedded database in dataDir is used"
+        )));
+    };
+    let etcd = etcd
+        .as_object()
+        .ok_or_else(|| invalid(format!("ipam.store.etcd must be an object, not {etcd}")))?;
+    if let Some(unknown) = etcd
+        .keys()
+        .find(|k| !["endpoints", "prefix", "timeoutMs"].contains(&k.as_str()))
+    {
+        return Err(invalid(format!(
+            "ipam.store.etcd.{unknown} is not a setting: the settings are endpoints, prefix and timeoutMs"
+        )));
+    }
+    let endpoints: Vec<String> = match etcd.get("endpoints") {
+        Some(Value::Array(list)) if !list.is_empty() => list
+            .iter()
+            .map(|e| match e.as_str() {
+                Some(s) if s.starts_with("http://") || s.starts_with("https://") => Ok(s.to_string()),
+                _ => Err(invalid(format!(
+                    "ipam.store.etcd.endpoints must be URLs such as \"http://127.0.0.1:2379\", not {e}"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        other => {
+            return Err(invalid(format!(
+                "ipam.store.etcd.endpoints must be a non-empty list of URLs, not {}",
+                other.map_or("nothing".to_string(), Value::to_string)
+            )));
+        }
+    };
+    let prefix = opt_str(etcd, "prefix", "ipam.store.etcd.prefix")?
+        .unwrap_or("/wasm-ipam")
+        .trim_end_matches('/')
+        .to_string();
+    let timeout = Duration::from_millis(
+        opt_u64(etcd, "timeoutMs", "ipam.store.etcd.timeoutMs", (1, 60_000))?.unwrap_or(2000),
+    );
+    Ok(StoreConf::Etcd(EtcdConf {
+        endpoints,
+        prefix,
+        timeout,
+    }))
+}
+
 /// The host's settings, from the `ipam` object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpamConf {
@@ -46,6 +120,7 @@ pub struct IpamConf {
     pub node: Option<String>,
     pub resolv_conf: Option<PathBuf>,
     pub limits: Limits,
+    pub store: StoreConf,
 }
 
 /// An attachment the runtime says is still in use (GC).
@@ -160,6 +235,7 @@ fn parse_ipam(ipam: &Map<String, Value>) -> Result<IpamConf, CniError> {
         node,
         resolv_conf: opt_str(ipam, "resolvConf", "ipam.resolvConf")?.map(PathBuf::from),
         limits: parse_limits(ipam)?,
+        store: parse_store(ipam)?,
     })
 }
 
@@ -297,6 +373,47 @@ mod tests {
         let c = parse(json!({"cniVersion": "0.4.0", "name": "n", "ipam": {}})).unwrap();
         assert_eq!(c.ipam.policy, "host-local");
         assert_eq!(c.ipam.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn reads_the_etcd_store_and_names_what_is_wrong_with_it() {
+        assert_eq!(parse(base()).unwrap().ipam.store, StoreConf::Embedded);
+        let mut v = base();
+        v["ipam"]["store"] = json!({"etcd": {"endpoints": ["http://127.0.0.1:2379"], "prefix": "/x/", "timeoutMs": 300}});
+        assert_eq!(
+            parse(v).unwrap().ipam.store,
+            StoreConf::Etcd(EtcdConf {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                prefix: "/x".into(),
+                timeout: Duration::from_millis(300),
+            })
+        );
+        for (store, needle) in [
+            (json!("etcd"), "ipam.store must be an object"),
+            (json!({"redis": {}}), "ipam.store must name one backend"),
+            (
+                json!({"etcd": {}}),
+                "ipam.store.etcd.endpoints must be a non-empty list",
+            ),
+            (
+                json!({"etcd": {"endpoints": ["127.0.0.1:2379"]}}),
+                "must be URLs",
+            ),
+            (
+                json!({"etcd": {"endpoints": ["http://a:1"], "timeout": 5}}),
+                "ipam.store.etcd.timeout is not a setting",
+            ),
+            (
+                json!({"etcd": {"endpoints": ["http://a:1"], "timeoutMs": 0}}),
+                "timeoutMs must be a whole number from 1",
+            ),
+        ] {
+            let mut v = base();
+            v["ipam"]["store"] = store;
+            let (code, msg) = err(v);
+            assert_eq!(code, 7, "{msg}");
+            assert!(msg.contains(needle), "{needle:?} not in {msg}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! The behaviour every backend must have, run against each of them.
+#![allow(clippy::missing_panics_doc)]
 
 use super::*;
 
@@ -10,7 +11,7 @@ fn entries(txn: &mut Box<dyn Txn>, prefix: &str, after: Option<&str>, limit: u32
         .collect()
 }
 
-fn check_backend(store: &dyn Store) {
+pub fn check_backend(store: &dyn Store) {
     let mut t = store.begin("net1").unwrap();
     assert_eq!(t.get("a").unwrap(), None);
     for k in [

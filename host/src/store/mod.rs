@@ -7,9 +7,11 @@
 //! race as [`StoreError::Conflict`], and the host re-runs the policy from
 //! scratch, which is safe because the sandbox has no other side effects.
 
+mod etcd;
 mod memory;
 mod sqlite;
 
+pub use etcd::EtcdStore;
 pub use memory::MemoryStore;
 pub use sqlite::{DB_FILE, SqliteStore};
 
@@ -26,6 +28,9 @@ pub enum StoreError {
     /// The store is locked by others for longer than we wait.
     #[error("the store is busy: {0}")]
     Busy(String),
+    /// A remote store did not answer in time or refused the connection.
+    #[error("{0}")]
+    Unreachable(String),
     /// The store cannot be read or written (permissions, a full disk, a
     /// damaged file).
     #[error("{0}")]
@@ -37,6 +42,9 @@ impl From<StoreError> for CniError {
         match e {
             StoreError::Conflict | StoreError::Busy(_) => {
                 CniError::TryAgain(format!("store: {e}; try again"))
+            }
+            StoreError::Unreachable(m) => {
+                CniError::TryAgain(format!("store: {m}; try again later"))
             }
             StoreError::Io(m) => CniError::Io(format!("store: {m}")),
         }
@@ -94,5 +102,7 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-#[cfg(test)]
-pub(crate) mod contract;
+/// The behaviour every backend must have; public so the integration tests
+/// hold the etcd backend to it against a real etcd.
+#[doc(hidden)]
+pub mod contract;

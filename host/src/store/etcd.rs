@@ -1,0 +1,376 @@
+//! A store shared by every node: etcd, with optimistic transactions.
+//!
+//! A transaction reads a snapshot: every read is at the revision etcd had
+//! when it began. Writes are buffered (and read back by later reads of the
+//! same transaction). At commit, one etcd transaction checks that nothing
+//! the policy read has changed since that revision and applies every write,
+//! or does nothing:
+//!
+//! - each key read (or returned by a scan) must have the same `mod_revision`
+//!   as when it was read; an absent key must still be absent (revision 0),
+//!   which also catches a key deleted since;
+//! - each range scanned must hold no key modified after the snapshot, which
+//!   catches a key created inside it (a phantom).
+//!
+//! A failed check is [`StoreError::Conflict`]: the host runs the policy again
+//! from scratch, which is safe because it has no other side effects. An
+//! unreachable etcd or a request past the timeout is
+//! [`StoreError::Unreachable`], CNI code 11, and nothing is written: the one
+//! commit request either applies everything or nothing.
+//!
+//! Calls on one node take turns: a transaction holds an flock on
+//! `<dataDir>/etcd-<network>.lock` from begin to commit, as Calico's IPAM
+//! holds a host-wide lock. Concurrent calls of one node would otherwise all
+//! update the same block and lose to each other; so optimistic retries only
+//! arbitrate between nodes, which rarely touch the same keys.
+//!
+//! etcd caps the operations in one transaction (`--max-txn-ops`, 128 by
+//! default). A call that reads or writes more keys than that, such as a GC
+//! releasing hundreds of leases, needs a higher cap on the etcd servers.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn as EtcdTxnReq, TxnOp,
+};
+
+use super::{Entry, Store, StoreError, Txn, prefix_end};
+use crate::cni::config::EtcdConf;
+
+struct Shared {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    endpoints: String,
+}
+
+impl Shared {
+    /// Runs one request under the timeout, mapping every failure to what the
+    /// host should do about it.
+    fn call<T, F>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(self.timeout, f).await })
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.error(what, e)),
+            Err(_) => Err(StoreError::Unreachable(format!(
+                "etcd at {} did not answer {what} within {} ms{}",
+                self.endpoints,
+                self.timeout.as_millis(),
+                if what == "the commit" {
+                    " (it was applied whole or not at all)"
+                } else {
+                    ""
+                }
+            ))),
+        }
+    }
+
+    fn error(&self, what: &str, e: etcd_client::Error) -> StoreError {
+        let text = e.to_string();
+        if text.contains("compacted") {
+            // The snapshot is gone; a fresh attempt reads a newer one.
+            return StoreError::Conflict;
+        }
+        if text.contains("too many operations in txn request") {
+            return StoreError::Io(format!(
+                "etcd at {} refused {what}: {text}; raise --max-txn-ops on the etcd servers",
+                self.endpoints
+            ));
+        }
+        StoreError::Unreachable(format!("etcd at {} failed {what}: {text}", self.endpoints))
+    }
+
+    fn ns_prefix(&self, namespace: &str) -> String {
+        format!("{}/{namespace}/", self.prefix)
+    }
+}
+
+pub struct EtcdStore {
+    shared: Arc<Shared>,
+    lock_dir: Option<PathBuf>,
+}
+
+/// Holds the node's turn for one network until dropped.
+struct NodeTurn(#[allow(dead_code)] Option<std::fs::File>);
+
+impl NodeTurn {
+    fn take(dir: Option<&Path>, namespace: &str) -> Result<NodeTurn, StoreError> {
+        let Some(dir) = dir else {
+            return Ok(NodeTurn(None));
+        };
+        let io = |e: std::io::Error| {
+            StoreError::Io(format!(
+                "{}: cannot take the node's lock: {e}",
+                dir.display()
+            ))
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("etcd-{namespace}.lock")))
+            .map_err(io)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io(e.into()))?;
+        Ok(NodeTurn(Some(file)))
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the cluster. `lock_dir` (the node's data dir) is where
+    /// calls of this node take turns; `None` lets transactions of this
+    /// process race, as tests of the conflict checks want.
+    pub fn connect(conf: &EtcdConf, lock_dir: Option<&Path>) -> Result<EtcdStore, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io(format!("cannot start the etcd client: {e}")))?;
+        let endpoints = conf.endpoints.join(",");
+        let options = ConnectOptions::new()
+            .with_connect_timeout(conf.timeout)
+            .with_timeout(conf.timeout);
+        let connect = Client::connect(conf.endpoints.clone(), Some(options));
+        let client = match rt.block_on(async { tokio::time::timeout(conf.timeout, connect).await })
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(StoreError::Unreachable(format!(
+                    "cannot reach etcd at {endpoints}: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(StoreError::Unreachable(format!(
+                    "cannot reach etcd at {endpoints} within {} ms",
+                    conf.timeout.as_millis()
+                )));
+            }
+        };
+        Ok(EtcdStore {
+            shared: Arc::new(Shared {
+                rt,
+                client,
+                prefix: conf.prefix.clone(),
+                timeout: conf.timeout,
+                endpoints,
+            }),
+            lock_dir: lock_dir.map(Path::to_path_buf),
+        })
+    }
+}
+
+impl Store for EtcdStore {
+    fn begin(&self, namespace: &str) -> Result<Box<dyn Txn>, StoreError> {
+        let turn = NodeTurn::take(self.lock_dir.as_deref(), namespace)?;
+        let s = &self.shared;
+        let ns_prefix = s.ns_prefix(namespace);
+        let mut client = s.client.clone();
+        let opts = GetOptions::new().with_prefix().with_count_only();
+        let resp = s.call("a read", client.get(ns_prefix.clone(), Some(opts)))?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok(Box::new(EtcdTxn {
+            _turn: turn,
+            shared: self.shared.clone(),
+            ns_prefix,
+            revision,
+            reads: BTreeMap::new(),
+            ranges: Vec::new(),
+            writes: BTreeMap::new(),
+        }))
+    }
+
+    fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        let s = &self.shared;
+        let root = format!("{}/", s.prefix);
+        let mut client = s.client.clone();
+        let opts = GetOptions::new().with_prefix().with_keys_only();
+        let resp = s.call("a listing", client.get(root.clone(), Some(opts)))?;
+        let mut names: Vec<String> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let rest = kv.key().strip_prefix(root.as_bytes())?;
+                let end = rest.iter().position(|b| *b == b'/')?;
+                String::from_utf8(rest[..end].to_vec()).ok()
+            })
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+}
+
+/// A key as the policy names it, the key in etcd, and its value.
+type Fetched = (String, Vec<u8>, Vec<u8>);
+
+struct EtcdTxn {
+    _turn: NodeTurn,
+    shared: Arc<Shared>,
+    /// `<prefix>/<namespace>/`: every key of this transaction is under it.
+    ns_prefix: String,
+    /// The snapshot every read is at.
+    revision: i64,
+    /// Full key -> `mod_revision` seen (0: absent).
+    reads: BTreeMap<Vec<u8>, i64>,
+    /// Full-key ranges `[start, end)` scanned.
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Policy key -> new value (`None`: deleted).
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+impl EtcdTxn {
+    fn full(&self, key: &str) -> Vec<u8> {
+        format!("{}{key}", self.ns_prefix).into_bytes()
+    }
+
+    /// One page of the snapshot in `[start, end)`, recorded as read.
+    fn fetch(
+        &mut self,
+        start: Vec<u8>,
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<Fetched>, StoreError> {
+        let mut client = self.shared.client.clone();
+        let opts = GetOptions::new()
+            .with_range(end.to_vec())
+            .with_revision(self.revision)
+            .with_limit(i64::from(limit));
+        let resp = self.shared.call("a scan", client.get(start, Some(opts)))?;
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            self.reads.insert(kv.key().to_vec(), kv.mod_revision());
+            let Some(key) = kv.key().strip_prefix(self.ns_prefix.as_bytes()) else {
+                continue;
+            };
+            out.push((
+                String::from_utf8_lossy(key).into_owned(),
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl Txn for EtcdTxn {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(w) = self.writes.get(key) {
+            return Ok(w.clone());
+        }
+        let full = self.full(key);
+        let mut client = self.shared.client.clone();
+        let opts = GetOptions::new().with_revision(self.revision);
+        let resp = self
+            .shared
+            .call("a read", client.get(full.clone(), Some(opts)))?;
+        let kv = resp.kvs().first();
+        self.reads
+            .insert(full, kv.map_or(0, |kv| kv.mod_revision()));
+        Ok(kv.map(|kv| kv.value().to_vec()))
+    }
+
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.writes.insert(key.to_string(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), StoreError> {
+        self.writes.insert(key.to_string(), None);
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let first = match start_after {
+            Some(a) if a >= prefix => format!("{a}\0"),
+            _ => prefix.to_string(),
+        };
+        let start = self.full(&first);
+        let end = prefix_end(&self.full(prefix)).expect("a namespace prefix ends in '/'");
+        let mut remote: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut cursor = start.clone();
+        loop {
+            let page = self.fetch(cursor, &end, limit.max(1))?;
+            let full = page.len() >= limit.max(1) as usize;
+            // How far the snapshot has been read: to the last key of a full
+            // page, else to the end of the prefix.
+            let upto = match (full, page.last()) {
+                (true, Some((_, k, _))) => {
+                    let mut next = k.clone();
+                    next.push(0);
+                    next
+                }
+                _ => end.clone(),
+            };
+            cursor = upto.clone();
+            remote.extend(page.into_iter().map(|(k, _, v)| (k, v)));
+            // The transaction's own writes over what was read so far.
+            let mut merged: BTreeMap<String, Vec<u8>> = remote.iter().cloned().collect();
+            for (k, w) in self.writes.range(first.clone()..) {
+                if self.full(k) >= upto {
+                    break;
+                }
+                if !k.starts_with(prefix) {
+                    continue;
+                }
+                match w {
+                    Some(v) => merged.insert(k.clone(), v.clone()),
+                    None => merged.remove(k),
+                };
+            }
+            if !full || merged.len() >= limit as usize {
+                self.ranges.push((start, upto));
+                return Ok(merged.into_iter().take(limit as usize).collect());
+            }
+        }
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        if self.writes.is_empty() {
+            // A read-only transaction saw one consistent snapshot.
+            return Ok(());
+        }
+        let mut compares: Vec<Compare> = self
+            .reads
+            .iter()
+            .map(|(k, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev))
+            .collect();
+        compares.extend(self.ranges.iter().map(|(start, end)| {
+            Compare::mod_revision(start.clone(), CompareOp::Less, self.revision + 1)
+                .with_range(end.clone())
+        }));
+        let ops: Vec<TxnOp> = self
+            .writes
+            .iter()
+            .map(|(k, w)| match w {
+                Some(v) => TxnOp::put(self.full(k), v.clone(), None),
+                None => TxnOp::delete(self.full(k), None),
+            })
+            .collect();
+        let req = EtcdTxnReq::new().when(compares).and_then(ops);
+        let mut client = self.shared.client.clone();
+        let resp = self.shared.call("the commit", client.txn(req))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The etcd backend against a real etcd on loopback: the store contract,
+//! conflict detection, three pooled nodes sharing one address space, and
+//! faults (etcd stopped mid-run, hosts killed mid-call).
+//!
+//! Each test starts its own etcd (Debian's etcd-server) on free ports with
+//! a temporary data dir, so it can stop and restart it. CI installs
+//! etcd-server; elsewhere these tests say they were skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cni_conformance::exec::{Call, Outcome};
+use serde_json::{Value, json};
+use wasm_ipam::cni::config::EtcdConf;
+use wasm_ipam::store::{EtcdStore, Store, StoreError, contract};
+
+use crate::common::{Net, assert_error};
+
+const ETCD: &str = "/usr/bin/etcd";
+/// The pool of the pooled tests, 10.50.0.0/16, as a number.
+const BASE: u32 = 10 << 24 | 50 << 16;
+
+fn etcd_available() -> bool {
+    if Path::new(ETCD).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{ETCD} is missing in CI: install etcd-server"
+    );
+    eprintln!("skipped: {ETCD} is not installed (apt-get install etcd-server)");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One etcd member on loopback, killed when dropped.
+struct Etcd {
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let mut etcd = Etcd {
+            dir: tempfile::tempdir().unwrap(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+        };
+        etcd.resume();
+        etcd
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Starts (again) on the same data dir and ports; returns once it serves.
+    fn resume(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(ETCD)
+            .args(["--name", "test", "--data-dir"])
+            .arg(self.dir.path().join("etcd"))
+            .args(["--listen-client-urls", &self.url()])
+            .args(["--advertise-client-urls", &self.url()])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            // GC of many leases is one transaction.
+            .args(["--max-txn-ops", "10000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(store) = EtcdStore::connect(&self.conf("/ready"), None)
+                && store.begin("probe").is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills it, as a crash or a lost node would.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn conf(&self, prefix: &str) -> EtcdConf {
+        EtcdConf {
+            endpoints: vec![self.url()],
+            prefix: prefix.into(),
+            timeout: Duration::from_millis(1500),
+        }
+    }
+
+    fn store(&self, prefix: &str) -> EtcdStore {
+        EtcdStore::connect(&self.conf(prefix), None).unwrap()
+    }
+
+    /// The `ipam.store` object for network configs.
+    fn ipam_store(&self) -> Value {
+        json!({"etcd": {"endpoints": [self.url()], "prefix": "/wasm-ipam", "timeoutMs": 1500}})
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn the_etcd_backend_keeps_the_store_contract() {
+    if !etcd_available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    contract::check_backend(&etcd.store("/contract"));
+}
+
+/// `key` read in a fresh transaction.
+fn read(store: &dyn Store, key: &str) -> Option<Vec<u8>> {
+    store.begin("n").unwrap().get(key).unwrap()
+}
+
+#[test]
+fn the_etcd_backend_detects_every_kind_of_conflict() {
+    if !etcd_available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let store = etcd.store("/conflicts");
+    let write = |k: &str, v: Option<&[u8]>| {
+        let mut t = store.begin("n").unwrap();
+        match v {
+            Some(v) => t.put(k, v).unwrap(),
+            None => t.delete(k).unwrap(),
+        }
+        t.commit().unwrap();
+    };
+    write("lease/a", Some(b"1"));
+    write("lease/b", Some(b"1"));
+
+    // A key read, then changed by someone else.
+    let mut t = store.begin("n").unwrap();
+    assert_eq!(t.get("lease/a").unwrap().as_deref(), Some(&b"1"[..]));
+    t.put("out", b"x").unwrap();
+    write("lease/a", Some(b"2"));
+    assert!(matches!(t.commit(), Err(StoreError::Conflict)));
+
+    // A key read, then deleted.
+    let mut t = store.begin("n").unwrap();
+    t.get("lease/b").unwrap();
+    t.put("out", b"x").unwrap();
+    write("lease/b", None);
+    assert!(matches!(t.commit(), Err(StoreError::Conflict)));
+
+    // A key read as absent, then created.
+    let mut t = store.begin("n").unwrap();
+    assert_eq!(t.get("lease/c").unwrap(), None);
+    t.put("lease/c", b"mine").unwrap();
+    write("lease/c", Some(b"theirs"));
+    assert!(matches!(t.commit(), Err(StoreError::Conflict)));
+    assert_eq!(read(&store, "lease/c").as_deref(), Some(&b"theirs"[..]));
+
+    // A scanned range that gains a key (a phantom).
+    let mut t = store.begin("n").unwrap();
+    let seen = t.scan("lease/", None, 100).unwrap();
+    t.put("count", seen.len().to_string().as_bytes()).unwrap();
+    write("lease/d", Some(b"new"));
+    assert!(matches!(t.commit(), Err(StoreError::Conflict)));
+    assert_eq!(read(&store, "count"), None, "a lost race writes nothing");
+
+    // Reads are a snapshot, and see the transaction's own writes.
+    let mut t = store.begin("n").unwrap();
+    write("lease/e", Some(b"later"));
+    assert_eq!(
+        t.get("lease/e").unwrap(),
+        None,
+        "written after the snapshot"
+    );
+    t.put("lease/f", b"own").unwrap();
+    t.delete("lease/a").unwrap();
+    let keys: Vec<String> = t
+        .scan("lease/", None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["lease/c", "lease/d", "lease/f"]);
+
+    // Writes to keys nobody else touched commit.
+    let mut t = store.begin("n").unwrap();
+    t.get("lease/c").unwrap();
+    t.put("lease/g", b"ok").unwrap();
+    write("unrelated", Some(b"x"));
+    t.commit().unwrap();
+    assert_eq!(read(&store, "lease/g").as_deref(), Some(&b"ok"[..]));
+}
+
+fn pooled(etcd: &Etcd, node: &str) -> Net {
+    let mut net = Net::with_ipam(
+        "1.0.0",
+        json!({"policy": "pooled", "node": node, "store": etcd.ipam_store(),
+               "pools": [{"name": "main", "cidr": "10.50.0.0/16", "blockSize": 26}]}),
+    );
+    net.conf["name"] = json!("cluster");
+    // Compiled once here, not by every process of a concurrent burst.
+    let cache = net.conf["ipam"]["cacheDir"].as_str().unwrap().to_string();
+    let status = Command::new(crate::common::plugin())
+        .args(["compile", "pooled", "--cache-dir", &cache])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    net
+}
+
+/// Every key of the network, straight from etcd.
+fn dump(etcd: &Etcd, network: &str) -> BTreeMap<String, Vec<u8>> {
+    let store = etcd.store("/wasm-ipam");
+    let mut t = store.begin(network).unwrap();
+    let mut out = BTreeMap::new();
+    loop {
+        let after = out.keys().next_back().cloned();
+        let page = t.scan("", after.as_deref(), 1000).unwrap();
+        let done = page.len() < 1000;
+        out.extend(page);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// The leases and the owner index agree one to one, and every block's count
+/// matches the leases inside it: nothing was half-applied.
+fn assert_consistent(data: &BTreeMap<String, Vec<u8>>) -> BTreeMap<IpAddr, String> {
+    let mut leases = BTreeMap::new();
+    for (k, v) in data.range("lease/".to_string().."lease0".to_string()) {
+        let ip: IpAddr = k["lease/".len()..].parse().unwrap();
+        let lease: Value = serde_json::from_slice(v).unwrap();
+        let id = lease["containerId"].as_str().unwrap().to_string();
+        let owner = format!("owner/{id}/{}/{ip}", lease["ifname"].as_str().unwrap());
+        assert!(data.contains_key(&owner), "{k} has no {owner}");
+        leases.insert(ip, id);
+    }
+    let owners = data.keys().filter(|k| k.starts_with("owner/")).count();
+    assert_eq!(owners, leases.len(), "an owner entry without its lease");
+    let mut used: BTreeMap<u32, u64> = BTreeMap::new();
+    for ip in leases.keys() {
+        if let IpAddr::V4(v4) = ip {
+            *used.entry((u32::from(*v4) - BASE) / 64).or_default() += 1;
+        }
+    }
+    for (k, v) in data.range("block/main/".to_string().."block/main0".to_string()) {
+        let idx = u32::from_str_radix(&k["block/main/".len()..], 16).unwrap();
+        let block: Value = serde_json::from_slice(v).unwrap();
+        assert_eq!(
+            block["used"].as_u64().unwrap(),
+            used.get(&idx).copied().unwrap_or(0),
+            "block {idx}'s count disagrees with its leases"
+        );
+    }
+    leases
+}
+
+/// The node whose block holds `ip`.
+fn block_node(data: &BTreeMap<String, Vec<u8>>, ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        panic!("v4 only")
+    };
+    let idx = (u32::from(v4) - BASE) / 64;
+    let block: Value = serde_json::from_slice(&data[&format!("block/main/{idx:032x}")]).unwrap();
+    block["node"].as_str().unwrap().to_string()
+}
+
+fn conflicts_in(out: &Outcome) -> usize {
+    out.stderr.matches("store conflict on attempt").count()
+}
+
+#[test]
+fn three_pooled_nodes_share_one_address_space_through_etcd() {
+    if !etcd_available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let nodes: Vec<(String, Net)> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| (n.to_string(), pooled(&etcd, n)))
+        .collect();
+    // 3 x 64 ADDs, all in flight at once: one thread per call, each a
+    // separate process as a runtime would start it.
+    let outcomes: Vec<(String, String, Outcome)> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .flat_map(|(node, net)| (0..64).map(move |i| (node, net, i)))
+            .map(|(node, net, i)| {
+                s.spawn(move || {
+                    let id = format!("{node}-{i}");
+                    let out = net.add(&id);
+                    (node.clone(), id, out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut conflicts = 0;
+    let mut given: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
+    for (node, id, out) in &outcomes {
+        assert!(out.ok(), "{id}: {} {}", out.stdout, out.stderr);
+        conflicts += conflicts_in(out);
+        let addr = out.json()["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let ip: IpAddr = addr.split('/').next().unwrap().parse().unwrap();
+        let before = given.insert(ip, (node.clone(), id.clone()));
+        assert!(before.is_none(), "{ip} given to {id} and {before:?}");
+    }
+    assert_eq!(given.len(), 192, "no duplicate address");
+    eprintln!("3 nodes x 64 concurrent ADDs: {conflicts} conflicts retried");
+
+    let data = dump(&etcd, "cluster");
+    let leases = assert_consistent(&data);
+    assert_eq!(leases.len(), 192);
+    // The pool has 1024 blocks, so no node ever had to borrow.
+    for (ip, (node, id)) in &given {
+        assert_eq!(
+            &block_node(&data, *ip),
+            node,
+            "{id} got {ip} from another node's block"
+        );
+        assert_eq!(&leases[ip], id);
+    }
+    // The tools read the shared store like a local one.
+    let blocks: BTreeSet<String> = data
+        .keys()
+        .filter(|k| k.starts_with("block/"))
+        .cloned()
+        .collect();
+    assert!(blocks.len() >= 3, "{blocks:?}");
+}
+
+#[test]
+fn etcd_going_away_is_try_again_and_the_store_stays_consistent() {
+    if !etcd_available() {
+        return;
+    }
+    let mut etcd = Etcd::start();
+    let net = pooled(&etcd, "node-a");
+    let mut held = Vec::new();
+    for i in 0..5 {
+        held.push(net.add_ip(&format!("before-{i}")));
+    }
+    // Stopped in the middle of a run of concurrent calls.
+    let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..12)
+            .map(|i| {
+                let net = &net;
+                s.spawn(move || net.add(&format!("during-{i}")))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(40));
+        etcd.stop();
+        calls.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in outcomes.iter().filter(|o| !o.ok()) {
+        assert_error(out, 11, "etcd at");
+    }
+    let start = Instant::now();
+    let out = net.add("while-down");
+    assert_error(&out, 11, "try again later");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "a call against a dead etcd must end at its timeout"
+    );
+
+    etcd.resume();
+    let data = dump(&etcd, "cluster");
+    let leases = assert_consistent(&data);
+    for (i, out) in outcomes.iter().enumerate() {
+        let id = format!("during-{i}");
+        let holds = leases.values().any(|v| *v == id);
+        // A call that succeeded holds its address. One that failed may have
+        // committed just before the answer was lost: its runtime's DEL
+        // releases it; here, it holds one address at most.
+        if out.ok() {
+            assert!(holds, "{id} succeeded but holds nothing");
+        }
+    }
+    assert_eq!(
+        leases.values().filter(|v| v.starts_with("before-")).count(),
+        5
+    );
+    // And it carries on.
+    let ip = net.add_ip("after");
+    assert!(!held.contains(&ip));
+    assert_consistent(&dump(&etcd, "cluster"));
+}
+
+#[test]
+fn a_host_killed_mid_call_leaves_nothing_half_applied_in_etcd() {
+    if !etcd_available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let net = pooled(&etcd, "node-a");
+    net.add_ip("first");
+    let before = dump(&etcd, "cluster");
+    // Killed at every store call of an ADD that claims a fresh block, and
+    // just before the commit: nothing of it reaches etcd.
+    let mut fresh = net.conf.clone();
+    fresh["ipam"]["node"] = json!("node-z");
+    for point in ["call:1", "call:3", "call:6", "call:10", "commit"] {
+        let mut call = Call::attach("ADD", "victim");
+        call.extra = vec![("WASM_IPAM_TEST_CRASH_AT".into(), point.into())];
+        let out = net.run_conf(&call, &fresh);
+        assert!(!out.ok(), "{point}: the process was not killed");
+        assert_eq!(
+            dump(&etcd, "cluster"),
+            before,
+            "{point}: something was written"
+        );
+    }
+    // Killed right after the commit: all of it is there.
+    let mut call = Call::attach("ADD", "victim");
+    call.extra = vec![("WASM_IPAM_TEST_CRASH_AT".into(), "after-commit".into())];
+    assert!(!net.run_conf(&call, &fresh).ok());
+    let leases = assert_consistent(&dump(&etcd, "cluster"));
+    assert!(leases.values().any(|v| v == "victim"));
+
+    // Killed at random moments under load.
+    std::thread::scope(|s| {
+        for i in 0..24u64 {
+            let net = &net;
+            s.spawn(move || {
+                let call = Call::attach("ADD", &format!("load-{i}"));
+                let mut child = Command::new(crate::common::plugin())
+                    .env_clear()
+                    .envs(call.vars())
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let conf = net.conf.to_string();
+                let _ =
+                    std::io::Write::write_all(&mut child.stdin.take().unwrap(), conf.as_bytes());
+                std::thread::sleep(Duration::from_millis(2 + (i * 7) % 40));
+                let _ = child.kill();
+                let _ = child.wait();
+            });
+        }
+    });
+    assert_consistent(&dump(&etcd, "cluster"));
+}
