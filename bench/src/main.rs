@@ -6,8 +6,11 @@
 //! Measurements: ADD and DEL with 0, 1,000 and 10,000 addresses allocated on
 //! a /16, for each policy; the cold first call, which compiles the policy;
 //! throughput with 2 and 16 concurrent callers; and a warm ADD split into
-//! its stages (from the host's `WASM_IPAM_TIMINGS`).
+//! its stages (from the host's `WASM_IPAM_TIMINGS`). With `--etcd`, pooled
+//! on a shared etcd against the embedded store, and the conflict rate of
+//! three nodes adding at once.
 
+mod shared;
 mod spawn;
 mod stats;
 mod systems;
@@ -40,15 +43,19 @@ struct Cli {
     /// A tiny run that only checks the benchmark works (CI).
     #[arg(long)]
     smoke: bool,
+    /// An etcd endpoint (http://127.0.0.1:2379): also measure pooled on etcd
+    /// against the embedded store, and the conflict rate of three nodes.
+    #[arg(long, value_name = "URL")]
+    etcd: Option<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
 }
 
-struct Op {
-    add: Summary,
-    del: Summary,
-    rss_kib: u64,
+pub(crate) struct Op {
+    pub add: Summary,
+    pub del: Summary,
+    pub rss_kib: u64,
 }
 
 fn measure_ops(
@@ -62,20 +69,24 @@ fn measure_ops(
     let data = tmp.path().join("data");
     let conf = sys.conf(&data, cache);
     sys.prefill(size, &conf, &data);
-    let stdin = conf.to_string();
-    let bin = sys.binary(ours);
-    // One untimed call warms the page cache (and, for ours, the compile cache).
-    spawn::run(&bin, &env("ADD", "warm-up"), stdin.as_bytes());
+    measure_conf(&sys.binary(ours), &conf.to_string(), iterations)
+        .with_context(|| format!("{} at size {size}", sys.name()))
+}
+
+/// ADD/DEL pairs against one config, after an untimed call that warms the
+/// page cache (and, for ours, the compile cache).
+pub(crate) fn measure_conf(bin: &Path, stdin: &str, iterations: usize) -> Result<Op> {
+    spawn::run(bin, &env("ADD", "warm-up"), stdin.as_bytes());
     let (mut adds, mut dels, mut rss) = (Vec::new(), Vec::new(), 0);
     for i in 0..iterations {
         let id = format!("bench-{i}");
-        let add = spawn::run(&bin, &env("ADD", &id), stdin.as_bytes());
+        let add = spawn::run(bin, &env("ADD", &id), stdin.as_bytes());
         if !add.ok {
-            bail!("{} ADD failed at size {size}: {}", sys.name(), add.stderr);
+            bail!("ADD failed: {}", add.stderr);
         }
-        let del = spawn::run(&bin, &env("DEL", &id), stdin.as_bytes());
+        let del = spawn::run(bin, &env("DEL", &id), stdin.as_bytes());
         if !del.ok {
-            bail!("{} DEL failed: {}", sys.name(), del.stderr);
+            bail!("DEL failed: {}", del.stderr);
         }
         rss = rss.max(add.max_rss_kib).max(del.max_rss_kib);
         adds.push(add.wall);
@@ -275,6 +286,11 @@ fn main() -> Result<()> {
     for (stage, ms) in breakdown(&ours, bn, cache.path()) {
         println!("  {stage:<24} {ms:>7.3}");
         results["breakdown"][stage] = json!(ms);
+    }
+
+    if let Some(url) = &cli.etcd {
+        let callers = if cli.smoke { 2 } else { 16 };
+        results["shared"] = shared::run(&ours, url, cli.iterations, callers, cache.path())?;
     }
 
     std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
