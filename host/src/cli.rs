@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::cni::config::DEFAULT_DATA_DIR;
+use crate::cni::config::{DEFAULT_DATA_DIR, NetConf, StoreConf};
+use crate::invoke;
+use crate::store::Store;
 use crate::tools;
 
 #[derive(Parser)]
@@ -21,6 +23,7 @@ use crate::tools;
                   policy authors.",
     after_help = "Examples:\n  \
                   wasm-ipam leases\n  \
+                  wasm-ipam leases --config /etc/cni/net.d/10-pods.conflist\n  \
                   wasm-ipam gc --network pods --valid attachments.json --dry-run\n  \
                   wasm-ipam compile ./my-policy.wasm\n  \
                   wasm-ipam import-host-local --from /var/lib/cni/networks/pods --network pods\n  \
@@ -43,6 +46,10 @@ enum Cmd {
         /// The store's directory: ipam.dataDir of the network config.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// Read the store this network config (.conf or .conflist) names
+        /// instead, such as a shared etcd; --network defaults to its name.
+        #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
         /// Only this network (the config's "name").
         #[arg(long, value_name = "NAME")]
         network: Option<String>,
@@ -60,9 +67,13 @@ enum Cmd {
         /// The store's directory: ipam.dataDir of the network config.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// Use the store this network config (.conf or .conflist) names
+        /// instead, such as a shared etcd; --network defaults to its name.
+        #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
         /// The network (the config's "name").
-        #[arg(long, value_name = "NAME")]
-        network: String,
+        #[arg(long, value_name = "NAME", required_unless_present = "config")]
+        network: Option<String>,
         /// The attachments still in use: a JSON array of {"containerID", "ifname"}
         /// (CNI's cni.dev/valid-attachments), from a file or - for stdin.
         #[arg(long, value_name = "FILE|-")]
@@ -144,25 +155,56 @@ fn now() -> anyhow::Result<u64> {
     crate::invoke::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The store a tool works on: the one a network config names (and that
+/// network's name), or the embedded one in `data_dir`.
+fn store_for(
+    data_dir: PathBuf,
+    config: Option<PathBuf>,
+    network: Option<String>,
+) -> anyhow::Result<(Box<dyn Store>, PathBuf, Option<String>)> {
+    let Some(config) = config else {
+        return Ok((
+            Box::new(tools::open_existing(&data_dir)?),
+            data_dir,
+            network,
+        ));
+    };
+    let text = tools::simulate::read_config(&tools::read_input(&config)?)?;
+    let conf = NetConf::parse(text.to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let store: Box<dyn Store> = match conf.ipam.store {
+        StoreConf::Embedded => Box::new(tools::open_existing(&conf.ipam.data_dir)?),
+        StoreConf::Etcd(_) => invoke::open_store(&conf).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    Ok((
+        store,
+        conf.ipam.data_dir.clone(),
+        network.or(Some(conf.name)),
+    ))
+}
+
 fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
         Cmd::Leases {
             data_dir,
+            config,
             network,
             json,
         } => {
-            let store = tools::open_existing(&data_dir)?;
-            tools::leases::run(&store, network.as_deref(), json, now()?, out)
+            let (store, _, network) = store_for(data_dir, config, network)?;
+            tools::leases::run(&*store, network.as_deref(), json, now()?, out)
         }
         Cmd::Gc {
             data_dir,
+            config,
             network,
             valid,
             dry_run,
         } => {
             let valid = tools::gc::parse_valid(&tools::read_input(&valid)?)?;
-            let store = tools::open_existing(&data_dir)?;
-            tools::gc::run(&store, &data_dir, &network, valid, dry_run, out).map(drop)
+            let (store, data_dir, network) = store_for(data_dir, config, network)?;
+            let network = network.expect("clap requires --network without --config");
+            tools::gc::run(&*store, &data_dir, &network, valid, dry_run, out).map(drop)
         }
         Cmd::Compile { policy, cache_dir } => tools::compile::run(&policy, &cache_dir, out),
         Cmd::ImportHostLocal {
