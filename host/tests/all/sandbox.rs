@@ -87,6 +87,14 @@ fn the_hosts_record_of_the_network_is_out_of_the_policys_reach() {
     let out = net.run_conf(&Call::attach("ADD", "c2"), &conf);
     assert!(out.ok(), "{}", out.stdout);
     assert_eq!(out.json()["ips"][0]["address"], "10.0.0.3/24");
+    conf["ipam"]["misbehave"] = json!("scan-by-one");
+    let out = net.run_conf(&Call::attach("ADD", "c2"), &conf);
+    assert!(out.ok(), "{}", out.stdout);
+    assert_eq!(
+        out.json()["ips"][0]["address"],
+        "10.0.0.3/24",
+        "paged one key at a time"
+    );
 
     // Forging it traps, and the whole call is rolled back.
     let before = (net.store_dump(), net.record());

@@ -69,6 +69,21 @@ impl Policy for Misbehave {
                 let seen = host.scan_all("").len();
                 Ok(ok(&format!("10.0.0.{}/24", seen + 2)))
             }
+            // The same, one key per page: a page must not come back empty
+            // because the host's key was left out of it.
+            "scan-by-one" => {
+                let mut seen = 0;
+                let mut after: Option<String> = None;
+                loop {
+                    let page = host.scan("", after.as_deref(), 1);
+                    let Some((k, _)) = page.into_iter().next() else {
+                        break;
+                    };
+                    seen += 1;
+                    after = Some(k);
+                }
+                Ok(ok(&format!("10.0.0.{}/24", seen + 2)))
+            }
             "huge-string" => Ok(ok(&"1".repeat(100 << 20))),
             "bad-address" => Ok(ok("10.0.0.300/24")),
             "loopback-address" => Ok(ok("127.0.0.5/8")),
