@@ -635,3 +635,29 @@ fn simulate_takes_a_conflist_and_names_bad_events() {
     );
     assert!(out.contains("line 2: ADD y/eth0 -> 10.9.0.2/24"), "{out}");
 }
+
+#[test]
+fn every_subcommand_explains_itself() {
+    for (cmd, needle) in [
+        ("leases", "how many addresses are used and free"),
+        ("gc", "An empty list releases every lease"),
+        ("compile", "refuses a component that imports anything"),
+        (
+            "import-host-local",
+            "loses no address and hands out none twice",
+        ),
+        ("simulate", "Events are JSON Lines"),
+    ] {
+        let help = stdout(&tool(&[cmd, "--help"], 0, ""));
+        assert!(
+            help.contains(needle),
+            "{cmd} --help lacks {needle:?}: {help}"
+        );
+        assert!(help.contains("Usage: wasm-ipam"), "{help}");
+    }
+    fails_with(&tool(&["gc", "--valid", "-"], 0, ""), "--network <NAME>");
+    fails_with(
+        &tool(&["frobnicate"], 0, ""),
+        "unrecognized subcommand 'frobnicate'",
+    );
+}
