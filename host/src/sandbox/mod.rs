@@ -64,7 +64,13 @@ pub fn engine() -> Result<Engine, CniError> {
     config
         .epoch_interruption(true)
         .consume_fuel(true)
-        .max_wasm_stack(512 << 10);
+        .max_wasm_stack(512 << 10)
+        // Cranelift's optimisations cost a quarter of the compile (0.60 ->
+        // 0.45 s of CPU for host-local) and buy nothing measurable here: a
+        // policy call is a few hundred microseconds of instantiation and
+        // host calls either way (BENCHMARKS.md). The cold first call is
+        // the one that waits for the compiler.
+        .cranelift_opt_level(wasmtime::OptLevel::None);
     Engine::new(&config)
         .map_err(|e| CniError::internal(format!("cannot start the wasm engine: {e}")))
 }
