@@ -20,12 +20,6 @@ use super::kit_host::TxnHost;
 use crate::cni::env::{ifname_problem, valid_id};
 use crate::store::Store;
 
-/// Where the host-local policy keeps the cursor of range set `n`; the same
-/// key the policy reads.
-fn cursor_key(n: &str) -> String {
-    format!("cursor/{n}")
-}
-
 pub struct Summary {
     pub imported: usize,
     pub already: usize,
@@ -83,10 +77,10 @@ pub fn run(
                 .trim()
                 .parse()
                 .with_context(|| format!("{} does not hold an IP address", path.display()))?;
-            if n.parse::<usize>().is_err() {
+            let Ok(set) = n.parse::<usize>() else {
                 bail!("{} is not a range set's cursor", path.display());
-            }
-            cursors.push((n.to_string(), ip));
+            };
+            cursors.push((set, ip));
         } else if let Ok(ip) = name.parse::<IpAddr>() {
             let text = std::fs::read_to_string(&path)?;
             let (id, ifname) = holder(&text, default_ifname).with_context(|| {
@@ -144,8 +138,8 @@ pub fn run(
             }
         }
     }
-    for (n, ip) in &cursors {
-        ipam_kit::Host::put(&mut host, &cursor_key(n), ip.to_string().as_bytes());
+    for (set, ip) in &cursors {
+        ipam_kit::ranges::set_cursor(&mut host, *set, *ip);
     }
     host.finish()?.commit()?;
     writeln!(

@@ -26,22 +26,12 @@ pub struct HostLocal;
 
 ipam_kit::export_policy!(HostLocal);
 
-fn cursor_key(set: usize) -> String {
-    format!("cursor/{set}")
-}
-
 /// Parses the policy's config: the `ipam` object plus `runtimeConfig`.
 fn config(ctx: &Context) -> Result<RangesConfig, IpamError> {
     let ipam: serde_json::Value = serde_json::from_str(&ctx.config)
         .map_err(|e| errors::invalid_config(format!("invalid ipam config: {e}")))?;
     let rc = args::raw_json("runtimeConfig", ctx.runtime_config.as_deref())?;
     ranges::parse(&ipam, rc.as_ref(), &ctx.cni_version)
-}
-
-fn last_reserved(host: &dyn Host, set: usize) -> Option<IpAddr> {
-    host.get(&cursor_key(set))
-        .and_then(|v| String::from_utf8(v).ok())
-        .and_then(|s| s.parse().ok())
 }
 
 /// One address from range set `idx`, like the reference's `IPAllocator.Get`.
@@ -86,7 +76,7 @@ fn allocate_from(
                     ),
                 ));
             }
-            let last = last_reserved(host, idx);
+            let last = ranges::cursor(host, idx);
             let mut found = None;
             for (ip, range) in set.iter_from(last) {
                 if leases::reserve(host, ip, &lease) {
@@ -99,7 +89,7 @@ fn allocate_from(
             })?
         }
     };
-    host.put(&cursor_key(idx), ip.to_string().as_bytes());
+    ranges::set_cursor(host, idx, ip);
     Ok(IpConfig {
         address: range.with_prefix(ip),
         gateway: Some(range.gateway.to_string()),
@@ -159,14 +149,7 @@ impl Policy for HostLocal {
         valid: &[Attachment],
     ) -> Result<Vec<Released>, IpamError> {
         config(ctx)?;
-        let stale = leases::stale(host, valid);
-        for (ip, _) in &stale {
-            leases::release(host, *ip);
-        }
-        Ok(stale
-            .iter()
-            .map(|(ip, lease)| lease.released(*ip))
-            .collect())
+        Ok(leases::release_stale(host, valid))
     }
 
     fn status(host: &mut dyn Host, ctx: &Context) -> Result<Availability, IpamError> {

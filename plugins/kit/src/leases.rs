@@ -186,6 +186,16 @@ pub fn stale(host: &dyn Host, valid: &[Attachment]) -> Vec<(IpAddr, Lease)> {
         .collect()
 }
 
+/// CNI GC for a policy whose leases are all there is to release: frees
+/// every lease not held by a `valid` attachment and says what it freed.
+pub fn release_stale(host: &mut dyn Host, valid: &[Attachment]) -> Vec<Released> {
+    let stale = stale(host, valid);
+    for (ip, _) in &stale {
+        release(host, *ip);
+    }
+    stale.iter().map(|(ip, l)| l.released(*ip)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::errors::invalid_config;
-use crate::{IpamError, Route};
+use crate::{Host, IpamError, Route};
 
 /// One range as written in a config.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -45,6 +45,22 @@ pub struct Range {
 pub struct RangeSet(pub Vec<Range>);
 
 /// An address as a number, for arithmetic and ordering within a family.
+/// The round-robin cursor of range set `set`, the last address handed out
+/// from it: the reference host-local's `last_reserved_ip.<set>`. Kept in
+/// one key so that policies and `wasm-ipam import-host-local` agree on it.
+pub fn cursor_key(set: usize) -> String {
+    format!("cursor/{set}")
+}
+
+pub fn cursor(host: &dyn Host, set: usize) -> Option<IpAddr> {
+    host.get(&cursor_key(set))
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+}
+
+pub fn set_cursor(host: &mut dyn Host, set: usize, ip: IpAddr) {
+    host.put(&cursor_key(set), ip.to_string().as_bytes());
+}
+
 pub fn ip_num(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u32::from(v4) as u128,

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use ipam_kit::errors::{self, ADDRESS_UNAVAILABLE, ALREADY_ALLOCATED};
 use ipam_kit::leases::{self, Lease};
-use ipam_kit::ranges::RangeSet;
+use ipam_kit::ranges::{self, RangeSet};
 use ipam_kit::{
     Allocation, Attachment, Availability, Context, Host, IpConfig, IpamError, Policy, Released,
     args,
@@ -61,18 +61,6 @@ fn workload_key(key: &str) -> String {
 
 fn hold_key(ip: IpAddr) -> String {
     format!("hold/{ip}")
-}
-
-/// The last address handed out from range set `set`: new workloads search
-/// from there, round robin, so an ADD costs the same in a full range as in
-/// an empty one.
-fn cursor_key(set: usize) -> String {
-    format!("cursor/{set}")
-}
-
-fn cursor(host: &dyn Host, set: usize) -> Option<IpAddr> {
-    host.get(&cursor_key(set))
-        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
 }
 
 fn get_json<T: for<'de> Deserialize<'de>>(host: &dyn Host, key: &str) -> Option<T> {
@@ -197,8 +185,10 @@ fn pick(
     {
         return Ok(ip);
     }
+    // New workloads search from the last address handed out, round robin,
+    // so an ADD costs the same in a full range as in an empty one.
     if let Some((ip, _)) = set
-        .iter_from(cursor(host, idx))
+        .iter_from(ranges::cursor(host, idx))
         .find(|(ip, _)| is_free(host, *ip))
     {
         return Ok(ip);
@@ -307,7 +297,7 @@ impl Policy for Sticky {
                 .map_err(|e| errors::context(e, &format!("failed to allocate for range {idx}")))?;
             host.delete(&hold_key(ip));
             leases::reserve(host, ip, &lease);
-            host.put(&cursor_key(idx), ip.to_string().as_bytes());
+            ranges::set_cursor(host, idx, ip);
             let range = set.range_for(ip).expect("picked inside the set");
             ips.push(IpConfig {
                 address: range.with_prefix(ip),

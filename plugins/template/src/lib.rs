@@ -157,11 +157,7 @@ impl Policy for Template {
         _ctx: &Context,
         valid: &[Attachment],
     ) -> Result<Vec<Released>, IpamError> {
-        let stale = leases::stale(host, valid);
-        for (ip, _) in &stale {
-            leases::release(host, *ip);
-        }
-        Ok(stale.iter().map(|(ip, l)| l.released(*ip)).collect())
+        Ok(leases::release_stale(host, valid))
     }
 
     fn status(host: &mut dyn Host, ctx: &Context) -> Result<Availability, IpamError> {
