@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::types::ComponentItem;
 
-use super::{PolicySource, Sandbox, cache, engine};
+use super::{PolicySource, Sandbox, cache, compile, engine};
 use crate::cni::CniError;
 
 /// WASI 0.2 packages the sandbox links. A policy's standard library imports
@@ -50,10 +50,6 @@ pub fn classify(name: &str) -> ImportKind {
     }
 }
 
-fn invalid(source: &PolicySource, why: String) -> CniError {
-    CniError::InvalidConfig(format!("policy {} {why}", source.name()))
-}
-
 /// Compiles `source` into the cache at `cache_dir` (unless it is there) and
 /// checks it: no import outside the contract, and the world's exports with
 /// the right types.
@@ -62,18 +58,7 @@ pub fn inspect(source: &PolicySource, cache_dir: &Path) -> Result<Inspection, Cn
     let cache_entry = cache::entry_path(&engine, cache_dir, source.hash());
     let was_cached = cache_entry.exists();
     let start = Instant::now();
-    let component = cache::load(&engine, cache_dir, source.hash(), source.wasm(), &mut |m| {
-        eprintln!("wasm-ipam: {m}")
-    })
-    .map_err(|e| {
-        invalid(
-            source,
-            format!(
-                "is not a valid WebAssembly component: {}",
-                super::root_message(&e)
-            ),
-        )
-    })?;
+    let component = compile(&engine, source, cache_dir)?;
     let compiled_in = (!was_cached).then(|| start.elapsed());
     let ty = component.component_type();
     let imports: Vec<(String, ImportKind)> = ty
@@ -102,17 +87,14 @@ pub fn inspect(source: &PolicySource, cache_dir: &Path) -> Result<Inspection, Cn
     if !foreign.is_empty() {
         // Keep no compiled copy of a component that will never run.
         let _ = std::fs::remove_file(&cache_entry);
-        return Err(invalid(
-            source,
-            format!(
-                "imports what the cni:ipam contract does not offer: {}; a policy may import cni:ipam/*@0.1.0 and WASI 0.2 ({})",
-                foreign.join(", "),
-                WASI_PACKAGES.map(|p| format!("wasi:{p}")).join(", ")
-            ),
-        ));
+        return Err(CniError::InvalidConfig(format!(
+            "policy {} imports what the cni:ipam contract does not offer: {}; a policy may import cni:ipam/*@0.1.0 and WASI 0.2 ({})",
+            source.name(),
+            foreign.join(", "),
+            WASI_PACKAGES.map(|p| format!("wasi:{p}")).join(", ")
+        )));
     }
-    // Linking checks the exports and every type against the world.
-    if let Err(e) = Sandbox::load(source, cache_dir) {
+    if let Err(e) = Sandbox::link(engine, &component, source.name()) {
         let _ = std::fs::remove_file(&cache_entry);
         return Err(e);
     }

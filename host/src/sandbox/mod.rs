@@ -17,7 +17,7 @@ mod state;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
@@ -75,6 +75,24 @@ pub fn engine() -> Result<Engine, CniError> {
         .map_err(|e| CniError::internal(format!("cannot start the wasm engine: {e}")))
 }
 
+/// The policy's component, from the cache or compiled into it.
+fn compile(
+    engine: &Engine,
+    source: &PolicySource,
+    cache_dir: &std::path::Path,
+) -> Result<Component, CniError> {
+    cache::load(engine, cache_dir, source.hash(), source.wasm(), &mut |m| {
+        eprintln!("wasm-ipam: {m}")
+    })
+    .map_err(|e| {
+        CniError::InvalidConfig(format!(
+            "policy {} is not a valid WebAssembly component: {}",
+            source.name(),
+            root_message(&e)
+        ))
+    })
+}
+
 /// A policy ready to run: compiled (or loaded from the cache) and linked.
 pub struct Sandbox {
     engine: Engine,
@@ -126,16 +144,13 @@ impl Drop for Watchdog {
 impl Sandbox {
     pub fn load(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Sandbox, CniError> {
         let engine = engine()?;
-        let name = source.name();
-        let component = cache::load(&engine, cache_dir, source.hash(), source.wasm(), &mut |m| {
-            eprintln!("wasm-ipam: {m}")
-        })
-        .map_err(|e| {
-            CniError::InvalidConfig(format!(
-                "policy {name} is not a valid WebAssembly component: {}",
-                root_message(&e)
-            ))
-        })?;
+        let component = compile(&engine, source, cache_dir)?;
+        Sandbox::link(engine, &component, source.name())
+    }
+
+    /// Links a compiled policy against the host's imports; this also checks
+    /// its exports and every type against the world.
+    fn link(engine: Engine, component: &Component, name: String) -> Result<Sandbox, CniError> {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| {
@@ -143,7 +158,7 @@ impl Sandbox {
             })
             .map_err(|e| CniError::internal(format!("cannot link the policy imports: {e}")))?;
         let pre = linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .and_then(IpamPolicyPre::new)
             .map_err(|e| {
                 CniError::InvalidConfig(format!(
