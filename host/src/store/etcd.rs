@@ -100,13 +100,16 @@ pub struct EtcdStore {
     lock_dir: Option<PathBuf>,
 }
 
-/// Holds the node's turn for one network until dropped.
-struct NodeTurn(#[allow(dead_code)] Option<std::fs::File>);
+/// Holds the node's turn for one network until dropped: the flock goes with
+/// the file.
+struct NodeTurn {
+    _lock: Option<std::fs::File>,
+}
 
 impl NodeTurn {
     fn take(dir: Option<&Path>, namespace: &str) -> Result<NodeTurn, StoreError> {
         let Some(dir) = dir else {
-            return Ok(NodeTurn(None));
+            return Ok(NodeTurn { _lock: None });
         };
         let io = |e: std::io::Error| {
             StoreError::Io(format!(
@@ -127,7 +130,7 @@ impl NodeTurn {
             .map_err(io)?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io(e.into()))?;
-        Ok(NodeTurn(Some(file)))
+        Ok(NodeTurn { _lock: Some(file) })
     }
 }
 
@@ -304,10 +307,12 @@ impl Txn for EtcdTxn {
         };
         let start = self.full(&first);
         let end = prefix_end(&self.full(prefix)).expect("a namespace prefix ends in '/'");
-        let mut remote: Vec<(String, Vec<u8>)> = Vec::new();
+        // The snapshot read so far, with the transaction's own writes over
+        // it; each page adds what lies between the last page and its end.
+        let mut merged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut cursor = start.clone();
         loop {
-            let page = self.fetch(cursor, &end, limit.max(1))?;
+            let page = self.fetch(cursor.clone(), &end, limit.max(1))?;
             let full = page.len() >= limit.max(1) as usize;
             // How far the snapshot has been read: to the last key of a full
             // page, else to the end of the prefix.
@@ -319,15 +324,13 @@ impl Txn for EtcdTxn {
                 }
                 _ => end.clone(),
             };
-            cursor = upto.clone();
-            remote.extend(page.into_iter().map(|(k, _, v)| (k, v)));
-            // The transaction's own writes over what was read so far.
-            let mut merged: BTreeMap<String, Vec<u8>> = remote.iter().cloned().collect();
+            merged.extend(page.into_iter().map(|(k, _, v)| (k, v)));
             for (k, w) in self.writes.range(first.clone()..) {
-                if self.full(k) >= upto {
+                let key = self.full(k);
+                if key >= upto {
                     break;
                 }
-                if !k.starts_with(prefix) {
+                if key < cursor || !k.starts_with(prefix) {
                     continue;
                 }
                 match w {
@@ -339,6 +342,7 @@ impl Txn for EtcdTxn {
                 self.ranges.push((start, upto));
                 return Ok(merged.into_iter().take(limit as usize).collect());
             }
+            cursor = upto;
         }
     }
 
