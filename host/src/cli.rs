@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::cni::config::{DEFAULT_DATA_DIR, NetConf, StoreConf};
+use crate::cni::config::{DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, NetConf, StoreConf};
 use crate::invoke;
 use crate::store::Store;
 use crate::tools;
@@ -94,7 +94,7 @@ enum Cmd {
         #[arg(value_name = "POLICY")]
         policy: String,
         /// The cache: ipam.cacheDir of the network config, by default <dataDir>/cache.
-        #[arg(long, value_name = "DIR", default_value = concat!("/var/lib/cni/wasm-ipam", "/cache"))]
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
         cache_dir: PathBuf,
     },
     /// Take over the reservations of the reference host-local plugin.
@@ -169,7 +169,7 @@ fn store_for(
             network,
         ));
     };
-    let text = tools::simulate::read_config(&tools::read_input(&config)?)?;
+    let text = tools::read_config(&tools::read_input(&config)?)?;
     let conf = NetConf::parse(text.to_string().as_bytes())
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let store: Box<dyn Store> = match conf.ipam.store {

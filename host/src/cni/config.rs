@@ -15,6 +15,8 @@ use super::error::CniError;
 use super::version::CniVersion;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/wasm-ipam";
+/// `<DEFAULT_DATA_DIR>/cache`, spelled out for clap's defaults.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni/wasm-ipam/cache";
 pub const DEFAULT_POLICY: &str = "host-local";
 
 /// Sandbox limits for one policy call, from `ipam.limits`.
@@ -373,6 +375,7 @@ mod tests {
         let c = parse(json!({"cniVersion": "0.4.0", "name": "n", "ipam": {}})).unwrap();
         assert_eq!(c.ipam.policy, "host-local");
         assert_eq!(c.ipam.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.ipam.cache_dir, PathBuf::from(DEFAULT_CACHE_DIR));
     }
 
     #[test]

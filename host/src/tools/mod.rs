@@ -19,6 +19,7 @@ pub mod simulate;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
+use serde_json::Value;
 
 use crate::store::{DB_FILE, SqliteStore};
 
@@ -46,4 +47,24 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
     } else {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     }
+}
+
+/// The network config: a `.conf`, or a `.conflist` whose first plugin with
+/// an `ipam` section is used.
+pub fn read_config(text: &[u8]) -> anyhow::Result<Value> {
+    let v: Value = serde_json::from_slice(text).context("the config is not JSON")?;
+    let Some(plugins) = v.get("plugins").and_then(Value::as_array) else {
+        return Ok(v);
+    };
+    let plugin = plugins
+        .iter()
+        .find(|p| p.get("ipam").is_some())
+        .context("the config list has no plugin with an ipam section")?;
+    let mut conf = plugin.clone();
+    for key in ["cniVersion", "name"] {
+        if let Some(x) = v.get(key) {
+            conf[key] = x.clone();
+        }
+    }
+    Ok(conf)
 }

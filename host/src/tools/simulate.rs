@@ -38,26 +38,6 @@ struct Event {
     valid: Option<Value>,
 }
 
-/// The network config: a `.conf`, or a `.conflist` whose first plugin with
-/// an `ipam` section is used.
-pub fn read_config(text: &[u8]) -> anyhow::Result<Value> {
-    let v: Value = serde_json::from_slice(text).context("the config is not JSON")?;
-    let Some(plugins) = v.get("plugins").and_then(Value::as_array) else {
-        return Ok(v);
-    };
-    let plugin = plugins
-        .iter()
-        .find(|p| p.get("ipam").is_some())
-        .context("the config list has no plugin with an ipam section")?;
-    let mut conf = plugin.clone();
-    for key in ["cniVersion", "name"] {
-        if let Some(x) = v.get(key) {
-            conf[key] = x.clone();
-        }
-    }
-    Ok(conf)
-}
-
 fn event_conf(base: &Value, ev: &Event) -> Value {
     let mut conf = base.clone();
     if let Some(node) = &ev.node {
@@ -106,7 +86,7 @@ pub fn run(
     json_out: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let base = read_config(config)?;
+    let base = super::read_config(config)?;
     let base_conf = NetConf::parse(base.to_string().as_bytes())
         .map_err(|e| anyhow::anyhow!("invalid network config: {e}"))?;
     let events: Vec<(usize, Event)> = std::str::from_utf8(events)

@@ -373,6 +373,24 @@ fn compile_refuses_what_is_not_a_policy_and_keeps_nothing() {
 
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 
+/// `wasm-ipam import-host-local` of network `pods` from `from` into `net`.
+fn import(from: &Path, net: &Net) -> Output {
+    let dir = dir_arg(net);
+    tool(
+        &[
+            "import-host-local",
+            "--from",
+            from.to_str().unwrap(),
+            "--network",
+            "pods",
+            "--data-dir",
+            &dir,
+        ],
+        0,
+        "",
+    )
+}
+
 /// Runs the reference host-local on `conf`.
 fn reference(command: &str, id: &str, conf: &Value) -> Value {
     let mut call = Call::attach(command, id);
@@ -405,26 +423,15 @@ fn import_takes_over_from_the_reference_host_local_without_duplicates() {
     reference("DEL", "r2", &ref_conf);
     theirs.remove(1);
 
-    let net = Net::host_local("1.0.0", "10.9.0.0/28");
-    let from = ref_dir.join("pods");
-    let args = [
-        "import-host-local",
-        "--from",
-        from.to_str().unwrap(),
-        "--network",
-        "pods",
-    ];
-    let mut full: Vec<&str> = args.to_vec();
-    let dir = dir_arg(&net);
-    full.extend(["--data-dir", &dir]);
-    let mut net = net;
+    let mut net = Net::host_local("1.0.0", "10.9.0.0/28");
     net.conf["name"] = json!("pods");
-    let out = stdout(&tool(&full, 0, ""));
+    let from = ref_dir.join("pods");
+    let out = stdout(&import(&from, &net));
     assert!(
         out.contains("imported 3 reservations (0 already there) and 1 cursor"),
         "{out}"
     );
-    let again = stdout(&tool(&full, 0, ""));
+    let again = stdout(&import(&from, &net));
     assert!(
         again.contains("imported 0 reservations (3 already there)"),
         "{again}"
@@ -481,56 +488,19 @@ fn import_refuses_a_conflict_and_imports_nothing() {
     net.conf["name"] = json!("pods");
     assert_eq!(net.add_ip("mine"), "10.9.0.2/28");
     let before = net.store_dump();
-    let dir = dir_arg(&net);
     fails_with(
-        &tool(
-            &[
-                "import-host-local",
-                "--from",
-                from.to_str().unwrap(),
-                "--network",
-                "pods",
-                "--data-dir",
-                &dir,
-            ],
-            0,
-            "",
-        ),
+        &import(&from, &net),
         "10.9.0.2 is held by r1/eth0 in host-local but by mine/eth0 in wasm-ipam; nothing was imported",
     );
     assert_eq!(net.store_dump(), before);
 
     std::fs::write(from.join("10.9.0.2"), "not a valid id!").unwrap();
     fails_with(
-        &tool(
-            &[
-                "import-host-local",
-                "--from",
-                from.to_str().unwrap(),
-                "--network",
-                "pods",
-                "--data-dir",
-                &dir,
-            ],
-            0,
-            "",
-        ),
+        &import(&from, &net),
         "does not name a container and interface",
     );
     fails_with(
-        &tool(
-            &[
-                "import-host-local",
-                "--from",
-                "/nonexistent",
-                "--network",
-                "pods",
-                "--data-dir",
-                &dir,
-            ],
-            0,
-            "",
-        ),
+        &import(Path::new("/nonexistent"), &net),
         "cannot read the host-local directory /nonexistent",
     );
     assert_eq!(net.store_dump(), before);
