@@ -326,6 +326,8 @@ fn transact(
     mode: Mode,
     timings: &mut Option<Timings>,
 ) -> Result<Answered, CniError> {
+    // What an ADD records of the network, built once for every attempt.
+    let record = matches!(op, Op::Add(_)).then(|| NetworkRecord::of(conf));
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -346,8 +348,8 @@ fn transact(
                 (Answered::Nothing, Some(CniError::Degraded(m)))
             }
         };
-        if matches!(op, Op::Add(_)) {
-            NetworkRecord::of(conf).remember(&mut *txn)?;
+        if let Some(record) = &record {
+            record.remember(&mut *txn)?;
         }
         if mode == Mode::Commit {
             let crash = sandbox::crash_point();
