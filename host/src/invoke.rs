@@ -163,10 +163,10 @@ fn run_conf(
         timings,
     );
     if teardown == Teardown::Exit {
-        // Only the engine: the store must be closed. A process that leaves
-        // its SQLite connection open makes the next one rebuild the WAL
-        // index from the whole WAL, which then never resets and grows
-        // without bound; the last close checkpoints and removes it.
+        // Only the engine, whose teardown is all unmapping. The store is
+        // still closed in order: a store backend may have work to finish
+        // on close (SQLite in WAL mode, which an older version used, grew
+        // its log without bound when processes skipped it).
         std::mem::forget(sandbox);
     }
     drop(store);

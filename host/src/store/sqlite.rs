@@ -1,7 +1,13 @@
 //! The embedded store: one SQLite database file under `dataDir`.
 //!
-//! - WAL with `synchronous=FULL`: a committed reservation survives a power
-//!   cut, because losing one would hand the same address out twice.
+//! - A rollback journal (`journal_mode=TRUNCATE`) with `synchronous=FULL`:
+//!   a committed reservation survives a power cut, because losing one would
+//!   hand the same address out twice. WAL is the better mode for a
+//!   connection that lives; ours lives for one transaction, and WAL made
+//!   every process set up its shared-memory index and then checkpoint and
+//!   remove the log on close, which cost more than the rollback journal's
+//!   extra fsync (BENCHMARKS.md). A database an older version left in WAL
+//!   mode is switched on its next open.
 //! - `BEGIN IMMEDIATE` takes the write lock before the policy runs, so
 //!   concurrent processes on one node are serialized, never interleaved, and
 //!   a transaction never fails half-way on a lock upgrade.
@@ -18,6 +24,9 @@ use super::{Entry, Store, StoreError, Txn, backoff, prefix_end};
 
 pub const DB_FILE: &str = "wasm-ipam.db";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The journal file stays between calls, emptied, so a commit does not
+/// create and unlink a file (and fsync the directory) every time.
+const JOURNAL_MODE: &str = "TRUNCATE";
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -39,9 +48,9 @@ fn io(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Whether the filesystem holding `path` has no room left. SQLite reports a
-/// full disk under WAL as a plain I/O error, which tells an operator
-/// nothing; this says what to fix.
+/// Whether the filesystem holding `path` has no room left. SQLite can report
+/// a full disk as a plain I/O error (it did under WAL), which tells an
+/// operator nothing; this says what to fix.
 fn disk_full(path: &Path) -> bool {
     let dir = path.parent().unwrap_or(path);
     rustix::fs::statvfs(dir).is_ok_and(|st| st.f_bavail.saturating_mul(st.f_frsize) < 64 * 1024)
@@ -70,9 +79,10 @@ impl SqliteStore {
 }
 
 /// Runs `f` again while SQLite reports the database busy, up to the busy
-/// timeout. The busy handler covers most waits, but not all: while a new
-/// database's WAL is being set up, SQLite answers SQLITE_BUSY at once, and
-/// the first pods on a fresh node start together.
+/// timeout. The busy handler covers most waits, but not all: while a
+/// database's journal mode changes (an older version's WAL database being
+/// switched), SQLite answers SQLITE_BUSY at once, and the first pods on a
+/// node start together.
 fn retry_busy<T>(mut f: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
     let deadline = Instant::now() + BUSY_TIMEOUT;
     let mut attempt = 0;
@@ -96,15 +106,11 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| io(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
-    // WAL is persistent: switch only a database that is not in it yet, as
-    // the switch needs an exclusive lock.
-    let mode: String = conn
-        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+    // Only WAL is recorded in the database file; any other journal mode is
+    // per connection and set on every open. Leaving WAL needs an exclusive
+    // lock, which `retry_busy` waits for.
+    conn.pragma_update(None, "journal_mode", JOURNAL_MODE)
         .map_err(|e| io(path, e))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| io(path, e))?;
-    }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|e| io(path, e))?;
     conn.execute_batch(
