@@ -13,6 +13,7 @@ mod convert;
 mod inspect;
 mod source;
 mod state;
+mod wasi;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -152,7 +153,8 @@ impl Sandbox {
     /// its exports and every type against the world.
     fn link(engine: Engine, component: &Component, name: String) -> Result<Sandbox, CniError> {
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        let imports = component.component_type();
+        wasi::add_imported(&mut linker, imports.imports(&engine).map(|(name, _)| name))
             .and_then(|()| {
                 IpamPolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             })
