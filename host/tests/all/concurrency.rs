@@ -66,6 +66,29 @@ fn the_first_pods_on_a_fresh_node_create_the_store_together() {
     }
 }
 
+#[test]
+fn the_first_pods_after_an_upgrade_switch_a_wal_store_together() {
+    // An older version left the store in WAL mode; leaving it needs an
+    // exclusive lock, and the first pods after the upgrade all want it.
+    let net = Net::host_local("1.0.0", "10.6.0.0/24");
+    net.add_ip("before");
+    let db = net.data_dir().join("wasm-ipam.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "journal_mode", "WAL")
+        .unwrap();
+    let outs = concurrent_adds(&net, (0..24).map(|i| format!("c{i}")));
+    for out in &outs {
+        assert!(out.ok(), "{} {}", out.stdout, out.stderr);
+    }
+    assert_eq!(net.leased().len(), 25, "the old lease and every new one");
+    let mode: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete", "no longer WAL");
+}
+
 /// Runs every (conf, call) at once, each in its own process; the answers
 /// come back in the order of the calls.
 fn concurrently(net: &Net, calls: Vec<(Value, Call)>) -> Vec<(Call, Outcome)> {
