@@ -6,8 +6,10 @@
 //!
 //! - the cache directory is ours and writable by nobody else (it is created
 //!   0700), and so is the file;
-//! - its name matches the policy's hash and this engine's compatibility hash
-//!   (a different wasmtime or engine config never even looks at it);
+//! - its name matches the policy's hash and the engine's compatibility hash
+//!   (a different wasmtime or engine config never even looks at it; the
+//!   compiler's flags are not in it, as calls map entries with an engine
+//!   that has no compiler, and wasmtime checks them against the CPU);
 //! - its trailer (a magic and an XXH3-128 checksum of the artifact) matches,
 //!   which catches truncation and damage that wasmtime's own header checks
 //!   miss.
@@ -135,24 +137,23 @@ fn write_atomically(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result
     fs::File::open(dir)?.sync_all()
 }
 
-/// Loads the policy from the cache, or compiles and caches it. `compile_err`
-/// turns a compile failure into the caller's error.
-pub fn load(
+/// The cached artifact at `path`, mapped with `engine`, if it passes every
+/// check; a present entry that fails one is logged, and is replaced by the
+/// caller's [`compile`].
+pub fn lookup(
     engine: &Engine,
     dir: &Path,
-    wasm_hash: &[u8; 32],
-    wasm: &[u8],
+    path: &Path,
     log: &mut dyn FnMut(String),
-) -> Result<Component, wasmtime::Error> {
-    let path = entry_path(engine, dir, wasm_hash);
-    match verify(dir, &path) {
+) -> Option<Component> {
+    match verify(dir, path) {
         // SAFETY: the file is one only this user can write, named for this
-        // engine and this policy, whose checksum was just verified, and it is
-        // never changed in place; wasmtime checks the header and the engine
-        // settings again. The trailer after the artifact is outside every
-        // section wasmtime reads.
-        Ok(()) => match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok(c),
+        // engine's settings and this policy, whose checksum was just
+        // verified, and it is never changed in place; wasmtime checks the
+        // header, the settings and the CPU features it needs again. The
+        // trailer after the artifact is outside every section wasmtime reads.
+        Ok(()) => match unsafe { Component::deserialize_file(engine, path) } {
+            Ok(c) => return Some(c),
             Err(e) => log(format!(
                 "cache entry {} rejected: {e}; recompiling",
                 path.display()
@@ -161,11 +162,23 @@ pub fn load(
         Err(why) if path.exists() => log(format!("{why}; recompiling")),
         Err(_) => {}
     }
-    let component = Component::new(engine, wasm)?;
+    None
+}
+
+/// Compiles `wasm` with `compiler` and caches the artifact at `path`. A
+/// cache that cannot be written is logged: the call goes on uncached.
+pub fn compile(
+    compiler: &Engine,
+    dir: &Path,
+    path: &Path,
+    wasm: &[u8],
+    log: &mut dyn FnMut(String),
+) -> Result<Component, wasmtime::Error> {
+    let component = Component::new(compiler, wasm)?;
     if let Err(e) = component
         .serialize()
         .map_err(|e| e.to_string())
-        .and_then(|artifact| write_atomically(dir, &path, &artifact).map_err(|e| e.to_string()))
+        .and_then(|artifact| write_atomically(dir, path, &artifact).map_err(|e| e.to_string()))
     {
         log(format!(
             "cannot cache the compiled policy in {}: {e}",

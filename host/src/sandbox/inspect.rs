@@ -54,11 +54,10 @@ pub fn classify(name: &str) -> ImportKind {
 /// checks it: no import outside the contract, and the world's exports with
 /// the right types.
 pub fn inspect(source: &PolicySource, cache_dir: &Path) -> Result<Inspection, CniError> {
-    let engine = engine()?;
-    let cache_entry = cache::entry_path(&engine, cache_dir, source.hash());
+    let cache_entry = cache::entry_path(&engine()?, cache_dir, source.hash());
     let was_cached = cache_entry.exists();
     let start = Instant::now();
-    let component = compile(&engine, source, cache_dir)?;
+    let (engine, component) = compile(source, cache_dir)?;
     let compiled_in = (!was_cached).then(|| start.elapsed());
     let ty = component.component_type();
     let imports: Vec<(String, ImportKind)> = ty

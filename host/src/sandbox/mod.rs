@@ -58,40 +58,67 @@ pub enum Answer {
     Availability(Availability),
 }
 
-/// The engine every policy runs on. Its settings are baked into compiled
+/// The settings every policy runs under. They are baked into compiled
 /// artifacts, so they never vary at run time: limits are set per store.
-pub fn engine() -> Result<Engine, CniError> {
+fn config() -> Config {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
         .consume_fuel(true)
-        .max_wasm_stack(512 << 10)
-        // Cranelift's optimisations cost a quarter of the compile (0.60 ->
-        // 0.45 s of CPU for host-local) and buy nothing measurable here: a
-        // policy call is a few hundred microseconds of instantiation and
-        // host calls either way (BENCHMARKS.md). The cold first call is
-        // the one that waits for the compiler.
-        .cranelift_opt_level(wasmtime::OptLevel::None);
-    Engine::new(&config)
+        .max_wasm_stack(512 << 10);
+    config
+}
+
+fn new_engine(config: &Config) -> Result<Engine, CniError> {
+    Engine::new(config)
         .map_err(|e| CniError::internal(format!("cannot start the wasm engine: {e}")))
 }
 
-/// The policy's component, from the cache or compiled into it.
+/// The engine a call runs a cached policy on: one without a compiler.
+/// Setting up Cranelift (its ISA and settings, checked against the CPU)
+/// was a sixth of loading a policy from the cache, and only a miss
+/// compiles. Cache entries are named for this engine's settings; wasmtime
+/// checks an artifact's compiler flags against the CPU when it maps it.
+pub fn engine() -> Result<Engine, CniError> {
+    let mut config = config();
+    config.enable_compiler(false);
+    new_engine(&config)
+}
+
+/// The engine that compiles a policy the cache does not hold.
+fn compiler() -> Result<Engine, CniError> {
+    let mut config = config();
+    // Cranelift's optimisations cost a quarter of the compile (0.60 ->
+    // 0.45 s of CPU for host-local) and buy nothing measurable here: a
+    // policy call is a few hundred microseconds of instantiation and host
+    // calls either way (BENCHMARKS.md). The cold first call is the one that
+    // waits for the compiler.
+    config.cranelift_opt_level(wasmtime::OptLevel::None);
+    new_engine(&config)
+}
+
+/// The policy's component, from the cache or compiled into it, with the
+/// engine it belongs to.
 fn compile(
-    engine: &Engine,
     source: &PolicySource,
     cache_dir: &std::path::Path,
-) -> Result<Component, CniError> {
-    cache::load(engine, cache_dir, source.hash(), source.wasm(), &mut |m| {
-        eprintln!("wasm-ipam: {m}")
-    })
-    .map_err(|e| {
-        CniError::InvalidConfig(format!(
-            "policy {} is not a valid WebAssembly component: {}",
-            source.name(),
-            root_message(&e)
-        ))
-    })
+) -> Result<(Engine, Component), CniError> {
+    let log = &mut |m| eprintln!("wasm-ipam: {m}");
+    let engine = engine()?;
+    let path = cache::entry_path(&engine, cache_dir, source.hash());
+    if let Some(component) = cache::lookup(&engine, cache_dir, &path, log) {
+        return Ok((engine, component));
+    }
+    let compiler = compiler()?;
+    let component =
+        cache::compile(&compiler, cache_dir, &path, source.wasm(), log).map_err(|e| {
+            CniError::InvalidConfig(format!(
+                "policy {} is not a valid WebAssembly component: {}",
+                source.name(),
+                root_message(&e)
+            ))
+        })?;
+    Ok((compiler, component))
 }
 
 /// A policy ready to run: compiled (or loaded from the cache) and linked.
@@ -144,8 +171,7 @@ impl Drop for Watchdog {
 
 impl Sandbox {
     pub fn load(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Sandbox, CniError> {
-        let engine = engine()?;
-        let component = compile(&engine, source, cache_dir)?;
+        let (engine, component) = compile(source, cache_dir)?;
         Sandbox::link(engine, &component, source.name())
     }
 
