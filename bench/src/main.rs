@@ -10,6 +10,7 @@
 //! on a shared etcd against the embedded store, and the conflict rate of
 //! three nodes adding at once.
 
+mod measure;
 mod shared;
 mod spawn;
 mod stats;
@@ -18,7 +19,7 @@ mod systems;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
 use serde_json::json;
 
@@ -50,53 +51,10 @@ struct Cli {
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
-}
-
-pub(crate) struct Op {
-    pub add: Summary,
-    pub del: Summary,
-    pub rss_kib: u64,
-}
-
-fn measure_ops(
-    sys: &System,
-    ours: &Path,
-    size: usize,
-    iterations: usize,
-    cache: &Path,
-) -> Result<Op> {
-    let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("data");
-    let conf = sys.conf(&data, cache);
-    sys.prefill(size, &conf, &data);
-    measure_conf(&sys.binary(ours), &conf.to_string(), iterations)
-        .with_context(|| format!("{} at size {size}", sys.name()))
-}
-
-/// ADD/DEL pairs against one config, after an untimed call that warms the
-/// page cache (and, for ours, the compile cache).
-pub(crate) fn measure_conf(bin: &Path, stdin: &str, iterations: usize) -> Result<Op> {
-    spawn::run(bin, &env("ADD", "warm-up"), stdin.as_bytes());
-    let (mut adds, mut dels, mut rss) = (Vec::new(), Vec::new(), 0);
-    for i in 0..iterations {
-        let id = format!("bench-{i}");
-        let add = spawn::run(bin, &env("ADD", &id), stdin.as_bytes());
-        if !add.ok {
-            bail!("ADD failed: {}", add.stderr);
-        }
-        let del = spawn::run(bin, &env("DEL", &id), stdin.as_bytes());
-        if !del.ok {
-            bail!("DEL failed: {}", del.stderr);
-        }
-        rss = rss.max(add.max_rss_kib).max(del.max_rss_kib);
-        adds.push(add.wall);
-        dels.push(del.wall);
-    }
-    Ok(Op {
-        add: summarise(&adds),
-        del: summarise(&dels),
-        rss_kib: rss,
-    })
+    /// Internal: make N ADDs in this process with the network config on
+    /// stdin, and exit (see `System::prefill`).
+    #[arg(long, hide = true, value_name = "N")]
+    prefill_stdin: Option<usize>,
 }
 
 fn cold_starts(ours: &Path, policy: &'static str, n: usize) -> Summary {
@@ -180,6 +138,10 @@ fn breakdown(ours: &Path, n: usize, cache: &Path) -> Vec<(String, f64)> {
 
 fn main() -> Result<()> {
     let mut cli = Cli::parse();
+    if let Some(n) = cli.prefill_stdin {
+        systems::prefill_in_process(n);
+        return Ok(());
+    }
     if cli.smoke {
         cli.iterations = 3;
         cli.sizes = vec![0, 20];
@@ -221,37 +183,57 @@ fn main() -> Result<()> {
         "{:<24} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>8} | {:>9}",
         "plugin", "pool", "ADD p50", "p95", "p99", "DEL p50", "p95", "p99", "RSS MiB", "ADD ratio"
     );
+    // Every cell is set up before any is timed, so the timed pairs can be
+    // interleaved (measure.rs); the temporary dirs live until the end.
+    let mut cells = Vec::new();
+    let mut dirs = Vec::new();
     for &size in &cli.sizes {
-        let mut reference_add = None;
         for sys in &systems {
-            let op = measure_ops(sys, &ours, size, cli.iterations, cache.path())
-                .with_context(|| format!("{} at {size}", sys.name()))?;
-            if matches!(sys, System::Reference) {
-                reference_add = Some(op.add.median_ms);
-            }
-            let ratio =
-                reference_add.map_or("-".into(), |r| format!("{:.2}x", op.add.median_ms / r));
-            println!(
-                "{:<24} {:>7} | {:>7.2} {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>7.2} | {:>8.1} | {:>9}",
-                sys.name(),
+            let tmp = tempfile::tempdir()?;
+            let data = tmp.path().join("data");
+            let conf = sys.conf(&data, cache.path());
+            sys.prefill(size, &conf, &data);
+            cells.push((
+                sys,
                 size,
-                op.add.median_ms,
-                op.add.p95_ms,
-                op.add.p99_ms,
-                op.del.median_ms,
-                op.del.p95_ms,
-                op.del.p99_ms,
-                op.rss_kib as f64 / 1024.0,
-                ratio
-            );
-            results["ops"].as_array_mut().unwrap().push(json!({
-                "plugin": sys.name(), "pool": size,
-                "add": {"median_ms": op.add.median_ms, "p95_ms": op.add.p95_ms, "p99_ms": op.add.p99_ms},
-                "del": {"median_ms": op.del.median_ms, "p95_ms": op.del.p95_ms, "p99_ms": op.del.p99_ms},
-                "max_rss_kib": op.rss_kib, "add_ratio_to_reference": reference_add.map(|r| op.add.median_ms / r),
-            }));
+                measure::Cell {
+                    bin: sys.binary(&ours),
+                    stdin: conf.to_string(),
+                    label: format!("{} at {size}", sys.name()),
+                },
+            ));
+            dirs.push(tmp);
         }
     }
+    let timed: Vec<measure::Cell> = cells.iter().map(|(_, _, c)| c.clone()).collect();
+    let ops = measure::interleaved(&timed, cli.iterations)?;
+    let mut reference_add = None;
+    for ((sys, size, _), op) in cells.iter().zip(ops) {
+        if matches!(sys, System::Reference) {
+            reference_add = Some(op.add.median_ms);
+        }
+        let ratio = reference_add.map_or("-".into(), |r| format!("{:.2}x", op.add.median_ms / r));
+        println!(
+            "{:<24} {:>7} | {:>7.2} {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>7.2} | {:>8.1} | {:>9}",
+            sys.name(),
+            size,
+            op.add.median_ms,
+            op.add.p95_ms,
+            op.add.p99_ms,
+            op.del.median_ms,
+            op.del.p95_ms,
+            op.del.p99_ms,
+            op.rss_kib as f64 / 1024.0,
+            ratio
+        );
+        results["ops"].as_array_mut().unwrap().push(json!({
+            "plugin": sys.name(), "pool": size,
+            "add": {"median_ms": op.add.median_ms, "p95_ms": op.add.p95_ms, "p99_ms": op.add.p99_ms},
+            "del": {"median_ms": op.del.median_ms, "p95_ms": op.del.p95_ms, "p99_ms": op.del.p99_ms},
+            "max_rss_kib": op.rss_kib, "add_ratio_to_reference": reference_add.map(|r| op.add.median_ms / r),
+        }));
+    }
+    drop(dirs);
 
     let cold_n = if cli.smoke { 1 } else { 10 };
     println!("\nCold first call (compiles the policy into an empty cache), milliseconds:\n");

@@ -4,11 +4,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
+use crate::measure::{self, Cell};
+use crate::spawn;
 use crate::systems::{NETWORK, env};
-use crate::{measure_conf, spawn};
 
 fn conf(node: &str, data: &Path, cache: &Path, store: Option<&Value>) -> Value {
     let mut ipam = json!({"type": "wasm-ipam", "policy": "pooled", "node": node,
@@ -35,11 +36,17 @@ pub fn run(
         "\nPooled on a shared etcd ({url}) against the embedded store, ADD and DEL, milliseconds:\n"
     );
     let mut out = json!({"latency": [], "conflicts": {}});
-    for (name, store) in [("embedded", None), ("etcd", Some(&store))] {
-        let data = tmp.path().join(name);
-        let stdin = conf("node-a", &data, cache, store).to_string();
-        let op =
-            measure_conf(ours, &stdin, iterations).with_context(|| format!("pooled on {name}"))?;
+    let names = ["embedded", "etcd"];
+    let cells: Vec<Cell> = [None, Some(&store)]
+        .into_iter()
+        .zip(names)
+        .map(|(store, name)| Cell {
+            bin: ours.to_path_buf(),
+            stdin: conf("node-a", &tmp.path().join(name), cache, store).to_string(),
+            label: format!("pooled on {name}"),
+        })
+        .collect();
+    for (name, op) in names.iter().zip(measure::interleaved(&cells, iterations)?) {
         println!(
             "{:<24} ADD p50 {:>6.2} p95 {:>6.2} p99 {:>6.2} | DEL p50 {:>6.2}",
             format!("pooled, {name}"),

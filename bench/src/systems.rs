@@ -2,8 +2,10 @@
 //! filled to a given number of allocated addresses before timing.
 
 use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
@@ -53,7 +55,11 @@ impl System {
 
     /// Allocates `n` addresses. The reference's on-disk layout is written
     /// directly (one file per address and its cursor), as its own ADDs
-    /// would leave it; ours go through real ADDs, in this process.
+    /// would leave it; ours go through real ADDs, run in a helper process
+    /// (this program with `--prefill-stdin`) rather than in this one. A
+    /// spawned child's peak RSS starts at its parent's (the kernel records
+    /// the pre-exec memory as the child's), so a benchmark process that had
+    /// run the engine itself would report ~39 MiB for every plugin.
     pub fn prefill(&self, n: usize, conf: &Value, data_dir: &Path) {
         match self {
             System::Reference => {
@@ -69,24 +75,47 @@ impl System {
                     }
                 }
             }
+            System::Ours(_) if n == 0 => {}
             System::Ours(_) => {
-                let stdin = conf.to_string();
-                for i in 0..n {
-                    let id = format!("prefill-{i}");
-                    let lookup = |k: &str| -> Option<OsString> {
-                        match k {
-                            "CNI_COMMAND" => Some("ADD".into()),
-                            "CNI_CONTAINERID" => Some(id.clone().into()),
-                            "CNI_IFNAME" => Some("eth0".into()),
-                            "CNI_NETNS" => Some("/var/run/netns/bench".into()),
-                            _ => None,
-                        }
-                    };
-                    if let Err(f) = wasm_ipam::invoke::run(&lookup, stdin.as_bytes()) {
-                        panic!("prefill ADD {i} failed: {}", f.error);
-                    }
-                }
+                let me = std::env::current_exe().expect("the benchmark's own path");
+                let mut helper = Command::new(me)
+                    .arg(format!("--prefill-stdin={n}"))
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .expect("spawning the prefill helper");
+                helper
+                    .stdin
+                    .take()
+                    .expect("piped")
+                    .write_all(conf.to_string().as_bytes())
+                    .expect("writing the config");
+                let status = helper.wait().expect("waiting for the prefill helper");
+                assert!(status.success(), "prefill helper failed: {status}");
             }
+        }
+    }
+}
+
+/// The helper's side of [`System::prefill`]: `n` ADDs through the host
+/// library, in this process, against the config on stdin.
+pub fn prefill_in_process(n: usize) {
+    let mut stdin = String::new();
+    std::io::stdin()
+        .read_to_string(&mut stdin)
+        .expect("reading the config");
+    for i in 0..n {
+        let id = format!("prefill-{i}");
+        let lookup = |k: &str| -> Option<OsString> {
+            match k {
+                "CNI_COMMAND" => Some("ADD".into()),
+                "CNI_CONTAINERID" => Some(id.clone().into()),
+                "CNI_IFNAME" => Some("eth0".into()),
+                "CNI_NETNS" => Some("/var/run/netns/bench".into()),
+                _ => None,
+            }
+        };
+        if let Err(f) = wasm_ipam::invoke::run(&lookup, stdin.as_bytes()) {
+            panic!("prefill ADD {i} failed: {}", f.error);
         }
     }
 }
