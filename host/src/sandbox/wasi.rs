@@ -45,89 +45,51 @@ fn random(s: &mut HostState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
     s.ctx().ctx.random()
 }
 
+/// A table entry: the interface's name and the binding that links it. The
+/// first word says which part of the host state the binding works on.
+macro_rules! entry {
+    (io $name:literal, $($m:ident)::+) => { entry!(@ $name, $($m)::+, Io, table) };
+    (clocks $name:literal, $($m:ident)::+) => {
+        entry!(@ $name, $($m)::+, WasiClocks, HostState::clocks)
+    };
+    (fs $name:literal, $($m:ident)::+) => {
+        entry!(@ $name, $($m)::+, WasiFilesystem, HostState::filesystem)
+    };
+    (random $name:literal, $($m:ident)::+) => { entry!(@ $name, $($m)::+, WasiRandom, random) };
+    (cli $name:literal, $($m:ident)::+) => { entry!(@ $name, $($m)::+, WasiCli, HostState::cli) };
+    (sockets $name:literal, $($m:ident)::+) => {
+        entry!(@ $name, $($m)::+, WasiSockets, HostState::sockets)
+    };
+    (@ $name:literal, $($m:ident)::+, $data:ty, $view:expr) => {
+        ($name, |l| $($m)::+::add_to_linker::<HostState, $data>(l, $view))
+    };
+}
+
 /// Each WASI 0.2 interface the sandbox can link, by name without version.
 const INTERFACES: &[(&str, Adder)] = &[
-    ("wasi:io/error", |l| {
-        bindings::io::error::add_to_linker::<HostState, Io>(l, table)
-    }),
-    ("wasi:io/poll", |l| {
-        sync::io::poll::add_to_linker::<HostState, Io>(l, table)
-    }),
-    ("wasi:io/streams", |l| {
-        sync::io::streams::add_to_linker::<HostState, Io>(l, table)
-    }),
-    ("wasi:clocks/wall-clock", |l| {
-        bindings::clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)
-    }),
-    ("wasi:clocks/monotonic-clock", |l| {
-        bindings::clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(
-            l,
-            HostState::clocks,
-        )
-    }),
-    ("wasi:filesystem/types", |l| {
-        sync::filesystem::types::add_to_linker::<HostState, WasiFilesystem>(
-            l,
-            HostState::filesystem,
-        )
-    }),
-    ("wasi:filesystem/preopens", |l| {
-        bindings::filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(
-            l,
-            HostState::filesystem,
-        )
-    }),
-    ("wasi:random/random", |l| {
-        bindings::random::random::add_to_linker::<HostState, WasiRandom>(l, random)
-    }),
-    ("wasi:random/insecure", |l| {
-        bindings::random::insecure::add_to_linker::<HostState, WasiRandom>(l, random)
-    }),
-    ("wasi:random/insecure-seed", |l| {
-        bindings::random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, random)
-    }),
-    ("wasi:cli/exit", |l| {
-        bindings::cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:cli/environment", |l| {
-        bindings::cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:cli/stdin", |l| {
-        bindings::cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:cli/stdout", |l| {
-        bindings::cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:cli/stderr", |l| {
-        bindings::cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:cli/terminal-input", |l| {
-        bindings::cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:cli/terminal-output", |l| {
-        bindings::cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:cli/terminal-stdin", |l| {
-        bindings::cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:cli/terminal-stdout", |l| {
-        bindings::cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:cli/terminal-stderr", |l| {
-        bindings::cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
-    }),
-    ("wasi:sockets/tcp-create-socket", |l| {
-        bindings::sockets::tcp_create_socket::add_to_linker::<HostState, WasiSockets>(
-            l,
-            HostState::sockets,
-        )
-    }),
-    ("wasi:sockets/instance-network", |l| {
-        bindings::sockets::instance_network::add_to_linker::<HostState, WasiSockets>(
-            l,
-            HostState::sockets,
-        )
-    }),
+    entry!(io "wasi:io/error", bindings::io::error),
+    entry!(io "wasi:io/poll", sync::io::poll),
+    entry!(io "wasi:io/streams", sync::io::streams),
+    entry!(clocks "wasi:clocks/wall-clock", bindings::clocks::wall_clock),
+    entry!(clocks "wasi:clocks/monotonic-clock", bindings::clocks::monotonic_clock),
+    entry!(fs "wasi:filesystem/types", sync::filesystem::types),
+    entry!(fs "wasi:filesystem/preopens", bindings::filesystem::preopens),
+    entry!(random "wasi:random/random", bindings::random::random),
+    entry!(random "wasi:random/insecure", bindings::random::insecure),
+    entry!(random "wasi:random/insecure-seed", bindings::random::insecure_seed),
+    entry!(cli "wasi:cli/exit", bindings::cli::exit),
+    entry!(cli "wasi:cli/environment", bindings::cli::environment),
+    entry!(cli "wasi:cli/stdin", bindings::cli::stdin),
+    entry!(cli "wasi:cli/stdout", bindings::cli::stdout),
+    entry!(cli "wasi:cli/stderr", bindings::cli::stderr),
+    entry!(cli "wasi:cli/terminal-input", bindings::cli::terminal_input),
+    entry!(cli "wasi:cli/terminal-output", bindings::cli::terminal_output),
+    entry!(cli "wasi:cli/terminal-stdin", bindings::cli::terminal_stdin),
+    entry!(cli "wasi:cli/terminal-stdout", bindings::cli::terminal_stdout),
+    entry!(cli "wasi:cli/terminal-stderr", bindings::cli::terminal_stderr),
+    entry!(sockets "wasi:sockets/tcp-create-socket", bindings::sockets::tcp_create_socket),
+    entry!(sockets "wasi:sockets/instance-network", bindings::sockets::instance_network),
+    // The one binding with link options (unstable features, all off).
     ("wasi:sockets/network", |l| {
         bindings::sockets::network::add_to_linker::<HostState, WasiSockets>(
             l,
@@ -135,24 +97,10 @@ const INTERFACES: &[(&str, Adder)] = &[
             HostState::sockets,
         )
     }),
-    ("wasi:sockets/ip-name-lookup", |l| {
-        bindings::sockets::ip_name_lookup::add_to_linker::<HostState, WasiSockets>(
-            l,
-            HostState::sockets,
-        )
-    }),
-    ("wasi:sockets/tcp", |l| {
-        sync::sockets::tcp::add_to_linker::<HostState, WasiSockets>(l, HostState::sockets)
-    }),
-    ("wasi:sockets/udp", |l| {
-        sync::sockets::udp::add_to_linker::<HostState, WasiSockets>(l, HostState::sockets)
-    }),
-    ("wasi:sockets/udp-create-socket", |l| {
-        sync::sockets::udp_create_socket::add_to_linker::<HostState, WasiSockets>(
-            l,
-            HostState::sockets,
-        )
-    }),
+    entry!(sockets "wasi:sockets/ip-name-lookup", bindings::sockets::ip_name_lookup),
+    entry!(sockets "wasi:sockets/tcp", sync::sockets::tcp),
+    entry!(sockets "wasi:sockets/udp", sync::sockets::udp),
+    entry!(sockets "wasi:sockets/udp-create-socket", sync::sockets::udp_create_socket),
 ];
 
 /// Adds to `linker` each WASI interface named in `imports` (full import
