@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::types::ComponentItem;
 
-use super::{PolicySource, Sandbox, cache, compile, engine};
+use super::{Compiled, PolicySource, Sandbox, compile};
 use crate::cni::CniError;
 
 /// WASI 0.2 packages the sandbox links. A policy's standard library imports
@@ -54,11 +54,14 @@ pub fn classify(name: &str) -> ImportKind {
 /// checks it: no import outside the contract, and the world's exports with
 /// the right types.
 pub fn inspect(source: &PolicySource, cache_dir: &Path) -> Result<Inspection, CniError> {
-    let cache_entry = cache::entry_path(&engine()?, cache_dir, source.hash());
-    let was_cached = cache_entry.exists();
     let start = Instant::now();
-    let (engine, component) = compile(source, cache_dir)?;
-    let compiled_in = (!was_cached).then(|| start.elapsed());
+    let Compiled {
+        engine,
+        component,
+        entry: cache_entry,
+        cached,
+    } = compile(source, cache_dir)?;
+    let compiled_in = (!cached).then(|| start.elapsed());
     let ty = component.component_type();
     let imports: Vec<(String, ImportKind)> = ty
         .imports(&engine)

@@ -24,7 +24,6 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 pub use bindings::{Allocation, Attachment, Availability, Context, Dns, IpamError, Released};
-pub use cache::entry_path;
 pub use convert::{allocation_from_result, dns_to_wit, ipam_error, result_from_allocation};
 pub use inspect::{ImportKind, Inspection, inspect};
 pub use source::{PolicySource, builtin_names};
@@ -79,7 +78,7 @@ fn new_engine(config: &Config) -> Result<Engine, CniError> {
 /// was a sixth of loading a policy from the cache, and only a miss
 /// compiles. Cache entries are named for this engine's settings; wasmtime
 /// checks an artifact's compiler flags against the CPU when it maps it.
-pub fn engine() -> Result<Engine, CniError> {
+fn engine() -> Result<Engine, CniError> {
     let mut config = config();
     config.enable_compiler(false);
     new_engine(&config)
@@ -97,28 +96,44 @@ fn compiler() -> Result<Engine, CniError> {
     new_engine(&config)
 }
 
-/// The policy's component, from the cache or compiled into it, with the
-/// engine it belongs to.
-fn compile(
-    source: &PolicySource,
-    cache_dir: &std::path::Path,
-) -> Result<(Engine, Component), CniError> {
+/// A policy's component and the engine it belongs to.
+struct Compiled {
+    engine: Engine,
+    component: Component,
+    /// Its cache entry.
+    entry: std::path::PathBuf,
+    /// Whether the entry was used as it was, not compiled (again).
+    cached: bool,
+}
+
+/// The policy's component, from the cache or compiled into it.
+fn compile(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Compiled, CniError> {
     let log = &mut |m| eprintln!("wasm-ipam: {m}");
     let engine = engine()?;
-    let path = cache::entry_path(&engine, cache_dir, source.hash());
-    if let Some(component) = cache::lookup(&engine, cache_dir, &path, log) {
-        return Ok((engine, component));
+    let entry = cache::entry_path(&engine, cache_dir, source.hash());
+    if let Some(component) = cache::lookup(&engine, cache_dir, &entry, log) {
+        return Ok(Compiled {
+            engine,
+            component,
+            entry,
+            cached: true,
+        });
     }
     let compiler = compiler()?;
     let component =
-        cache::compile(&compiler, cache_dir, &path, source.wasm(), log).map_err(|e| {
+        cache::compile(&compiler, cache_dir, &entry, source.wasm(), log).map_err(|e| {
             CniError::InvalidConfig(format!(
                 "policy {} is not a valid WebAssembly component: {}",
                 source.name(),
                 root_message(&e)
             ))
         })?;
-    Ok((compiler, component))
+    Ok(Compiled {
+        engine: compiler,
+        component,
+        entry,
+        cached: false,
+    })
 }
 
 /// A policy ready to run: compiled (or loaded from the cache) and linked.
@@ -171,8 +186,8 @@ impl Drop for Watchdog {
 
 impl Sandbox {
     pub fn load(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Sandbox, CniError> {
-        let (engine, component) = compile(source, cache_dir)?;
-        Sandbox::link(engine, &component, source.name())
+        let compiled = compile(source, cache_dir)?;
+        Sandbox::link(compiled.engine, &compiled.component, source.name())
     }
 
     /// Links a compiled policy against the host's imports; this also checks

@@ -321,6 +321,18 @@ fn compile_checks_the_contract_and_warms_the_cache() {
     let after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&entries[0]).unwrap());
     assert_eq!(inode, after);
 
+    // A damaged entry is compiled again, and says so.
+    let mut damaged = std::fs::read(&entries[0]).unwrap();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0xff;
+    std::fs::write(&entries[0], &damaged).unwrap();
+    let rebuilt = stdout(&tool(
+        &["compile", template.to_str().unwrap(), "--cache-dir", c],
+        0,
+        "",
+    ));
+    assert!(rebuilt.contains("compiled in"), "{rebuilt}");
+
     // Built-in policies by name.
     assert!(stdout(&tool(&["compile", "sticky", "--cache-dir", c], 0, "")).contains("compiled in"));
 }
