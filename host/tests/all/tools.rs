@@ -44,6 +44,22 @@ fn dir_arg(net: &Net) -> String {
     net.data_dir().display().to_string()
 }
 
+/// `wasm-ipam gc` on `network` in the store at `dir`, with `--valid` and
+/// any `extra` flags, and `stdin`.
+fn gc(dir: &str, network: &str, valid: &str, extra: &[&str], stdin: &str) -> Output {
+    let mut args = vec![
+        "gc",
+        "--data-dir",
+        dir,
+        "--network",
+        network,
+        "--valid",
+        valid,
+    ];
+    args.extend_from_slice(extra);
+    tool(&args, 0, stdin)
+}
+
 /// A pod's ADD, as kubelet sends it, at time `now`.
 fn add_pod(net: &Net, id: &str, pod: &str, now: u64) -> String {
     let mut call = Call::attach("ADD", id);
@@ -155,18 +171,11 @@ fn gc_dry_run_changes_nothing_and_gc_releases_the_stale() {
     let valid = pods.dir.path().join("valid.json");
     std::fs::write(&valid, r#"[{"containerID": "c2", "ifname": "eth0"}]"#).unwrap();
     let before = pods.store_dump();
-    let dry = stdout(&tool(
-        &[
-            "gc",
-            "--data-dir",
-            &dir,
-            "--network",
-            "pods",
-            "--valid",
-            valid.to_str().unwrap(),
-            "--dry-run",
-        ],
-        0,
+    let dry = stdout(&gc(
+        &dir,
+        "pods",
+        valid.to_str().unwrap(),
+        &["--dry-run"],
         "",
     ));
     assert!(dry.contains("would release 10.9.0.2 from c1/eth0"), "{dry}");
@@ -178,17 +187,11 @@ fn gc_dry_run_changes_nothing_and_gc_releases_the_stale() {
     assert_eq!(pods.store_dump(), before, "a dry run changed the store");
 
     // The real run, with the list on stdin in CNI's own envelope.
-    let real = stdout(&tool(
-        &[
-            "gc",
-            "--data-dir",
-            &dir,
-            "--network",
-            "pods",
-            "--valid",
-            "-",
-        ],
-        0,
+    let real = stdout(&gc(
+        &dir,
+        "pods",
+        "-",
+        &[],
         r#"{"cni.dev/valid-attachments": [{"containerID": "c2", "ifname": "eth0"}]}"#,
     ));
     assert!(real.contains("pods: 2 addresses released"), "{real}");
@@ -222,53 +225,11 @@ fn gc_refuses_bad_lists_and_unknown_networks() {
         ),
         ("42", "must be a JSON array"),
     ] {
-        fails_with(
-            &tool(
-                &[
-                    "gc",
-                    "--data-dir",
-                    &dir,
-                    "--network",
-                    "pods",
-                    "--valid",
-                    "-",
-                ],
-                0,
-                valid,
-            ),
-            needle,
-        );
+        fails_with(&gc(&dir, "pods", "-", &[], valid), needle);
     }
+    fails_with(&gc(&dir, "other", "-", &[], "[]"), "no network \"other\"");
     fails_with(
-        &tool(
-            &[
-                "gc",
-                "--data-dir",
-                &dir,
-                "--network",
-                "other",
-                "--valid",
-                "-",
-            ],
-            0,
-            "[]",
-        ),
-        "no network \"other\"",
-    );
-    fails_with(
-        &tool(
-            &[
-                "gc",
-                "--data-dir",
-                &dir,
-                "--network",
-                "pods",
-                "--valid",
-                "/nonexistent",
-            ],
-            0,
-            "",
-        ),
+        &gc(&dir, "pods", "/nonexistent", &[], ""),
         "cannot read /nonexistent",
     );
     assert_eq!(pods.store_dump(), before);
