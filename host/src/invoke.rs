@@ -462,32 +462,36 @@ mod tests {
         (conf, ctx, sandbox, cache)
     }
 
-    fn add(id: &str) -> Op {
-        Op::Add(Attachment {
-            container_id: id.into(),
-            ifname: "eth0".into(),
-        })
-    }
-
-    #[test]
-    fn a_lost_race_is_run_again_from_scratch() {
+    /// An ADD of container c1 committed through a store whose first
+    /// `conflicts` commits lose a race; the store is handed back to look at.
+    fn add_racing(conflicts: u32) -> (Racy, Result<Answered, CniError>) {
         let (conf, ctx, sandbox, _cache) = setup();
         let store = Racy {
             inner: MemoryStore::new(),
-            conflicts: 2,
+            conflicts,
             begun: AtomicU32::new(0),
         };
-        let Answered::Result(r) = transact(
+        let op = Op::Add(Attachment {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        });
+        let answer = transact(
             &store,
             &sandbox,
             &conf,
             &ctx,
-            &add("c1"),
+            &op,
             0,
             Mode::Commit,
             &mut None,
-        )
-        .unwrap() else {
+        );
+        (store, answer)
+    }
+
+    #[test]
+    fn a_lost_race_is_run_again_from_scratch() {
+        let (store, answer) = add_racing(2);
+        let Answered::Result(r) = answer.unwrap() else {
             panic!("ADD answers a result")
         };
         assert_eq!(
@@ -507,24 +511,8 @@ mod tests {
 
     #[test]
     fn endless_conflicts_end_in_try_again() {
-        let (conf, ctx, sandbox, _cache) = setup();
-        let store = Racy {
-            inner: MemoryStore::new(),
-            conflicts: u32::MAX,
-            begun: AtomicU32::new(0),
-        };
-        let err = transact(
-            &store,
-            &sandbox,
-            &conf,
-            &ctx,
-            &add("c1"),
-            0,
-            Mode::Commit,
-            &mut None,
-        )
-        .err()
-        .unwrap();
+        let (store, answer) = add_racing(u32::MAX);
+        let err = answer.err().unwrap();
         assert_eq!(err.code(), 11);
         assert_eq!(store.begun.load(Ordering::SeqCst), MAX_ATTEMPTS);
         assert!(store.inner.dump("n").is_empty());
