@@ -194,8 +194,8 @@ impl Sandbox {
     /// its exports and every type against the world.
     fn link(engine: Engine, component: &Component, name: String) -> Result<Sandbox, CniError> {
         let mut linker = Linker::new(&engine);
-        let imports = component.component_type();
-        wasi::add_imported(&mut linker, imports.imports(&engine).map(|(name, _)| name))
+        let ty = component.component_type();
+        wasi::add_imported(&mut linker, ty.imports(&engine).map(|(name, _)| name))
             .and_then(|()| {
                 IpamPolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             })
