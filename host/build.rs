@@ -151,7 +151,7 @@ fn build_policies(root: &Path, target_dir: &Path) {
 /// spends half a millisecond of each in the dynamic loader: wasmtime,
 /// SQLite and the etcd client leave about 51,000 relative relocations, and
 /// applying them copies some 200 pages of data. A fixed-address executable
-/// has none (VERSION: 1.42 -> 0.94 ms; BENCHMARKS.md). It is what Debian
+/// has none (VERSION: 1.44 -> 0.95 ms; BENCHMARKS.md). It is what Debian
 /// ships for the reference plugins too; libraries, the stack, the heap and
 /// the policies' compiled code stay randomised. Only the plugin binary is
 /// linked so: tests and tools keep the default.

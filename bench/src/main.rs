@@ -185,30 +185,25 @@ fn main() -> Result<()> {
     );
     // Every cell is set up before any is timed, so the timed pairs can be
     // interleaved (measure.rs); the temporary dirs live until the end.
-    let mut cells = Vec::new();
-    let mut dirs = Vec::new();
+    let (mut which, mut cells, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
     for &size in &cli.sizes {
         for sys in &systems {
             let tmp = tempfile::tempdir()?;
             let data = tmp.path().join("data");
             let conf = sys.conf(&data, cache.path());
             sys.prefill(size, &conf, &data);
-            cells.push((
-                sys,
-                size,
-                measure::Cell {
-                    bin: sys.binary(&ours),
-                    stdin: conf.to_string(),
-                    label: format!("{} at {size}", sys.name()),
-                },
-            ));
+            which.push((sys, size));
+            cells.push(measure::Cell {
+                bin: sys.binary(&ours),
+                stdin: conf.to_string(),
+                label: format!("{} at {size}", sys.name()),
+            });
             dirs.push(tmp);
         }
     }
-    let timed: Vec<measure::Cell> = cells.iter().map(|(_, _, c)| c.clone()).collect();
-    let ops = measure::interleaved(&timed, cli.iterations)?;
+    let ops = measure::interleaved(&cells, cli.iterations)?;
     let mut reference_add = None;
-    for ((sys, size, _), op) in cells.iter().zip(ops) {
+    for ((sys, size), op) in which.into_iter().zip(ops) {
         if matches!(sys, System::Reference) {
             reference_add = Some(op.add.median_ms);
         }

@@ -20,7 +20,6 @@ use crate::stats::{Summary, summarise};
 use crate::systems::env;
 
 /// One configuration: the binary and the network config it is given.
-#[derive(Clone)]
 pub struct Cell {
     pub bin: PathBuf,
     pub stdin: String,
