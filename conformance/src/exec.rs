@@ -2,9 +2,12 @@
 //! `CNI_*` environment and the config on stdin. The demo and the tests
 //! drive the real binary through this, never through the library.
 
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// One call's environment.
@@ -78,11 +81,36 @@ pub struct Outcome {
     pub stderr: String,
     pub code: Option<i32>,
     pub elapsed: Duration,
+    /// The call ran past its limit and was killed.
+    pub timed_out: bool,
 }
 
 impl Outcome {
     pub fn ok(&self) -> bool {
         self.code == Some(0)
+    }
+
+    /// An outcome for a plugin that could not be started at all.
+    pub fn not_run(why: impl std::fmt::Display) -> Outcome {
+        Outcome {
+            stdout: String::new(),
+            stderr: format!("could not run the plugin: {why}"),
+            code: None,
+            elapsed: Duration::ZERO,
+            timed_out: false,
+        }
+    }
+
+    /// How the process ended, for messages.
+    pub fn status(&self) -> String {
+        match (self.code, self.timed_out) {
+            (_, true) => format!(
+                "killed after {} ms (the time limit)",
+                self.elapsed.as_millis()
+            ),
+            (Some(c), _) => format!("exit {c}"),
+            (None, _) => "no exit status (killed by a signal, or never started)".into(),
+        }
     }
 
     /// stdout as JSON: `Null` when empty, an error when it is not JSON.
@@ -111,18 +139,65 @@ impl Outcome {
     }
 }
 
+/// The process groups of the calls running now.
+static RUNNING: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Kills every call still running, with what it started (on an interrupt).
+pub fn kill_running() {
+    let groups: Vec<u32> = RUNNING
+        .lock()
+        .map(|r| r.iter().copied().collect())
+        .unwrap_or_default();
+    for pid in groups {
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// How to spawn a plugin, beyond its call.
+#[derive(Debug, Clone, Default)]
+pub struct Spawn<'a> {
+    /// Kill the call (and everything it started) after this long.
+    pub timeout: Option<Duration>,
+    /// Run it inside this network namespace (`ip netns exec`), as the host.
+    pub netns: Option<&'a str>,
+}
+
 /// Runs `plugin` with a clean environment (only `PATH` is kept, as runtimes
 /// do not pass theirs through either) plus `call`'s variables.
 pub fn run(plugin: &Path, call: &Call, stdin: &[u8]) -> std::io::Result<Outcome> {
+    run_with(plugin, call, stdin, &Spawn::default())
+}
+
+/// [`run`], with a time limit and a host namespace.
+pub fn run_with(
+    plugin: &Path,
+    call: &Call,
+    stdin: &[u8],
+    spawn: &Spawn,
+) -> std::io::Result<Outcome> {
     let start = Instant::now();
-    let mut cmd = Command::new(plugin);
+    let mut cmd = match spawn.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(plugin);
+            c
+        }
+        None => Command::new(plugin),
+    };
     cmd.env_clear()
         .envs(std::env::var_os("PATH").map(|p| ("PATH".to_string(), p)))
         .envs(call.vars())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Its own process group, so a time-out kills the delegated plugins
+        // it started too.
+        .process_group(0);
     let mut child = cmd.spawn()?;
+    let pid = child.id();
+    RUNNING.lock().expect("running calls").insert(pid);
     let mut input = child.stdin.take().expect("stdin is piped");
     let writer = {
         let stdin = stdin.to_vec();
@@ -132,12 +207,31 @@ pub fn run(plugin: &Path, call: &Call, stdin: &[u8]) -> std::io::Result<Outcome>
             let _ = input.write_all(&stdin);
         })
     };
-    let out = child.wait_with_output()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let mut timed_out = false;
+    let out = match spawn.timeout {
+        Some(limit) => match rx.recv_timeout(limit) {
+            Ok(out) => out,
+            Err(_) => {
+                timed_out = true;
+                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+                }
+                rx.recv().map_err(std::io::Error::other)?
+            }
+        },
+        None => rx.recv().map_err(std::io::Error::other)?,
+    }?;
+    RUNNING.lock().expect("running calls").remove(&pid);
     let _ = writer.join();
     Ok(Outcome {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code(),
         elapsed: start.elapsed(),
+        timed_out,
     })
 }

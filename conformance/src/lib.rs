@@ -11,8 +11,12 @@
 //! ([`expectations`]); an expected failure that starts passing is reported,
 //! so the list stays honest.
 
+pub mod chain;
 pub mod exec;
 pub mod expectations;
+pub mod kind;
+pub mod netns;
+pub mod prev;
 pub mod record;
 pub mod recordings;
 pub mod report;

@@ -1,13 +1,17 @@
 //! `cni-conformance`: run the suite against a plugin, or record what a
 //! runtime sends one.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use cni_conformance::expectations::Expectations;
+use cni_conformance::kind::{self, Detected, PluginKind};
+use cni_conformance::netns;
 use cni_conformance::recordings::Mode;
 use cni_conformance::report::{self, Results};
 use cni_conformance::suite::Suite;
@@ -24,10 +28,13 @@ enum ModeArg {
 
 /// Check a CNI plugin against the spec and against recorded runtime traffic.
 ///
-/// Give the plugin with --plugin (any CNI plugin binary) or --policy (a
-/// wasm-ipam policy: a built-in name or a .wasm file, run through the
-/// wasm-ipam binary). The usual test-harness options (a filter, --list,
-/// --exact, --format json, --test-threads) work as with cargo test.
+/// Give the plugin with --plugin (any CNI plugin binary: IPAM, interface or
+/// chained), --policy (a wasm-ipam policy: a built-in name or a .wasm file,
+/// run through the wasm-ipam binary) or --conflist (a whole chain, run as
+/// libcni runs it). Interface and chained plugins run in network
+/// namespaces the suite makes and removes, so they need root. The usual
+/// test-harness options (a filter, --list, --exact, --format json,
+/// --test-threads) work as with cargo test.
 #[derive(Parser)]
 #[command(
     name = "cni-conformance",
@@ -36,8 +43,40 @@ enum ModeArg {
 )]
 struct Cli {
     /// A CNI plugin binary to test.
-    #[arg(long, conflicts_with = "policy")]
+    #[arg(long, conflicts_with_all = ["policy", "conflist"])]
     plugin: Option<PathBuf>,
+    /// The plugin's network config (JSON): its type, its own fields and its
+    /// ipam when it delegates. The suite fills in name and cniVersion.
+    #[arg(long, conflicts_with = "conflist")]
+    config: Option<PathBuf>,
+    /// The same plugin with a delegated pool of a few addresses, for the
+    /// leak and exhaustion rules; without it they are skipped.
+    #[arg(long)]
+    small_config: Option<PathBuf>,
+    /// A network configuration list (JSON) to test as a whole chain.
+    #[arg(long, conflicts_with = "policy")]
+    conflist: Option<PathBuf>,
+    /// Where delegated plugins (and a conflist's plugins) are found.
+    /// Repeatable. By default the plugin's own folder; for a conflist,
+    /// CNI_PATH or /opt/cni/bin.
+    #[arg(long = "cni-path", value_name = "DIR")]
+    cni_path: Vec<PathBuf>,
+    /// Which rules apply; by default worked out from the plugin's behaviour.
+    #[arg(long, value_parser = ["ipam", "interface", "meta"])]
+    kind: Option<String>,
+    /// One call's limit: a plugin still running then is killed, and the
+    /// case fails naming the call.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// A link to make in each case's host namespace, such as the master a
+    /// macvlan config names or the device of host-device: a veth, its peer
+    /// NAMEp beside it. Repeatable.
+    #[arg(long = "host-link", value_name = "NAME")]
+    host_link: Vec<String>,
+    /// Fail the run on failed should and convention rules too, not only on
+    /// must rules.
+    #[arg(long)]
+    strict: bool,
     /// A wasm-ipam policy to test: a built-in name or a .wasm file.
     #[arg(long)]
     policy: Option<String>,
@@ -123,15 +162,34 @@ fn find_wasm_ipam(given: Option<PathBuf>) -> Result<PathBuf> {
         .context("cannot find the wasm-ipam binary: give --wasm-ipam")
 }
 
+fn default_cni_path() -> Vec<PathBuf> {
+    match std::env::var_os("CNI_PATH") {
+        Some(p) => std::env::split_paths(&p).collect(),
+        None => vec![PathBuf::from("/opt/cni/bin")],
+    }
+}
+
 fn build_target(cli: &Cli, cache: &Path) -> Result<Target> {
-    let mut t = match (&cli.plugin, &cli.policy) {
-        (Some(p), None) => Target::native(std::path::absolute(p)?),
-        (None, Some(policy)) => {
+    let mut t = match (&cli.plugin, &cli.policy, &cli.conflist) {
+        (Some(p), None, None) => Target::native(std::path::absolute(p)?),
+        (None, Some(policy), None) => {
             let mut t = Target::wasm(find_wasm_ipam(cli.wasm_ipam.clone())?, policy);
             t.set.insert("cacheDir".into(), serde_json::json!(cache));
             t
         }
-        _ => bail!("give the plugin to test: --plugin PATH or --policy NAME|FILE.wasm"),
+        (None, None, Some(file)) => {
+            let list = read_json(file)?;
+            if list["plugins"].as_array().is_none_or(|p| p.is_empty()) {
+                bail!(
+                    "{} is not a conflist: it has no plugins list",
+                    file.display()
+                );
+            }
+            Target::conflist(list, default_cni_path())
+        }
+        _ => bail!(
+            "give the plugin to test: --plugin PATH, --policy NAME|FILE.wasm or --conflist FILE"
+        ),
     };
     for kv in &cli.set {
         let (k, v) = kv
@@ -146,18 +204,79 @@ fn build_target(cli: &Cli, cache: &Path) -> Result<Target> {
         .as_deref()
         .map(read_json)
         .transpose()?;
+    if let Some(c) = &cli.config {
+        t.config = Some(read_json(c)?);
+    }
+    t.small_config = cli.small_config.as_deref().map(read_json).transpose()?;
+    if !cli.cni_path.is_empty() {
+        t.cni_path = cli
+            .cni_path
+            .iter()
+            .map(std::path::absolute)
+            .collect::<Result<_, _>>()?;
+    }
+    t.timeout = Some(Duration::from_millis(cli.timeout_ms));
+    t.host_links = cli.host_link.clone();
     Ok(t.with_defaults())
 }
 
+/// Settles which rules apply, and says why on stderr.
+fn settle_kind(cli: &Cli, t: &mut Target) -> Result<String> {
+    let detected = match cli.kind.as_deref().and_then(PluginKind::parse) {
+        Some(kind) => Detected {
+            kind,
+            why: "--kind says so".into(),
+        },
+        None => kind::detect(t).map_err(anyhow::Error::msg)?,
+    };
+    t.plugin_kind = detected.kind;
+    if detected.kind == PluginKind::Ipam {
+        // An IPAM plugin is judged on its `ipam` object, whatever else its
+        // network config holds.
+        if let Some(config) = t.config.take() {
+            t.ipam = Some(config.get("ipam").cloned().unwrap_or(config));
+            t.small_ipam = t
+                .small_config
+                .take()
+                .map(|c| c.get("ipam").cloned().unwrap_or(c));
+        }
+    } else if t.config.is_none() {
+        bail!(
+            "an {} plugin needs its network config: give --config FILE",
+            detected.kind
+        );
+    }
+    let note = format!("kind {}: {}", detected.kind, detected.why);
+    eprintln!("cni-conformance: {note}");
+    Ok(note)
+}
+
+/// Namespaces that are not the suite's own.
+fn foreign_namespaces() -> BTreeSet<String> {
+    netns::ip(&["netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| !n.starts_with(netns::PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
 fn run_suite(cli: Cli) -> Result<ExitCode> {
+    if netns::is_root() {
+        for name in netns::sweep_stale() {
+            eprintln!("cni-conformance: removed {name}, left by a run that was killed");
+        }
+    }
     let cache = tempfile::tempdir()?;
-    let target = build_target(&cli, cache.path())?;
+    let mut target = build_target(&cli, cache.path())?;
+    let note = settle_kind(&cli, &mut target)?;
     let replay_plugin = cli
         .replay_plugin
         .clone()
         .unwrap_or_else(|| match &target.kind {
             target::Kind::Wasm { .. } => "host-local".into(),
-            target::Kind::Native(_) => target.ipam_type(),
+            _ => target.ipam_type(),
         });
     let modes = match cli.mode {
         ModeArg::Exact => vec![Mode::Exact],
@@ -168,7 +287,8 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
         Some(p) => Expectations::load(p).map_err(anyhow::Error::msg)?,
         None => Expectations::default(),
     };
-    let description = target.describe();
+    let description = format!("{} ({note})", target.describe());
+    let namespaces_before = foreign_namespaces();
     let suite = Suite {
         target: Arc::new(target),
         recordings: cli.recordings.clone(),
@@ -176,6 +296,7 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
         modes,
         expectations,
         results: Arc::new(Results::default()),
+        strict: cli.strict,
     };
     let trials = suite.trials().map_err(anyhow::Error::msg)?;
     let unused = suite.unused_expectations(&trials);
@@ -183,6 +304,19 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
     for pattern in &unused {
         eprintln!("cni-conformance: the expectation {pattern:?} matches no test; remove it");
     }
+    // Namespaces the plugin made itself and left: a failure, and removed so
+    // the machine stays clean.
+    let left: Vec<String> = foreign_namespaces()
+        .difference(&namespaces_before)
+        .cloned()
+        .collect();
+    for name in &left {
+        eprintln!(
+            "cni-conformance: the plugin left the network namespace {name} behind; removed it"
+        );
+        let _ = netns::ip(&["netns", "del", name]);
+    }
+    netns::remove_all();
     if let Some(path) = &cli.report {
         let entries = suite.results.entries();
         std::fs::write(
@@ -194,11 +328,13 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
             report::junit(&description, &entries),
         )?;
     }
-    Ok(if conclusion.has_failed() || !unused.is_empty() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if conclusion.has_failed() || !unused.is_empty() || !left.is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn main() -> ExitCode {

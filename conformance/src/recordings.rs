@@ -15,6 +15,13 @@
 //!   code must match too unless the recording was made with another plugin.
 //! - spec: each exit status matches, each output is valid for its version,
 //!   and no address is held by two attachments at once.
+//!
+//! An interface or chained plugin replays in namespaces made to match: one
+//! host namespace for the session and one container namespace for each
+//! `CNI_NETNS` the recording names. What differs from one machine to the
+//! next does not count in exact mode: MAC addresses, the names of host
+//! links the config does not name (generated veth names), and namespace
+//! paths, which are mapped back to the recorded ones.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,7 +30,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::exec::Call;
+use crate::exec::{Call, Outcome};
+use crate::kind::PluginKind;
+use crate::netns::Netns;
 use crate::schema;
 use crate::target::Target;
 
@@ -109,6 +118,10 @@ pub fn replay(
 ) -> Result<usize, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data_dir = dir.path().join("data");
+    let mut spaces = match target.plugin_kind {
+        PluginKind::Ipam => None,
+        _ => Some(Spaces::new(target)?),
+    };
     let mut results: BTreeMap<(String, String), Value> = BTreeMap::new();
     let mut holders: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
     let mut checked = 0;
@@ -117,7 +130,10 @@ pub fn replay(
         .enumerate()
         .filter(|(_, r)| r.plugin == plugin)
     {
-        let call = call_from(&rec.env);
+        let mut call = call_from(&rec.env);
+        if let (Some(spaces), Some(path)) = (spaces.as_mut(), call.netns.clone()) {
+            call.netns = Some(spaces.sandbox(&path)?);
+        }
         let att = (
             call.container_id.clone().unwrap_or_default(),
             call.ifname.clone().unwrap_or_default(),
@@ -128,10 +144,14 @@ pub fn replay(
         {
             stdin["prevResult"] = ours.clone();
         }
-        let retargeted = rec.stdin["ipam"]["type"].as_str() != Some(target.ipam_type().as_str());
+        let recorded_type = match target.plugin_kind {
+            PluginKind::Ipam => &rec.stdin["ipam"]["type"],
+            _ => &rec.stdin["type"],
+        };
+        let retargeted = recorded_type.as_str() != Some(target.ipam_type().as_str());
         let out = target
-            .run(&call, &stdin)
-            .map_err(|e| format!("cannot run the plugin: {e}"))?;
+            .run_in(&call, &stdin, spaces.as_ref().map(|s| s.host.name()))
+            .unwrap_or_else(Outcome::not_run);
         let at = format!(
             "invocation {} ({} {} {})",
             n + 1,
@@ -169,7 +189,16 @@ pub fn replay(
             if !problems.is_empty() {
                 return Err(format!("{at}: {}\n{}", problems.join("; "), shown()));
             }
-            if mode == Mode::Exact && schema::normalise(&ours) != schema::normalise(&rec.stdout) {
+            let comparable = match &spaces {
+                Some(sp) => sp.machine_free(&ours, &rec.stdin),
+                None => ours.clone(),
+            };
+            let recorded = match &spaces {
+                Some(sp) => sp.machine_free(&rec.stdout, &rec.stdin),
+                None => rec.stdout.clone(),
+            };
+            if mode == Mode::Exact && schema::normalise(&comparable) != schema::normalise(&recorded)
+            {
                 return Err(format!(
                     "{at}: the result differs from the recording\n{}",
                     shown()
@@ -203,4 +232,74 @@ pub fn replay(
         return Err(format!("the recording has no invocation of {plugin}"));
     }
     Ok(checked)
+}
+
+/// The namespaces of a replayed session: one host, and one container
+/// namespace for each recorded `CNI_NETNS`.
+struct Spaces {
+    host: Netns,
+    /// Recorded path to ours.
+    sandboxes: BTreeMap<String, Netns>,
+}
+
+impl Spaces {
+    fn new(target: &Target) -> Result<Spaces, String> {
+        let host = Netns::new("replay-host")?;
+        for link in &target.host_links {
+            host.add_host_link(link)?;
+        }
+        Ok(Spaces {
+            host,
+            sandboxes: BTreeMap::new(),
+        })
+    }
+
+    /// Our namespace's path for a recorded one.
+    fn sandbox(&mut self, recorded: &str) -> Result<String, String> {
+        if !self.sandboxes.contains_key(recorded) {
+            self.sandboxes
+                .insert(recorded.to_string(), Netns::new("replay-ctr")?);
+        }
+        Ok(self.sandboxes[recorded].path().display().to_string())
+    }
+
+    /// `result` without what differs between machines: MACs, the names of
+    /// host links `config` does not name, and our namespace paths (mapped
+    /// back to the recorded ones).
+    fn machine_free(&self, result: &Value, config: &Value) -> Value {
+        let mut r = result.clone();
+        let named: Vec<&str> = strings(config);
+        for entry in r["interfaces"].as_array_mut().into_iter().flatten() {
+            if entry.get("mac").is_some() {
+                entry["mac"] = Value::from("<mac>");
+            }
+            match entry["sandbox"].as_str().map(str::to_string) {
+                Some(ours) => {
+                    if let Some((recorded, _)) = self
+                        .sandboxes
+                        .iter()
+                        .find(|(_, ns)| ns.path().display().to_string() == ours)
+                    {
+                        entry["sandbox"] = Value::from(recorded.as_str());
+                    }
+                }
+                None => {
+                    if !named.contains(&entry["name"].as_str().unwrap_or_default()) {
+                        entry["name"] = Value::from("<generated>");
+                    }
+                }
+            }
+        }
+        r
+    }
+}
+
+/// Every string in a JSON value.
+fn strings(v: &Value) -> Vec<&str> {
+    match v {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().flat_map(strings).collect(),
+        Value::Object(o) => o.values().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
 }

@@ -14,6 +14,9 @@ pub enum Status {
     Skip,
     /// Failed, as the expectations file said it would.
     XFail,
+    /// Failed a `should` or `convention` rule: reported, fatal only with
+    /// `--strict`.
+    Warn,
 }
 
 impl Status {
@@ -23,6 +26,7 @@ impl Status {
             Status::Fail => "fail",
             Status::Skip => "skip",
             Status::XFail => "xfail",
+            Status::Warn => "warn",
         }
     }
 }
@@ -35,6 +39,11 @@ pub struct Entry {
     pub case: String,
     /// The CNI version, or `-` for cases that have none.
     pub version: String,
+    /// The rule's level (`must`, `should`, `convention`), `-` for a
+    /// recording.
+    pub level: String,
+    /// The spec text the rule cites (empty for a recording).
+    pub spec: String,
     pub status: Status,
     /// The failure message, or the reason for a skip or an expected failure.
     pub detail: String,
@@ -63,11 +72,12 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
     writeln!(out, "Plugin: `{target}`\n").unwrap();
     writeln!(
         out,
-        "{} passed, {} failed, {} skipped, {} expected failures\n",
+        "{} passed, {} failed, {} skipped, {} expected failures, {} warnings (failed should or convention rules)\n",
         count(Status::Pass),
         count(Status::Fail),
         count(Status::Skip),
-        count(Status::XFail)
+        count(Status::XFail),
+        count(Status::Warn)
     )
     .unwrap();
     let mut columns: Vec<&str> = KNOWN.to_vec();
@@ -75,19 +85,26 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
         columns.insert(0, "-");
     }
     let mut rows: BTreeMap<&str, BTreeMap<&str, Status>> = BTreeMap::new();
+    let mut cited: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
     for e in entries {
         rows.entry(&e.case)
             .or_default()
             .insert(&e.version, e.status);
+        cited.insert(&e.case, (&e.level, &e.spec));
     }
-    writeln!(out, "| rule | {} |", columns.join(" | ")).unwrap();
-    writeln!(out, "|---|{}", "---|".repeat(columns.len())).unwrap();
+    writeln!(out, "| rule | level | {} |", columns.join(" | ")).unwrap();
+    writeln!(out, "|---|---|{}", "---|".repeat(columns.len())).unwrap();
     for (case, cells) in &rows {
         let row: Vec<&str> = columns
             .iter()
             .map(|c| cells.get(c).map_or("", |s| s.word()))
             .collect();
-        writeln!(out, "| {case} | {} |", row.join(" | ")).unwrap();
+        let level = cited.get(case).map_or("-", |c| c.0);
+        writeln!(out, "| {case} | {level} | {} |", row.join(" | ")).unwrap();
+    }
+    writeln!(out, "\n## Rules\n\n| rule | level | spec |\n|---|---|---|").unwrap();
+    for (case, (level, spec)) in cited.iter().filter(|(_, c)| !c.1.is_empty()) {
+        writeln!(out, "| {case} | {level} | {} |", spec.replace('|', "\\|")).unwrap();
     }
     let notes: Vec<&Entry> = entries
         .iter()
@@ -100,9 +117,10 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
             if said.insert((&e.case, &e.detail, e.status)) {
                 writeln!(
                     out,
-                    "### {} ({}, {})\n\n```\n{}\n```\n",
+                    "### {} ({}, level {}, {})\n\n```\n{}\n```\n",
                     e.name,
                     e.status.word(),
+                    e.level,
                     e.version,
                     e.detail.trim()
                 )
@@ -131,7 +149,7 @@ pub fn junit(target: &str, entries: &[Entry]) -> String {
     let failures = entries.iter().filter(|e| e.status == Status::Fail).count();
     let skipped = entries
         .iter()
-        .filter(|e| matches!(e.status, Status::Skip | Status::XFail))
+        .filter(|e| matches!(e.status, Status::Skip | Status::XFail | Status::Warn))
         .count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     writeln!(
@@ -143,30 +161,34 @@ pub fn junit(target: &str, entries: &[Entry]) -> String {
     )
     .unwrap();
     for e in entries {
-        write!(
+        writeln!(
             out,
-            "    <testcase classname=\"{}\" name=\"{}\"",
+            "    <testcase classname=\"{}\" name=\"{}\">\n      <properties><property name=\"level\" value=\"{}\"/><property name=\"spec\" value=\"{}\"/></properties>",
             xml_escape(&e.case),
-            xml_escape(&e.name)
+            xml_escape(&e.name),
+            xml_escape(&e.level),
+            xml_escape(&e.spec)
         )
         .unwrap();
         match e.status {
-            Status::Pass => out.push_str("/>\n"),
+            Status::Pass => {}
             Status::Fail => writeln!(
                 out,
-                "><failure message=\"{}\">{}</failure></testcase>",
+                "      <failure message=\"[{}] {}\">{}</failure>",
+                xml_escape(&e.level),
                 xml_escape(e.detail.lines().next().unwrap_or("")),
                 xml_escape(&e.detail)
             )
             .unwrap(),
-            Status::Skip | Status::XFail => writeln!(
+            Status::Skip | Status::XFail | Status::Warn => writeln!(
                 out,
-                "><skipped message=\"{}: {}\"/></testcase>",
+                "      <skipped message=\"{}: {}\"/>",
                 e.status.word(),
                 xml_escape(&e.detail)
             )
             .unwrap(),
         }
+        out.push_str("    </testcase>\n");
     }
     out.push_str("  </testsuite>\n</testsuites>\n");
     out
@@ -181,6 +203,8 @@ mod tests {
             name: format!("spec::{case}@{version}"),
             case: case.into(),
             version: version.into(),
+            level: "must".into(),
+            spec: "SPEC.md: the text".into(),
             status,
             detail: detail.into(),
         }
@@ -204,14 +228,23 @@ mod tests {
             ),
         ];
         let md = markdown("p", &entries);
-        assert!(md.contains("1 passed, 1 failed, 1 skipped, 0 expected failures"));
+        assert!(md.contains("1 passed, 1 failed, 1 skipped, 0 expected failures, 0 warnings"));
         assert!(
-            md.contains("| add.result-schema |  |  |  |  | fail | pass |  |"),
+            md.contains("| add.result-schema | must |  |  |  |  | fail | pass |  |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| add.result-schema | must | SPEC.md: the text |"),
             "{md}"
         );
         let xml = junit("p", &entries);
         assert!(xml.contains("failures=\"1\" skipped=\"1\""));
         assert!(xml.contains("expected &lt;x&gt; &amp; &quot;y&quot;"));
         assert!(xml.contains("<skipped message=\"skip: needs CNI 1.1.0 or later\"/>"));
+        assert!(
+            xml.contains("<property name=\"level\" value=\"must\"/>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<failure message=\"[must] expected"), "{xml}");
     }
 }

@@ -9,7 +9,7 @@ use libtest_mimic::{Completion, Failed, Trial};
 use crate::expectations::{self, Expectations};
 use crate::recordings::{self, Mode};
 use crate::report::{Entry, Results, Status};
-use crate::rules::{self, Case, Rule};
+use crate::rules::{self, Case, Level, Rule};
 use crate::target::Target;
 use crate::versions::KNOWN;
 
@@ -21,6 +21,8 @@ pub struct Suite {
     pub modes: Vec<Mode>,
     pub expectations: Expectations,
     pub results: Arc<Results>,
+    /// Fail the run on a failed `should` or `convention` rule too.
+    pub strict: bool,
 }
 
 /// What one case came to, before expectations.
@@ -30,24 +32,31 @@ enum Verdict {
     Skip(String),
 }
 
-/// A trial that applies the expectation for its name and records the outcome.
-fn trial(
+/// What a trial is, for its report entry.
+struct Meta {
     name: String,
     case: String,
     version: String,
-    expectations: &Expectations,
-    results: &Arc<Results>,
-    run: impl FnOnce() -> Verdict + Send + 'static,
-) -> Trial {
-    let expected = expectations.find(&name).cloned();
-    let results = results.clone();
-    let entry_name = name.clone();
+    /// The rule's level; `None` for a recording, whose every mismatch counts.
+    level: Option<Level>,
+    /// The spec text the rule cites.
+    spec: &'static str,
+}
+
+/// A trial that applies the expectation for its name and records the outcome.
+fn trial(meta: Meta, suite: &Suite, run: impl FnOnce() -> Verdict + Send + 'static) -> Trial {
+    let expected = suite.expectations.find(&meta.name).cloned();
+    let results = suite.results.clone();
+    let strict = suite.strict;
+    let name = meta.name.clone();
     Trial::ignorable_test(name, move || {
         let record = |status: Status, detail: &str| {
             results.push(Entry {
-                name: entry_name.clone(),
-                case: case.clone(),
-                version: version.clone(),
+                name: meta.name.clone(),
+                case: meta.case.clone(),
+                version: meta.version.clone(),
+                level: meta.level.map_or("-", Level::word).to_string(),
+                spec: meta.spec.to_string(),
                 status,
                 detail: detail.to_string(),
             })
@@ -84,66 +93,79 @@ fn trial(
                 record(Status::XFail, &format!("{}\n{msg}", e.reason));
                 Ok(Completion::Completed)
             }
-            (Verdict::Fail(msg), None) => {
-                record(Status::Fail, &msg);
-                Err(Failed::from(msg))
-            }
+            (Verdict::Fail(msg), None) => match meta.level {
+                Some(level) if level != Level::Must && !strict => {
+                    record(Status::Warn, &msg);
+                    Ok(Completion::ignored_with(format!(
+                        "failed a {level} rule, fatal only with --strict: {}",
+                        msg.lines().nth(1).unwrap_or_default()
+                    )))
+                }
+                _ => {
+                    record(Status::Fail, &msg);
+                    Err(Failed::from(msg))
+                }
+            },
         }
     })
 }
 
 fn rule_verdict(target: &Target, version: &str, rule: &Rule) -> Verdict {
-    if target.ipam.is_none() {
-        return Verdict::Skip("no ipam config for this plugin: give --ipam-config".into());
-    }
-    if let Err(why) = rules::applies(rule, version, target.small_ipam.is_some()) {
+    if let Err(why) = rules::applies(rule, version, target) {
         return Verdict::Skip(why);
     }
     let case = Case::new(target, version, rule);
     match (rule.check)(&case) {
         Ok(()) => Verdict::Pass,
-        Err(msg) => Verdict::Fail(format!("rule {}: {}\n{msg}", rule.id, rule.spec)),
+        Err(msg) => Verdict::Fail(format!(
+            "rule {} ({}): {}\n{msg}",
+            rule.id, rule.level, rule.spec
+        )),
     }
 }
 
 impl Suite {
     pub fn trials(&self) -> Result<Vec<Trial>, String> {
         let claimed = self.target.versions()?;
+        let kind = self.target.plugin_kind;
         let mut trials = Vec::new();
-        for rule in rules::global_rules() {
+        for rule in rules::global_rules().into_iter().filter(|r| r.judges(kind)) {
             let (target, version) = (
                 self.target.clone(),
                 claimed.last().cloned().unwrap_or_default(),
             );
-            let name = format!("spec::{}", rule.id);
-            trials.push(trial(
-                name,
-                rule.id.into(),
-                "-".into(),
-                &self.expectations,
-                &self.results,
-                move || rule_verdict(&target, &version, &rule),
-            ));
+            let meta = Meta {
+                name: format!("spec::{}", rule.id),
+                case: rule.id.into(),
+                version: "-".into(),
+                level: Some(rule.level),
+                spec: rule.spec,
+            };
+            trials.push(trial(meta, self, move || {
+                rule_verdict(&target, &version, &rule)
+            }));
         }
         for version in KNOWN {
-            for rule in rules::version_rules() {
+            for rule in rules::version_rules()
+                .into_iter()
+                .filter(|r| r.judges(kind))
+            {
                 let target = self.target.clone();
-                let name = format!("spec::{}@{version}", rule.id);
                 let claims = claimed.iter().any(|c| c == version);
-                trials.push(trial(
-                    name,
-                    rule.id.into(),
-                    version.to_string(),
-                    &self.expectations,
-                    &self.results,
-                    move || {
-                        if claims {
-                            rule_verdict(&target, version, &rule)
-                        } else {
-                            Verdict::Skip(format!("the plugin does not claim CNI {version}"))
-                        }
-                    },
-                ));
+                let meta = Meta {
+                    name: format!("spec::{}@{version}", rule.id),
+                    case: rule.id.into(),
+                    version: version.to_string(),
+                    level: Some(rule.level),
+                    spec: rule.spec,
+                };
+                trials.push(trial(meta, self, move || {
+                    if claims {
+                        rule_verdict(&target, version, &rule)
+                    } else {
+                        Verdict::Skip(format!("the plugin does not claim CNI {version}"))
+                    }
+                }));
             }
         }
         for file in recordings::files(&self.recordings) {
@@ -158,26 +180,24 @@ impl Suite {
                     records.clone(),
                     self.replay_plugin.clone(),
                 );
-                let name = format!("recording::{stem}::{}", mode.name());
-                let case = format!("recording {stem} ({})", mode.name());
-                trials.push(trial(
-                    name,
-                    case,
-                    "-".into(),
-                    &self.expectations,
-                    &self.results,
-                    move || {
-                        if !records.iter().any(|r| r.plugin == plugin) {
-                            return Verdict::Skip(format!(
-                                "the recording has no invocation of {plugin}"
-                            ));
-                        }
-                        match recordings::replay(&target, &records, &plugin, mode) {
-                            Ok(_) => Verdict::Pass,
-                            Err(msg) => Verdict::Fail(msg),
-                        }
-                    },
-                ));
+                let meta = Meta {
+                    name: format!("recording::{stem}::{}", mode.name()),
+                    case: format!("recording {stem} ({})", mode.name()),
+                    version: "-".into(),
+                    level: None,
+                    spec: "",
+                };
+                trials.push(trial(meta, self, move || {
+                    if !records.iter().any(|r| r.plugin == plugin) {
+                        return Verdict::Skip(format!(
+                            "the recording has no invocation of {plugin}"
+                        ));
+                    }
+                    match recordings::replay(&target, &records, &plugin, mode) {
+                        Ok(_) => Verdict::Pass,
+                        Err(msg) => Verdict::Fail(msg),
+                    }
+                }));
             }
         }
         Ok(trials)

@@ -1,12 +1,16 @@
-//! The plugin under test: a native CNI plugin binary, or a wasm-ipam policy
-//! run through the `wasm-ipam` host. Either way it is spawned as a runtime
-//! would spawn it; the suite never links to it.
+//! The plugin under test: a native CNI plugin binary, a wasm-ipam policy run
+//! through the `wasm-ipam` host, or a whole conflist run the way libcni runs
+//! it. Either way it is spawned as a runtime would spawn it; the suite never
+//! links to it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::exec::{self, Call, Outcome};
+use crate::chain;
+use crate::exec::{self, Call, Outcome, Spawn};
+use crate::kind::PluginKind;
 
 #[derive(Debug, Clone)]
 pub enum Kind {
@@ -14,57 +18,95 @@ pub enum Kind {
     Native(PathBuf),
     /// A wasm-ipam policy (a built-in name or a `.wasm` path) run by `host`.
     Wasm { host: PathBuf, policy: String },
+    /// A network configuration list (its JSON is the target's `config`);
+    /// each plugin is found on the CNI path.
+    Conflist,
 }
 
 #[derive(Debug, Clone)]
 pub struct Target {
     pub kind: Kind,
+    /// Which rules apply: worked out from the plugin's behaviour unless given.
+    pub plugin_kind: PluginKind,
     /// Fields added to the `ipam` object of every config, after retargeting
     /// (for example `policy`, or a shared `cacheDir`).
     pub set: Map<String, Value>,
-    /// The `ipam` object the spec scenarios use.
+    /// The `ipam` object the IPAM rules use.
     pub ipam: Option<Value>,
     /// A variant with a pool of a few addresses, for the exhaustion rules.
     pub small_ipam: Option<Value>,
+    /// An interface or chained plugin's network config (`type`, its own
+    /// fields, its `ipam`), or the conflist for [`Kind::Conflist`].
+    pub config: Option<Value>,
+    /// The same with a delegated pool of a few addresses, for the leak rules.
+    pub small_config: Option<Value>,
+    /// Where delegated plugins are found (`CNI_PATH`); empty means the
+    /// plugin's own folder.
+    pub cni_path: Vec<PathBuf>,
+    /// One call's limit.
+    pub timeout: Option<Duration>,
+    /// Links to make in each case's host namespace, such as the master of
+    /// a macvlan or the device of host-device (see
+    /// [`crate::netns::Netns::add_host_link`]).
+    pub host_links: Vec<String>,
 }
 
 impl Target {
-    pub fn native(path: impl Into<PathBuf>) -> Target {
+    fn with_kind(kind: Kind) -> Target {
         Target {
-            kind: Kind::Native(path.into()),
+            kind,
+            plugin_kind: PluginKind::Ipam,
             set: Map::new(),
             ipam: None,
             small_ipam: None,
+            config: None,
+            small_config: None,
+            cni_path: Vec::new(),
+            timeout: None,
+            host_links: Vec::new(),
         }
+    }
+
+    pub fn native(path: impl Into<PathBuf>) -> Target {
+        Target::with_kind(Kind::Native(path.into()))
     }
 
     pub fn wasm(host: impl Into<PathBuf>, policy: &str) -> Target {
-        let mut set = Map::new();
-        set.insert("policy".into(), json!(policy));
-        Target {
-            kind: Kind::Wasm {
-                host: host.into(),
-                policy: policy.to_string(),
-            },
-            set,
-            ipam: None,
-            small_ipam: None,
-        }
+        let mut t = Target::with_kind(Kind::Wasm {
+            host: host.into(),
+            policy: policy.to_string(),
+        });
+        t.set.insert("policy".into(), json!(policy));
+        t
     }
 
-    pub fn binary(&self) -> &Path {
+    /// A conflist, its plugins found on `cni_path`.
+    pub fn conflist(conflist: Value, cni_path: Vec<PathBuf>) -> Target {
+        let mut t = Target::with_kind(Kind::Conflist);
+        t.config = Some(conflist);
+        t.cni_path = cni_path;
+        t
+    }
+
+    /// The binary spawned for a single plugin; `None` for a conflist.
+    pub fn binary(&self) -> Option<&Path> {
         match &self.kind {
-            Kind::Native(p) => p,
-            Kind::Wasm { host, .. } => host,
+            Kind::Native(p) => Some(p),
+            Kind::Wasm { host, .. } => Some(host),
+            Kind::Conflist => None,
         }
     }
 
-    /// What `ipam.type` must say for the runtime to find this binary.
+    /// The plugin's file name: what `type` (or `ipam.type`) must say for a
+    /// runtime to find it.
     pub fn ipam_type(&self) -> String {
-        self.binary()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        match self.binary() {
+            Some(b) => b
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            None => "conflist".into(),
+        }
     }
 
     /// A short name for reports.
@@ -72,6 +114,19 @@ impl Target {
         match &self.kind {
             Kind::Native(p) => p.display().to_string(),
             Kind::Wasm { host, policy } => format!("{} policy {policy}", host.display()),
+            Kind::Conflist => {
+                let plugins = self.plugins();
+                let types: Vec<&str> = plugins.iter().filter_map(|p| p["type"].as_str()).collect();
+                format!("conflist [{}]", types.join(", "))
+            }
+        }
+    }
+
+    /// The plugins of a conflist target (empty for a single plugin).
+    pub fn plugins(&self) -> Vec<Value> {
+        match (&self.kind, &self.config) {
+            (Kind::Conflist, Some(c)) => c["plugins"].as_array().cloned().unwrap_or_default(),
+            _ => Vec::new(),
         }
     }
 
@@ -85,6 +140,7 @@ impl Target {
                 "host-local" => "host-local",
                 _ => return None,
             },
+            Kind::Conflist => return None,
         };
         match kind {
             "host-local" => Some((ranges("10.201.0.0/24"), ranges("10.202.0.0/29"))),
@@ -111,6 +167,7 @@ impl Target {
     /// Fills in `ipam` and `small_ipam` from the defaults where not given.
     pub fn with_defaults(mut self) -> Target {
         if self.ipam.is_none()
+            && self.config.is_none()
             && let Some((ipam, small)) = self.default_ipam()
         {
             self.ipam = Some(ipam);
@@ -119,23 +176,58 @@ impl Target {
         self
     }
 
+    /// Points an `ipam` object at a fresh `dataDir` and adds the `--set`
+    /// fields; for an IPAM target also its own `type`.
     fn finish_ipam(&self, ipam: &mut Value, data_dir: &Path) {
-        ipam["type"] = json!(self.ipam_type());
+        if self.plugin_kind == PluginKind::Ipam {
+            ipam["type"] = json!(self.ipam_type());
+        }
         ipam["dataDir"] = json!(data_dir);
         for (k, v) in &self.set {
             ipam[k] = v.clone();
         }
     }
 
-    /// A network config for the spec scenarios.
+    /// A network config for the IPAM rules.
     pub fn netconf(&self, version: &str, ipam: &Value, data_dir: &Path) -> Value {
         let mut ipam = ipam.clone();
         self.finish_ipam(&mut ipam, data_dir);
         json!({"cniVersion": version, "name": "conformance", "type": "ipam-under-test", "ipam": ipam})
     }
 
-    /// A recorded config pointed at this target: its `ipam.type`, a fresh
-    /// `dataDir`, and the `--set` fields.
+    /// The config a case sends: for an IPAM plugin its `ipam` (or the small
+    /// one) in a network config; otherwise the plugin's config or conflist
+    /// with this `cniVersion`, a `name` if it has none, and every `ipam`
+    /// pointed at `data_dir`.
+    pub fn case_conf(&self, version: &str, small: bool, data_dir: &Path) -> Value {
+        if self.plugin_kind == PluginKind::Ipam && self.config.is_none() {
+            let ipam = if small { &self.small_ipam } else { &self.ipam };
+            return self.netconf(version, ipam.as_ref().unwrap_or(&json!({})), data_dir);
+        }
+        let base = if small {
+            &self.small_config
+        } else {
+            &self.config
+        };
+        let mut conf = base.clone().unwrap_or_else(|| json!({}));
+        conf["cniVersion"] = json!(version);
+        if !conf["name"].is_string() {
+            conf["name"] = json!("conformance");
+        }
+        let plugins: Vec<&mut Value> = match conf.get_mut("plugins").and_then(Value::as_array_mut) {
+            Some(list) => list.iter_mut().collect(),
+            None => vec![&mut conf],
+        };
+        for plugin in plugins {
+            if let Some(ipam) = plugin.get_mut("ipam").filter(|i| i.is_object()) {
+                self.finish_ipam(ipam, data_dir);
+            }
+        }
+        conf
+    }
+
+    /// A recorded config pointed at this target: a fresh `dataDir`, the
+    /// `--set` fields and, for an IPAM target, its `ipam.type`.
     pub fn retarget(&self, recorded: &Value, data_dir: &Path) -> Value {
         let mut conf = recorded.clone();
         if let Some(ipam) = conf.get_mut("ipam").filter(|i| i.is_object()) {
@@ -144,39 +236,84 @@ impl Target {
         conf
     }
 
-    /// Runs one invocation, with `CNI_PATH` at the binary's folder.
-    pub fn run(&self, call: &Call, conf: &Value) -> std::io::Result<Outcome> {
-        let dir = self
-            .binary()
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .display()
-            .to_string();
-        let mut call = call.clone();
-        if !call.extra.iter().any(|(k, _)| k == "CNI_PATH") {
-            call.extra.push(("CNI_PATH".into(), dir));
-        }
-        let stdin = match conf {
-            Value::String(raw) => raw.clone().into_bytes(),
-            other => other.to_string().into_bytes(),
+    /// `CNI_PATH`: the given folders, else the plugin's own.
+    pub fn cni_path_var(&self) -> String {
+        let dirs: Vec<PathBuf> = if self.cni_path.is_empty() {
+            self.binary()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .into_iter()
+                .collect()
+        } else {
+            self.cni_path.clone()
         };
-        exec::run(self.binary(), &call, &stdin)
+        let joined = std::env::join_paths(dirs).unwrap_or_default();
+        joined.to_string_lossy().into_owned()
     }
 
-    /// The versions the plugin claims in its VERSION output.
+    /// Runs one invocation on the machine's own network.
+    pub fn run(&self, call: &Call, conf: &Value) -> std::io::Result<Outcome> {
+        self.run_in(call, conf, None)
+    }
+
+    /// Runs one invocation with `host` as the plugin's host namespace, and
+    /// `CNI_PATH` set unless the call sets it.
+    pub fn run_in(
+        &self,
+        call: &Call,
+        conf: &Value,
+        host: Option<&str>,
+    ) -> std::io::Result<Outcome> {
+        let mut call = call.clone();
+        if !call.extra.iter().any(|(k, _)| k == "CNI_PATH") {
+            call.extra.push(("CNI_PATH".into(), self.cni_path_var()));
+        }
+        let spawn = Spawn {
+            timeout: self.timeout,
+            netns: host,
+        };
+        match self.binary() {
+            Some(binary) => exec::run_with(binary, &call, &stdin_bytes(conf), &spawn),
+            None => chain::run(self, &call, conf, &spawn),
+        }
+    }
+
+    /// The versions the plugin claims in its VERSION output (for a conflist,
+    /// those every plugin of it claims).
     pub fn versions(&self) -> Result<Vec<String>, String> {
         let out = self
             .run(&Call::new("VERSION"), &json!({"cniVersion": "1.1.0"}))
-            .map_err(|e| format!("cannot run {}: {e}", self.binary().display()))?;
-        let v = out.parsed()?;
-        v["supportedVersions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .filter(|a: &Vec<String>| !a.is_empty())
-            .ok_or_else(|| format!("VERSION printed no supportedVersions: {}", out.stdout))
+            .map_err(|e| format!("cannot run {}: {e}", self.describe()))?;
+        if out.timed_out {
+            return Err(format!(
+                "VERSION of {} did not finish: {}",
+                self.describe(),
+                out.status()
+            ));
+        }
+        supported_versions(&out)
+    }
+}
+
+/// The `supportedVersions` of a VERSION outcome.
+pub fn supported_versions(out: &Outcome) -> Result<Vec<String>, String> {
+    let v = out.parsed()?;
+    v["supportedVersions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .ok_or_else(|| format!("VERSION printed no supportedVersions: {}", out.stdout))
+}
+
+/// What goes on stdin: a JSON string as its raw text (for malformed
+/// configs), anything else as JSON.
+pub fn stdin_bytes(conf: &Value) -> Vec<u8> {
+    match conf {
+        Value::String(raw) => raw.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
     }
 }

@@ -3,5 +3,6 @@
 //! Debian's reference plugins given their expectations files.
 
 mod faulty;
+mod interface;
 mod recorder;
 mod reference;

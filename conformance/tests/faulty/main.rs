@@ -1,8 +1,16 @@
-//! A small, correct CNI IPAM plugin with one fault switched on by
-//! `ipam.fault`, for the suite's tests of itself: every fault must be caught
-//! by the rule it breaks, and the plugin without a fault must pass.
+//! A small, correct CNI plugin with one fault switched on, for the suite's
+//! tests of itself: every fault must be caught by the rule it breaks, and
+//! the plugin without a fault must pass. It is an IPAM plugin (the fault in
+//! `ipam.fault`), or with `"mode": "interface"` or `"mode": "meta"` an
+//! interface or chained plugin (the fault in `fault`; see [`interface`]).
 //!
-//! Faults:
+//! Faults of a bad plugin of any mode, on ADD:
+//! - `hang`: never finishes;
+//! - `crash`: aborts;
+//! - `garbage`: prints something that is not JSON and exits 0;
+//! - `leaves-netns`: makes a network namespace of its own and leaves it.
+//!
+//! IPAM faults:
 //! - `race`: no lock around its state, so concurrent ADDs collide;
 //! - `del-once`: DEL of something already gone fails;
 //! - `stderr-errors`: errors go to stderr only, stdout stays empty;
@@ -18,6 +26,8 @@ use std::process::ExitCode;
 
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
+
+mod interface;
 
 const VERSIONS: &[&str] = &[
     "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
@@ -53,7 +63,10 @@ fn save(path: &Path, leases: &Leases) {
     std::fs::write(path, serde_json::to_vec(leases).unwrap()).unwrap();
 }
 
-fn result(version: &str, ip: Ipv4Addr, net: &Ipv4Net, fault: &str) -> Value {
+fn result(version: &str, ip: Ipv4Addr, net: &Ipv4Net, ipam: &Value) -> Value {
+    let fault = ipam["fault"].as_str().unwrap_or("");
+    let gateway = net.hosts().next().map(|g| g.to_string());
+    let routes = ipam.get("routes").cloned();
     let printed = if fault == "wrong-version" {
         if version == "1.0.0" { "0.4.0" } else { "1.0.0" }
     } else {
@@ -61,13 +74,20 @@ fn result(version: &str, ip: Ipv4Addr, net: &Ipv4Net, fault: &str) -> Value {
     };
     let address = format!("{ip}/{}", net.prefix_len());
     if !at_least(version, "0.3.0") {
-        return json!({"cniVersion": printed, "ip4": {"ip": address}, "dns": {}});
+        let mut ip4 = json!({"ip": address, "gateway": gateway});
+        if let Some(r) = routes {
+            ip4["routes"] = r;
+        }
+        return json!({"cniVersion": printed, "ip4": ip4, "dns": {}});
     }
-    let mut entry = json!({"address": address});
+    let mut entry = json!({"address": address, "gateway": gateway});
     if !at_least(version, "1.0.0") {
         entry["version"] = json!("4");
     }
     let mut r = json!({"cniVersion": printed, "ips": [entry], "dns": {}});
+    if let Some(routes) = routes {
+        r["routes"] = routes;
+    }
     if fault == "interfaces" {
         r["interfaces"] = json!([{"name": "eth0", "sandbox": "/var/run/netns/x"}]);
         r["ips"][0]["interface"] = json!(0);
@@ -93,37 +113,11 @@ fn prev_addresses(conf: &Value) -> Vec<String> {
     v
 }
 
-fn run(stdin: &[u8]) -> Result<Option<Value>, Fail> {
-    let cmd = env("CNI_COMMAND").ok_or(Fail(4, "CNI_COMMAND missing".into()))?;
-    if cmd == "VERSION" {
-        return Ok(Some(
-            json!({"cniVersion": "1.1.0", "supportedVersions": VERSIONS}),
-        ));
-    }
-    if !["ADD", "DEL", "CHECK", "GC", "STATUS"].contains(&cmd.as_str()) {
-        return Err(Fail(4, format!("unknown CNI_COMMAND {cmd}")));
-    }
-    let conf: Value = serde_json::from_slice(stdin).map_err(|e| Fail(6, e.to_string()))?;
-    let version = conf["cniVersion"].as_str().unwrap_or("0.1.0").to_string();
-    if !VERSIONS.contains(&version.as_str()) {
-        return Err(Fail(1, format!("unsupported version {version}")));
-    }
-    let ipam = conf
-        .get("ipam")
-        .filter(|i| i.is_object())
-        .ok_or(Fail(7, "no ipam".into()))?;
-    let fault = ipam["fault"].as_str().unwrap_or("");
-    let net: Ipv4Net = ipam["subnet"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or(Fail(7, "bad subnet".into()))?;
-    let dir = PathBuf::from(
-        ipam["dataDir"]
-            .as_str()
-            .ok_or(Fail(7, "no dataDir".into()))?,
-    );
-    let attach = matches!(cmd.as_str(), "ADD" | "DEL" | "CHECK");
-    let (id, ifname) = if attach {
+/// The environment of an attachment call, and CNI_ARGS; the container id
+/// and ifname (empty for GC and STATUS).
+fn check_env(cmd: &str) -> Result<(String, String), Fail> {
+    let attach = matches!(cmd, "ADD" | "DEL" | "CHECK");
+    let ids = if attach {
         let id = env("CNI_CONTAINERID")
             .filter(|i| valid_id(i))
             .ok_or(Fail(4, "bad CNI_CONTAINERID".into()))?;
@@ -151,12 +145,91 @@ fn run(stdin: &[u8]) -> Result<Option<Value>, Fail> {
     {
         return Err(Fail(2, format!("unsupported CNI_ARGS key {k}={v}")));
     }
+    Ok(ids)
+}
+
+/// The faults of a plugin that misbehaves outright.
+fn bad_plugin(fault: &str) -> Result<(), Fail> {
+    match fault {
+        "hang" => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        "crash" => std::process::abort(),
+        "garbage" => {
+            print!("this is not JSON");
+            std::process::exit(0);
+        }
+        "leaves-netns" => {
+            let name = format!("faulty-left-{}", std::process::id());
+            std::process::Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .map_err(|e| Fail(5, e.to_string()))?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn run(stdin: &[u8]) -> Result<Option<Value>, Fail> {
+    let cmd = env("CNI_COMMAND").ok_or(Fail(4, "CNI_COMMAND missing".into()))?;
+    if cmd == "VERSION" {
+        return Ok(Some(
+            json!({"cniVersion": "1.1.0", "supportedVersions": VERSIONS}),
+        ));
+    }
+    if !["ADD", "DEL", "CHECK", "GC", "STATUS"].contains(&cmd.as_str()) {
+        return Err(Fail(4, format!("unknown CNI_COMMAND {cmd}")));
+    }
+    let conf: Value = serde_json::from_slice(stdin).map_err(|e| Fail(6, e.to_string()))?;
+    let version = conf["cniVersion"].as_str().unwrap_or("0.1.0").to_string();
+    if !VERSIONS.contains(&version.as_str()) {
+        return Err(Fail(1, format!("unsupported version {version}")));
+    }
+    // Called as `faulty-ipam` (a link to this binary), it is the IPAM
+    // plugin of an interface-mode faulty plugin, whatever the config says.
+    let as_ipam = std::env::args_os().next().is_some_and(|a| {
+        Path::new(&a)
+            .file_name()
+            .is_some_and(|n| n == "faulty-ipam")
+    });
+    let mode = if as_ipam {
+        "ipam"
+    } else {
+        conf["mode"].as_str().unwrap_or("ipam")
+    };
+    let fault = match mode {
+        "ipam" => conf["ipam"]["fault"].as_str(),
+        _ => conf["fault"].as_str(),
+    }
+    .unwrap_or("");
+    if cmd == "ADD" {
+        bad_plugin(fault)?;
+    }
     if cmd == "CHECK" && !at_least(&version, "0.4.0") && fault != "check-below-040" {
         return Err(Fail(1, "CHECK needs 0.4.0".into()));
     }
     if matches!(cmd.as_str(), "GC" | "STATUS") && !at_least(&version, "1.1.0") {
         return Err(Fail(1, format!("{cmd} needs 1.1.0")));
     }
+    if mode != "ipam" {
+        check_env(&cmd)?;
+        return interface::run(&cmd, &conf, &version, stdin);
+    }
+    let ipam = conf
+        .get("ipam")
+        .filter(|i| i.is_object())
+        .ok_or(Fail(7, "no ipam".into()))?;
+    let net: Ipv4Net = ipam["subnet"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Fail(7, "bad subnet".into()))?;
+    let dir = PathBuf::from(
+        ipam["dataDir"]
+            .as_str()
+            .ok_or(Fail(7, "no dataDir".into()))?,
+    );
+    let (id, ifname) = check_env(&cmd)?;
     std::fs::create_dir_all(&dir).map_err(|e| Fail(5, e.to_string()))?;
     let lock = std::fs::File::create(dir.join("lock")).map_err(|e| Fail(5, e.to_string()))?;
     if fault != "race" {
@@ -196,7 +269,7 @@ fn run(stdin: &[u8]) -> Result<Option<Value>, Fail> {
             }
             leases.insert(ip.to_string(), owner);
             save(&state, &leases);
-            Ok(Some(result(&version, ip, &net, fault)))
+            Ok(Some(result(&version, ip, &net, ipam)))
         }
         "DEL" => {
             let before = leases.len();

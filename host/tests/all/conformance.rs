@@ -35,6 +35,7 @@ fn conforms(target: Target, modes: Vec<Mode>, filter: Option<&str>) -> u64 {
         modes,
         expectations: Expectations::default(),
         results: Arc::default(),
+        strict: false,
     };
     let args = libtest_mimic::Arguments {
         quiet: true,

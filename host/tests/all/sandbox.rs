@@ -145,6 +145,7 @@ fn peak_rss_kib(net: &Net, call: &Call) -> (cni_conformance::exec::Outcome, u64)
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code(),
         elapsed: Default::default(),
+        timed_out: false,
     };
     (outcome, peak)
 }

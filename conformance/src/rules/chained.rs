@@ -1,0 +1,51 @@
+//! Chained (meta) plugins: they act on a previous plugin's result, which
+//! the suite makes itself (see [`crate::prev`]), and hand it on.
+
+use serde_json::Value;
+
+use super::{Case, Level, META, Rule};
+
+/// What identifies an interface or an address across a chain.
+fn keys(result: &Value) -> (Vec<Value>, Vec<Value>) {
+    let list = |k: &str, f: &dyn Fn(&Value) -> Value| -> Vec<Value> {
+        result[k].as_array().into_iter().flatten().map(f).collect()
+    };
+    (
+        list("interfaces", &|i| {
+            serde_json::json!([i["name"], i["sandbox"]])
+        }),
+        list("ips", &|i| i["address"].clone()),
+    )
+}
+
+fn keeps_prev_result(case: &Case) -> Result<(), String> {
+    let conf = case.add_conf("c1", &case.conf())?;
+    let prev = conf["prevResult"].clone();
+    let step = case.run(case.call("ADD", "c1")?, &conf);
+    let result = step.result(case.version)?;
+    let (want_ifs, want_ips) = keys(&prev);
+    let (got_ifs, got_ips) = keys(&result);
+    let lost_ifs: Vec<&Value> = want_ifs.iter().filter(|i| !got_ifs.contains(i)).collect();
+    let lost_ips: Vec<&Value> = want_ips.iter().filter(|i| !got_ips.contains(i)).collect();
+    if lost_ifs.is_empty() && lost_ips.is_empty() {
+        Ok(())
+    } else {
+        Err(step.fail(&format!(
+            "a result that keeps every interface and address of prevResult; it dropped interfaces {lost_ifs:?} and addresses {lost_ips:?}"
+        )))
+    }
+}
+
+// The spec lets a plugin "modify or suppress all or part of a prevResult"
+// on purpose, and says plugins SHOULD echo it: a recommendation.
+pub fn rules() -> Vec<Rule> {
+    vec![
+        Rule::new(
+            "add.keeps-prev-result",
+            Level::Should,
+            "SPEC.md Network Configuration Lists: for ADD, plugins SHOULD echo the contents of prevResult, unless they wish to modify or suppress it",
+            keeps_prev_result,
+        )
+        .kinds(META),
+    ]
+}
