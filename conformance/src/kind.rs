@@ -15,6 +15,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::exec::Call;
+use crate::host::Host;
 use crate::netns::{self, Netns};
 use crate::prev;
 use crate::target::Target;
@@ -79,10 +80,8 @@ pub fn detect(target: &Target) -> Result<Detected, String> {
     if !netns::is_root() {
         return Err("working out the plugin's kind needs network namespaces, so root: run as root, or give --kind".into());
     }
-    let host = Netns::new("probe-host")?;
-    for link in &target.host_links {
-        host.add_host_link(link)?;
-    }
+    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let host = Host::new(target, "probe-host", scratch.path())?;
     // Newest first: a plugin may claim a version its delegate lacks.
     let mut tried = Vec::new();
     for version in target.versions()?.iter().rev() {
@@ -98,7 +97,7 @@ pub fn detect(target: &Target) -> Result<Detected, String> {
 }
 
 /// One version's probes: the kind, or what the two ADDs printed.
-fn probe(target: &Target, host: &Netns, version: &str) -> Result<Result<Detected, String>, String> {
+fn probe(target: &Target, host: &Host, version: &str) -> Result<Result<Detected, String>, String> {
     let mut probe = target.clone();
     probe.plugin_kind = PluginKind::Interface;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;

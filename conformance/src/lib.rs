@@ -14,6 +14,7 @@
 pub mod chain;
 pub mod exec;
 pub mod expectations;
+pub mod host;
 pub mod kind;
 pub mod netns;
 pub mod prev;

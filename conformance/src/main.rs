@@ -73,6 +73,12 @@ struct Cli {
     /// NAMEp beside it. Repeatable.
     #[arg(long = "host-link", value_name = "NAME")]
     host_link: Vec<String>,
+    /// A command (sh -c) to start in each case's host namespace once its
+    /// links are made, such as a DHCP server on a --host-link's peer; the
+    /// case starts once it prints a line, and it is killed when the case
+    /// ends. CNICT_SCRATCH names a folder of the case's own. Repeatable.
+    #[arg(long = "host-daemon", value_name = "COMMAND")]
+    host_daemon: Vec<String>,
     /// Fail the run on failed should and convention rules too, not only on
     /// must rules.
     #[arg(long)]
@@ -217,6 +223,7 @@ fn build_target(cli: &Cli, cache: &Path) -> Result<Target> {
     }
     t.timeout = Some(Duration::from_millis(cli.timeout_ms));
     t.host_links = cli.host_link.clone();
+    t.host_daemons = cli.host_daemon.clone();
     Ok(t.with_defaults())
 }
 

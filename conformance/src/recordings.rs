@@ -31,6 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::exec::{Call, Outcome};
+use crate::host::Host;
 use crate::kind::PluginKind;
 use crate::netns::Netns;
 use crate::schema;
@@ -120,7 +121,7 @@ pub fn replay(
     let data_dir = dir.path().join("data");
     let mut spaces = match target.plugin_kind {
         PluginKind::Ipam => None,
-        _ => Some(Spaces::new(target)?),
+        _ => Some(Spaces::new(target, dir.path())?),
     };
     let mut results: BTreeMap<(String, String), Value> = BTreeMap::new();
     let mut holders: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
@@ -237,17 +238,14 @@ pub fn replay(
 /// The namespaces of a replayed session: one host, and one container
 /// namespace for each recorded `CNI_NETNS`.
 struct Spaces {
-    host: Netns,
+    host: Host,
     /// Recorded path to ours.
     sandboxes: BTreeMap<String, Netns>,
 }
 
 impl Spaces {
-    fn new(target: &Target) -> Result<Spaces, String> {
-        let host = Netns::new("replay-host")?;
-        for link in &target.host_links {
-            host.add_host_link(link)?;
-        }
+    fn new(target: &Target, scratch: &Path) -> Result<Spaces, String> {
+        let host = Host::new(target, "replay-host", scratch)?;
         Ok(Spaces {
             host,
             sandboxes: BTreeMap::new(),
@@ -301,5 +299,32 @@ fn strings(v: &Value) -> Vec<&str> {
         Value::Array(a) => a.iter().flat_map(strings).collect(),
         Value::Object(o) => o.values().flat_map(strings).collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn machine_free_drops_macs_generated_names_and_our_paths() {
+        if !crate::netns::is_root() {
+            return;
+        }
+        let mut spaces = Spaces::new(&Target::native("/bin/true"), Path::new("/tmp")).unwrap();
+        let ours = spaces.sandbox("/var/run/netns/rec-c1").unwrap();
+        let config = json!({"bridge": "recbr1"});
+        let result = json!({"interfaces": [
+            {"name": "recbr1", "mac": "02:00:00:00:00:01"},
+            {"name": "veth1234abcd", "mac": "02:00:00:00:00:02"},
+            {"name": "eth0", "mac": "02:00:00:00:00:03", "sandbox": ours}]});
+        assert_eq!(
+            spaces.machine_free(&result, &config),
+            json!({"interfaces": [
+                {"name": "recbr1", "mac": "<mac>"},
+                {"name": "<generated>", "mac": "<mac>"},
+                {"name": "eth0", "mac": "<mac>", "sandbox": "/var/run/netns/rec-c1"}]})
+        );
     }
 }

@@ -49,6 +49,9 @@ pub struct Target {
     /// a macvlan or the device of host-device (see
     /// [`crate::netns::Netns::add_host_link`]).
     pub host_links: Vec<String>,
+    /// Commands to start in each case's host namespace, such as a DHCP
+    /// server (see [`crate::host::Host`]).
+    pub host_daemons: Vec<String>,
 }
 
 impl Target {
@@ -64,6 +67,7 @@ impl Target {
             cni_path: Vec::new(),
             timeout: None,
             host_links: Vec::new(),
+            host_daemons: Vec::new(),
         }
     }
 

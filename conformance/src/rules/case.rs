@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use crate::exec::{Call, Outcome};
+use crate::host::Host;
 use crate::kind::PluginKind;
 use crate::netns::Netns;
 use crate::prev;
@@ -20,7 +21,7 @@ use super::Rule;
 /// The namespaces of a case, made on first use.
 #[derive(Default)]
 struct Spaces {
-    host: Option<Arc<Netns>>,
+    host: Option<Arc<Host>>,
     sandboxes: BTreeMap<String, Arc<Netns>>,
     /// Attachments the suite made itself, to number their links.
     made: usize,
@@ -159,16 +160,14 @@ impl<'a> Case<'a> {
             .case_conf(self.version, true, &self.dir.path().join("data"))
     }
 
-    /// The case's host namespace, with the `--host-link` links in it.
-    pub fn host(&self) -> Result<Arc<Netns>, String> {
+    /// The case's host namespace, with the `--host-link` links and the
+    /// `--host-daemon` commands in it.
+    pub fn host(&self) -> Result<Arc<Host>, String> {
         let mut spaces = self.spaces.lock().expect("case namespaces");
         if let Some(h) = &spaces.host {
             return Ok(h.clone());
         }
-        let host = Arc::new(Netns::new("host")?);
-        for link in &self.target.host_links {
-            host.add_host_link(link)?;
-        }
+        let host = Arc::new(Host::new(self.target, "host", &self.scratch("host")?)?);
         spaces.host = Some(host.clone());
         Ok(host)
     }
@@ -222,7 +221,7 @@ impl<'a> Case<'a> {
         };
         let out = self
             .target
-            .run_in(&call, stdin, host.as_deref().map(Netns::name))
+            .run_in(&call, stdin, host.as_deref().map(|h| h.name()))
             .unwrap_or_else(Outcome::not_run);
         Step {
             call,

@@ -290,6 +290,48 @@ fn the_kind_is_worked_out_and_said() {
 }
 
 #[test]
+fn a_conflist_is_judged_through_the_cli() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chain.conflist");
+    let list = json!({"cniVersion": "1.0.0", "name": "chain",
+                      "plugins": [config("interface", "none", "10.219.0.0/24"), config("meta", "none", "")]});
+    std::fs::write(&file, list.to_string()).unwrap();
+    let report = dir.path().join("report");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cni-conformance"));
+    cmd.arg("--conflist").arg(&file);
+    for dir in cni_path() {
+        cmd.arg("--cni-path").arg(dir);
+    }
+    let out = cmd
+        .arg("--report")
+        .arg(&report)
+        .args(["--strict", "@1.0.0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("kind interface"), "{stderr}");
+    let md = std::fs::read_to_string(report.with_extension("md")).unwrap();
+    assert!(
+        md.contains("conflist [faulty-cni-plugin, faulty-cni-plugin]"),
+        "{md}"
+    );
+    assert!(md.contains("| add.interfaces-exist | must |"), "{md}");
+    let xml = std::fs::read_to_string(report.with_extension("xml")).unwrap();
+    assert!(
+        xml.contains("<property name=\"level\" value=\"should\"/>"),
+        "{xml}"
+    );
+}
+
+#[test]
 fn a_bad_plugin_fails_clearly_and_leaves_the_machine_clean() {
     if !can_run() {
         return;
