@@ -149,9 +149,14 @@ pub fn kill_running() {
         .map(|r| r.iter().copied().collect())
         .unwrap_or_default();
     for pid in groups {
-        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
-        }
+        kill_group(pid);
+    }
+}
+
+/// SIGKILL to the process group led by `pid`.
+pub fn kill_group(pid: u32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
     }
 }
 
@@ -217,9 +222,7 @@ pub fn run_with(
             Ok(out) => out,
             Err(_) => {
                 timed_out = true;
-                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
-                }
+                kill_group(pid);
                 rx.recv().map_err(std::io::Error::other)?
             }
         },

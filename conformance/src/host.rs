@@ -81,9 +81,7 @@ impl std::ops::Deref for Host {
 impl Drop for Host {
     fn drop(&mut self) {
         for child in &mut self.daemons {
-            if let Some(p) = rustix::process::Pid::from_raw(child.id() as i32) {
-                let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
-            }
+            crate::exec::kill_group(child.id());
             let _ = child.wait();
         }
     }

@@ -107,6 +107,13 @@ fn host_name(prefix: &str, id: &str, ifname: &str) -> String {
     format!("{prefix}{:08x}", hash as u32)
 }
 
+/// A host link (a veth pair) that no DEL removes.
+fn leak_link(prefix: &str, id: &str, ifname: &str) -> Result<(), Fail> {
+    let leak = host_name(prefix, id, ifname);
+    let peer = format!("{leak}p");
+    ip(&["link", "add", &leak, "type", "veth", "peer", "name", &peer]).map(drop)
+}
+
 pub fn run(cmd: &str, conf: &Value, version: &str, stdin: &[u8]) -> Result<Option<Value>, Fail> {
     let fault = conf["fault"].as_str().unwrap_or("");
     let id = env("CNI_CONTAINERID").ok_or(Fail(4, "CNI_CONTAINERID missing".into()))?;
@@ -132,34 +139,14 @@ pub fn run(cmd: &str, conf: &Value, version: &str, stdin: &[u8]) -> Result<Optio
                 ip_in(&netns, &["link", "set", name, "up"])?;
             }
             if fault == "leaks-host-link" {
-                let leak = host_name("fl", &id, &ifname);
-                ip(&[
-                    "link",
-                    "add",
-                    &leak,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &format!("{leak}p"),
-                ])?;
+                leak_link("fl", &id, &ifname)?;
             }
             let mut result = match ipam(conf, "ADD", stdin) {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = ip(&["link", "del", &host]);
                     if fault == "ipam-failure-leaks" {
-                        let leak = host_name("fi", &id, &ifname);
-                        let _ = ip(&[
-                            "link",
-                            "add",
-                            &leak,
-                            "type",
-                            "veth",
-                            "peer",
-                            "name",
-                            &format!("{leak}p"),
-                        ]);
+                        leak_link("fi", &id, &ifname)?;
                     }
                     return Err(e);
                 }
