@@ -6,6 +6,7 @@
 //! the policy succeeded and its answer passed the host's checks.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cni::config::{NetConf, StoreConf, peek_version};
@@ -14,6 +15,7 @@ use crate::cni::result::IpamResult;
 use crate::cni::version::{LATEST, Version, version_json};
 use crate::cni::{CniError, resolv};
 use crate::netrecord::NetworkRecord;
+use crate::release;
 use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
 use crate::store::{EtcdStore, SqliteStore, Store, StoreError};
 
@@ -128,9 +130,23 @@ pub fn run_timed(
         return Ok(Some(version_json(peek_version(stdin).as_deref())));
     }
     let mut timings = lookup(TIMINGS_ENV).map(|_| Timings::new(start));
-    let conf = NetConf::parse(stdin).map_err(fail(LATEST))?;
+    // A DEL whose config cannot serve (code 7) releases with the one
+    // recorded at ADD instead: see `release`.
+    let unusable = |e: &CniError| command == Command::Del && e.code() == 7;
+    let conf = match NetConf::parse(stdin) {
+        Ok(conf) => conf,
+        Err(e) if unusable(&e) => {
+            return release::with_record(lookup, stdin, &e, &mut timings, teardown)
+                .map_err(fail(LATEST));
+        }
+        Err(e) => return Err(fail(LATEST)(e)),
+    };
     let version = conf.cni_version.text.clone();
-    let out = run_conf(lookup, command, &conf, &mut timings, teardown).map_err(fail(&version));
+    let out = match run_conf(lookup, command, &conf, &mut timings, teardown) {
+        Err(e) if unusable(&e) => release::with_record(lookup, stdin, &e, &mut timings, teardown),
+        out => out,
+    }
+    .map_err(fail(&version));
     Timings::mark(&mut timings, "output");
     if let Some(t) = &timings {
         t.print();
@@ -138,7 +154,8 @@ pub fn run_timed(
     out
 }
 
-fn run_conf(
+/// One call with a parsed config.
+pub fn run_conf(
     lookup: &dyn Fn(&str) -> Option<OsString>,
     command: Command,
     conf: &NetConf,
@@ -147,6 +164,9 @@ fn run_conf(
 ) -> Result<Option<String>, CniError> {
     let (op, ctx) = prepare(lookup, command, conf)?;
     Timings::mark(timings, "parse");
+    if command == Command::Del && release::nothing_stored(&conf.ipam.store, &conf.ipam.data_dir) {
+        return Ok(None);
+    }
     let sandbox = load_policy(conf)?;
     Timings::mark(timings, "policy_load");
     let store = open_store(conf)?;
@@ -181,9 +201,14 @@ pub fn load_policy(conf: &NetConf) -> Result<Sandbox, CniError> {
 
 /// The store the config names.
 pub fn open_store(conf: &NetConf) -> Result<Box<dyn Store>, CniError> {
-    Ok(match &conf.ipam.store {
-        StoreConf::Embedded => Box::new(SqliteStore::open(&conf.ipam.data_dir)?),
-        StoreConf::Etcd(etcd) => Box::new(EtcdStore::connect(etcd, Some(&conf.ipam.data_dir))?),
+    open_store_at(&conf.ipam.store, &conf.ipam.data_dir)
+}
+
+/// The store `store` names, with `data_dir` its node-local folder.
+pub fn open_store_at(store: &StoreConf, data_dir: &Path) -> Result<Box<dyn Store>, CniError> {
+    Ok(match store {
+        StoreConf::Embedded => Box::new(SqliteStore::open(data_dir)?),
+        StoreConf::Etcd(etcd) => Box::new(EtcdStore::connect(etcd, Some(data_dir))?),
     })
 }
 

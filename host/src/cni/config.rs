@@ -262,27 +262,78 @@ fn parse_attachments(v: &Value, key: &str) -> Result<Vec<ValidAttachment>, CniEr
         .collect()
 }
 
+/// stdin as a JSON object: code 6 when it is not one.
+fn decode(stdin: &[u8]) -> Result<Map<String, Value>, CniError> {
+    let value: Value = serde_json::from_slice(stdin).map_err(|e| {
+        CniError::Decoding(format!("cannot decode the network config on stdin: {e}"))
+    })?;
+    match value {
+        Value::Object(obj) => Ok(obj),
+        other => Err(CniError::Decoding(format!(
+            "the network config on stdin must be a JSON object, not {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// The network's name, which must be valid: code 7 otherwise.
+fn network_name(obj: &Map<String, Value>) -> Result<&str, CniError> {
+    let name = opt_str(obj, "name", "name")?
+        .ok_or_else(|| invalid("the network config has no name".into()))?;
+    if !valid_id(name) {
+        return Err(invalid(format!(
+            "network name {name:?} is invalid: it must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$"
+        )));
+    }
+    Ok(name)
+}
+
+/// Where a network's state lives, read from a config whose `ipam` may be
+/// missing, empty or invalid: what a DEL needs to release what the store
+/// knows (see `release`). Each setting that cannot be read is its
+/// default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub store: StoreConf,
+    /// The node-local `ipam` fields that do parse (`cacheDir`, `node`),
+    /// to run the recorded config with.
+    pub local: Map<String, Value>,
+}
+
+impl Location {
+    pub fn read(stdin: &[u8]) -> Result<Location, CniError> {
+        let obj = decode(stdin)?;
+        let name = network_name(&obj)?.to_string();
+        let empty = Map::new();
+        let ipam = obj.get("ipam").and_then(Value::as_object).unwrap_or(&empty);
+        let text = |key: &str| {
+            opt_str(ipam, key, key)
+                .ok()
+                .flatten()
+                .filter(|s| !s.is_empty())
+        };
+        let local = ["cacheDir", "node"]
+            .into_iter()
+            .filter_map(|k| text(k).map(|v| (k.to_string(), Value::from(v))))
+            .collect();
+        Ok(Location {
+            name,
+            data_dir: PathBuf::from(text("dataDir").unwrap_or(DEFAULT_DATA_DIR)),
+            store: parse_store(ipam).unwrap_or(StoreConf::Embedded),
+            local,
+        })
+    }
+}
+
 impl NetConf {
     pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
-        let value: Value = serde_json::from_slice(stdin).map_err(|e| {
-            CniError::Decoding(format!("cannot decode the network config on stdin: {e}"))
-        })?;
-        let Value::Object(obj) = value else {
-            return Err(CniError::Decoding(format!(
-                "the network config on stdin must be a JSON object, not {}",
-                kind(&value)
-            )));
-        };
+        let obj = decode(stdin)?;
         // libcni treats a config without cniVersion as 0.1.0.
         let version_text = opt_str(&obj, "cniVersion", "cniVersion")?.unwrap_or("0.1.0");
         let cni_version = CniVersion::parse(version_text)?;
-        let name = opt_str(&obj, "name", "name")?
-            .ok_or_else(|| invalid("the network config has no name".into()))?;
-        if !valid_id(name) {
-            return Err(invalid(format!(
-                "network name {name:?} is invalid: it must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$"
-            )));
-        }
+        let name = network_name(&obj)?;
         let ipam_value = obj
             .get("ipam")
             .ok_or_else(|| invalid("IPAM config missing 'ipam' key".into()))?;

@@ -13,6 +13,7 @@ mod policies;
 mod protocol;
 mod recordings;
 mod reference;
+mod release;
 mod sandbox;
 mod snapshots;
 mod tools;
