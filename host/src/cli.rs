@@ -26,6 +26,7 @@ use crate::tools;
                   wasm-ipam leases --config /etc/cni/net.d/10-pods.conflist\n  \
                   wasm-ipam gc --network pods --valid attachments.json --dry-run\n  \
                   wasm-ipam compile ./my-policy.wasm\n  \
+                  wasm-ipam install --cni-bin-dir /opt/cni/bin\n  \
                   wasm-ipam import-host-local --from /var/lib/cni/networks/pods --network pods\n  \
                   wasm-ipam simulate --config pods.conf --events events.jsonl"
 )]
@@ -94,6 +95,21 @@ enum Cmd {
         #[arg(value_name = "POLICY")]
         policy: String,
         /// The cache: ipam.cacheDir of the network config, by default <dataDir>/cache.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
+        cache_dir: PathBuf,
+    },
+    /// Install this binary as the CNI plugin and compile the built-in policies.
+    #[command(
+        long_about = "Copy this binary into the runtime's plugin folder as wasm-ipam, atomically (a temporary \
+                      file renamed into place, so a runtime never runs half a binary, and a running one is \
+                      not disturbed), then compile the built-in policies into the cache, so the first pod does \
+                      not wait for the compiler. What a DaemonSet's init container runs (see deploy/)."
+    )]
+    Install {
+        /// The runtime's plugin folder, such as /opt/cni/bin.
+        #[arg(long, value_name = "DIR")]
+        cni_bin_dir: PathBuf,
+        /// The compile cache: ipam.cacheDir of the network configs, by default <dataDir>/cache.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
         cache_dir: PathBuf,
     },
@@ -207,6 +223,10 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             tools::gc::run(&*store, &data_dir, &network, valid, dry_run, out).map(drop)
         }
         Cmd::Compile { policy, cache_dir } => tools::compile::run(&policy, &cache_dir, out),
+        Cmd::Install {
+            cni_bin_dir,
+            cache_dir,
+        } => tools::install::run(&cni_bin_dir, &cache_dir, out),
         Cmd::ImportHostLocal {
             from,
             network,

@@ -1,4 +1,4 @@
-//! The operator's subcommands: `leases`, `gc`, `compile`,
+//! The operator's subcommands: `leases`, `gc`, `compile`, `install`,
 //! `import-host-local` and `simulate`.
 //!
 //! They run as a person at a node's shell, never on the CNI path, so they
@@ -11,6 +11,7 @@
 pub mod compile;
 pub mod gc;
 pub mod import;
+pub mod install;
 mod kit_host;
 pub mod leases;
 mod pools;

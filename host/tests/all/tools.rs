@@ -1,6 +1,7 @@
 //! The operator subcommands, run as a person would run them: `leases`,
 //! `gc`, `compile`, `import-host-local` and `simulate`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -590,6 +591,7 @@ fn every_subcommand_explains_itself() {
             "loses no address and hands out none twice",
         ),
         ("simulate", "Events are JSON Lines"),
+        ("install", "a runtime never runs half a binary"),
     ] {
         let help = stdout(&tool(&[cmd, "--help"], 0, ""));
         assert!(
@@ -603,4 +605,80 @@ fn every_subcommand_explains_itself() {
         &tool(&["frobnicate"], 0, ""),
         "unrecognized subcommand 'frobnicate'",
     );
+}
+
+#[test]
+fn install_puts_the_plugin_in_place_and_compiles_the_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, cache) = (dir.path().join("bin"), dir.path().join("cache"));
+    let args = |b: &Path, c: &Path| {
+        vec![
+            "install".to_string(),
+            "--cni-bin-dir".into(),
+            b.display().to_string(),
+            "--cache-dir".into(),
+            c.display().to_string(),
+        ]
+    };
+    let run = |a: &[String]| tool(&a.iter().map(String::as_str).collect::<Vec<_>>(), 0, "");
+    let out = stdout(&run(&args(&bin, &cache)));
+    let installed = bin.join("wasm-ipam");
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(plugin()).unwrap()
+    );
+    let mode = std::fs::metadata(&installed).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
+    for policy in ["host-local", "pooled", "sticky"] {
+        assert!(
+            out.contains(&format!("compiled policy {policy} in")),
+            "{out}"
+        );
+    }
+    assert_eq!(cache_entries(&cache).len(), 3, "{out}");
+    // The installed plugin is a working CNI plugin, and it finds the
+    // policies compiled.
+    let net = Net::with_ipam(
+        "1.0.0",
+        json!({"ranges": [[{"subnet": "10.130.0.0/24"}]], "cacheDir": cache}),
+    );
+    let added = cni_conformance::exec::run(
+        &installed,
+        &cni_conformance::exec::Call::attach("ADD", "c1"),
+        net.conf.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert!(added.ok(), "{} {}", added.stdout, added.stderr);
+    assert_eq!(cache_entries(&cache).len(), 3, "nothing compiled again");
+
+    // Again, over a plugin that is running: the running one goes on, the
+    // new one is in place, no temporary file is left.
+    std::fs::copy("/bin/sleep", &installed).unwrap();
+    let mut running = Command::new(&installed).arg("30").spawn().unwrap();
+    let out = stdout(&run(&args(&bin, &cache)));
+    assert!(
+        out.contains("policy host-local was already compiled"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(plugin()).unwrap()
+    );
+    assert!(
+        running.try_wait().unwrap().is_none(),
+        "the running binary was disturbed"
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let names: Vec<_> = std::fs::read_dir(&bin)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["wasm-ipam"], "only the plugin is left");
+
+    // Where it cannot write: a clear error, and the old plugin untouched.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    fails_with(&run(&args(&file, &cache)), "cannot make");
+    fails_with(&tool(&["install"], 0, ""), "--cni-bin-dir <DIR>");
 }
