@@ -24,7 +24,9 @@ use crate::tools;
     after_help = "Examples:\n  \
                   wasm-ipam leases\n  \
                   wasm-ipam leases --config /etc/cni/net.d/10-pods.conflist\n  \
+                  wasm-ipam metrics > /var/lib/node-exporter/wasm-ipam.prom\n  \
                   wasm-ipam gc --network pods --valid attachments.json --dry-run\n  \
+                  wasm-ipam release-node node-7 --config /etc/cni/net.d/10-pods.conflist --dry-run\n  \
                   wasm-ipam compile ./my-policy.wasm\n  \
                   wasm-ipam install --cni-bin-dir /opt/cni/bin\n  \
                   wasm-ipam import-host-local --from /var/lib/cni/networks/pods --network pods\n  \
@@ -58,6 +60,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pool usage in the Prometheus text format, once or served over HTTP.
+    #[command(
+        long_about = "Print, per network and pool, the addresses a pool can hand out, how many are used and \
+                      free, whether it is exhausted, the leases of each network, the blocks each node holds \
+                      (pooled) and the addresses on hold (sticky), in the Prometheus text exposition format: \
+                      write it where node-exporter's textfile collector reads, or serve it with --listen."
+    )]
+    Metrics {
+        /// The store's directory: ipam.dataDir of the network config.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Read the store this network config (.conf or .conflist) names
+        /// instead, such as a shared etcd.
+        #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// Serve /metrics over HTTP on this address (such as 127.0.0.1:9942)
+        /// instead of printing once.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Release the addresses of attachments that no longer exist (CNI GC).
     #[command(
         long_about = "Run the network's policy's GC, as a runtime's CNI GC would: every lease whose \
@@ -79,6 +101,32 @@ enum Cmd {
         /// (CNI's cni.dev/valid-attachments), from a file or - for stdin.
         #[arg(long, value_name = "FILE|-")]
         valid: PathBuf,
+        /// Show what would be released and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Release everything a node that left the cluster still holds.
+    #[command(
+        long_about = "Release every attachment a node recorded, in every network of the store (on etcd, the \
+                      store the cluster shares), with each network's own policy's DEL: its addresses, the \
+                      blocks they leave empty but its last, which pooled keeps as Calico keeps an affinity, and \
+                      holds started as on any DEL (sticky). Run it for a node \
+                      that is gone for good, as Calico's controllers do; try --dry-run first."
+    )]
+    ReleaseNode {
+        /// The node's name: ipam.node of its configs, by default its host name.
+        #[arg(value_name = "NODE")]
+        node: String,
+        /// The store's directory: ipam.dataDir of the network config.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Use the store this network config (.conf or .conflist) names
+        /// instead, such as a shared etcd.
+        #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// Only this network.
+        #[arg(long, value_name = "NAME")]
+        network: Option<String>,
         /// Show what would be released and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -210,6 +258,17 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             let (store, _, network) = store_for(data_dir, config, network)?;
             tools::leases::run(&*store, network.as_deref(), json, now()?, out)
         }
+        Cmd::Metrics {
+            data_dir,
+            config,
+            listen,
+        } => {
+            let (store, _, _) = store_for(data_dir, config, None)?;
+            match listen {
+                Some(addr) => tools::metrics::serve(&*store, addr, &now, out),
+                None => tools::metrics::run(&*store, now()?, out),
+            }
+        }
         Cmd::Gc {
             data_dir,
             config,
@@ -221,6 +280,18 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             let (store, data_dir, network) = store_for(data_dir, config, network)?;
             let network = network.expect("clap requires --network without --config");
             tools::gc::run(&*store, &data_dir, &network, valid, dry_run, out).map(drop)
+        }
+        Cmd::ReleaseNode {
+            node,
+            data_dir,
+            config,
+            network,
+            dry_run,
+        } => {
+            let (store, data_dir, _) = store_for(data_dir, config, None)?;
+            let network = network.as_deref();
+            tools::release_node::run(&*store, &data_dir, &node, network, dry_run, now()?, out)
+                .map(drop)
         }
         Cmd::Compile { policy, cache_dir } => tools::compile::run(&policy, &cache_dir, out),
         Cmd::Install {

@@ -15,9 +15,9 @@ use crate::cni::result::IpamResult;
 use crate::cni::version::{LATEST, Version, version_json};
 use crate::cni::{CniError, resolv};
 use crate::netrecord::NetworkRecord;
-use crate::release;
 use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
 use crate::store::{EtcdStore, SqliteStore, Store, StoreError};
+use crate::{reboot, release};
 
 /// Environment variable that fixes the clock the policies see, in seconds
 /// since the Unix epoch. For tests and `simulate`; unset in production.
@@ -172,6 +172,7 @@ pub fn run_conf(
     let store = open_store(conf)?;
     Timings::mark(timings, "store_open");
     let now = now(lookup)?;
+    let boot = reboot::boot_id(lookup);
     let answer = transact(
         &*store,
         &sandbox,
@@ -180,6 +181,7 @@ pub fn run_conf(
         &op,
         now,
         Mode::Commit,
+        boot.as_deref(),
         timings,
     );
     if teardown == Teardown::Exit {
@@ -317,6 +319,7 @@ pub fn run_with(
         &op,
         now(lookup)?,
         mode,
+        None,
         &mut None,
     )
 }
@@ -340,6 +343,8 @@ pub enum Answered {
 
 /// Runs the policy in a transaction, retrying a transaction that lost a race
 /// (safe: the policy has no other side effects), and commits only a success.
+/// With `boot`, this boot's id, it records the attachments ADD makes and
+/// reclaims those of an earlier boot first (see `reboot`).
 #[allow(clippy::too_many_arguments)]
 fn transact(
     store: &dyn Store,
@@ -349,14 +354,29 @@ fn transact(
     op: &Op,
     now: u64,
     mode: Mode,
+    boot: Option<&str>,
     timings: &mut Option<Timings>,
 ) -> Result<Answered, CniError> {
     // What an ADD records of the network, built once for every attempt.
     let record = matches!(op, Op::Add(_)).then(|| NetworkRecord::of(conf));
+    let reclaim = boot.filter(|_| conf.ipam.reclaim_after_reboot && mode == Mode::Commit);
+    let mut reclaimed = false;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let txn = store.begin(&conf.name)?;
+        let mut txn = store.begin(&conf.name)?;
+        if let Some(boot) = reclaim
+            && !reclaimed
+            && reboot::needs_reclaim(&mut *txn, &ctx.node, boot)?
+        {
+            drop(txn);
+            reclaimed = true;
+            attempt -= 1;
+            if let Err(e) = reboot::reclaim(store, sandbox, conf, &ctx.node, boot, now) {
+                eprintln!("wasm-ipam: {e}; the reclaim is left for the next call");
+            }
+            continue;
+        }
         let (result, mut txn) = sandbox.call(txn, ctx, op, &conf.ipam.limits, now);
         Timings::mark(timings, "policy_call");
         // Every early return below drops `txn`, which rolls it back.
@@ -375,6 +395,20 @@ fn transact(
         };
         if let Some(record) = &record {
             record.remember(&mut *txn)?;
+        }
+        match (op, &answered) {
+            (Op::Add(a), _) => {
+                if let Some(boot) = boot {
+                    reboot::remember(&mut *txn, &ctx.node, a, boot)?;
+                }
+            }
+            (Op::Del(a), _) => reboot::forget(&mut *txn, &ctx.node, a)?,
+            (Op::Gc(_), Answered::Released(released)) => {
+                for r in released {
+                    reboot::forget(&mut *txn, &ctx.node, &r.attachment)?;
+                }
+            }
+            _ => {}
         }
         if mode == Mode::Commit {
             let crash = sandbox::crash_point();
@@ -508,6 +542,7 @@ mod tests {
             &op,
             0,
             Mode::Commit,
+            None,
             &mut None,
         );
         (store, answer)

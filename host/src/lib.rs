@@ -15,6 +15,7 @@ pub mod cni;
 pub mod demo;
 pub mod invoke;
 pub mod netrecord;
+pub mod reboot;
 pub mod release;
 pub mod sandbox;
 pub mod store;

@@ -123,6 +123,9 @@ pub struct IpamConf {
     pub resolv_conf: Option<PathBuf>,
     pub limits: Limits,
     pub store: StoreConf,
+    /// Release the attachments of an earlier boot on the first call after
+    /// a reboot (`reclaimAfterReboot`, on by default).
+    pub reclaim_after_reboot: bool,
 }
 
 /// An attachment the runtime says is still in use (GC).
@@ -238,6 +241,15 @@ fn parse_ipam(ipam: &Map<String, Value>) -> Result<IpamConf, CniError> {
         resolv_conf: opt_str(ipam, "resolvConf", "ipam.resolvConf")?.map(PathBuf::from),
         limits: parse_limits(ipam)?,
         store: parse_store(ipam)?,
+        reclaim_after_reboot: match ipam.get("reclaimAfterReboot") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "ipam.reclaimAfterReboot must be true or false, not {other}"
+                )));
+            }
+        },
     })
 }
 

@@ -1,5 +1,5 @@
-//! The operator's subcommands: `leases`, `gc`, `compile`, `install`,
-//! `import-host-local` and `simulate`.
+//! The operator's subcommands: `leases`, `metrics`, `gc`, `release-node`,
+//! `compile`, `install`, `import-host-local` and `simulate`.
 //!
 //! They run as a person at a node's shell, never on the CNI path, so they
 //! may take their time and use anyhow for messages. What they change goes
@@ -14,7 +14,9 @@ pub mod import;
 pub mod install;
 mod kit_host;
 pub mod leases;
+pub mod metrics;
 mod pools;
+pub mod release_node;
 pub mod simulate;
 
 use std::path::Path;

@@ -80,6 +80,12 @@ fn wrong_json_types_in_every_field_name_the_field() {
             "ipam.limits.timeoutMs",
         ),
         ("/ipam/limits/fuel", json!("lots"), 7, "ipam.limits.fuel"),
+        (
+            "/ipam/reclaimAfterReboot",
+            json!("yes"),
+            7,
+            "ipam.reclaimAfterReboot must be true or false",
+        ),
         ("/args", json!("x"), 7, "args must be an object"),
         (
             "/runtimeConfig",

@@ -483,3 +483,69 @@ fn a_host_killed_mid_call_leaves_nothing_half_applied_in_etcd() {
     });
     assert_consistent(&dump(&etcd, "cluster"));
 }
+
+/// On a shared store a reboot is one node's: its first call releases its
+/// own attachments of the earlier boot and no other node's.
+#[test]
+fn a_rebooted_node_reclaims_only_its_own_attachments_on_etcd() {
+    if !etcd_available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let (a, b) = (pooled(&etcd, "node-a"), pooled(&etcd, "node-b"));
+    let add = |net: &Net, id: &str, boot: &str| {
+        let out = net.run(&Call::attach("ADD", id).env("WASM_IPAM_BOOT_ID", boot));
+        assert!(out.ok(), "{} {}", out.stdout, out.stderr);
+        out
+    };
+    add(&a, "a1", "a-boot-1");
+    add(&a, "a2", "a-boot-1");
+    add(&b, "b1", "b-boot-1");
+    let first = add(&a, "a3", "a-boot-2");
+    assert!(
+        first.stderr.contains("released a1/eth0"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("released a2/eth0"),
+        "{}",
+        first.stderr
+    );
+    assert!(!first.stderr.contains("b1"), "{}", first.stderr);
+    // node-b did not reboot: its next call releases nothing.
+    let later = add(&b, "b2", "b-boot-1");
+    assert!(!later.stderr.contains("reclaim"), "{}", later.stderr);
+    let data = dump(&etcd, "cluster");
+    let owners: BTreeSet<String> = assert_consistent(&data).into_values().collect();
+    let expected: BTreeSet<String> = ["a3", "b1", "b2"].iter().map(|s| s.to_string()).collect();
+    let held: BTreeSet<String> = owners
+        .iter()
+        .map(|o| o.split('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(held, expected);
+
+    // node-a leaves the cluster: release-node, from node-b's config.
+    let config = b.dir.path().join("b.conf");
+    std::fs::write(&config, b.conf.to_string()).unwrap();
+    let out = Command::new(crate::common::plugin())
+        .args(["release-node", "node-a", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("cluster: 1 attachment of node node-a released"),
+        "{text}"
+    );
+    let held: BTreeSet<String> = assert_consistent(&dump(&etcd, "cluster"))
+        .into_values()
+        .collect();
+    let expected: BTreeSet<String> = ["b1", "b2"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(held, expected);
+}

@@ -11,6 +11,7 @@ mod etcd;
 mod fuzz;
 mod policies;
 mod protocol;
+mod reboot;
 mod recordings;
 mod reference;
 mod release;

@@ -1,0 +1,254 @@
+//! Reclaim after a reboot: a node's network namespaces do not survive one,
+//! so every attachment it made in an earlier boot is gone, and its
+//! addresses with it, whether or not the runtime ever sends a DEL or a GC
+//! (containerd does not send GC yet; k3s#5885).
+//!
+//! The host writes, in each ADD's transaction, the boot it happened in
+//! (`/proc/sys/kernel/random/boot_id`, or `WASM_IPAM_BOOT_ID` for tests)
+//! under a key of its own, `.wasm-ipam/attachment/<node>/<id>/<ifname>`,
+//! and removes it in the DEL's or GC's. Each call reads one more key in its
+//! own transaction: this node's marker, `.wasm-ipam/boot/<node>`, the boot
+//! of its last reclaim. When the marker names another boot and this node
+//! recorded attachments in it, the call rolls back and the host first runs
+//! the reclaim in a transaction of its own:
+//! the network's own policy's DEL for every attachment this node recorded
+//! in another boot, then the marker set to this boot. Then the call runs
+//! again.
+//!
+//! - The policy's DEL, not its GC: a GC releases everything outside a list
+//!   of valid attachments, and the host cannot name them all (leases made
+//!   before an upgrade have no record, and other nodes share an etcd
+//!   store), so a GC would release live addresses. A DEL releases exactly
+//!   one dead attachment, and does for each policy what its DEL does:
+//!   sticky starts its hold, so a workload that comes back after the
+//!   reboot gets its address again.
+//! - Its own transaction, committed before the call's: a call that fails
+//!   (an ADD on a full pool) must not roll back a reclaim, which is what
+//!   would empty that pool.
+//! - Serializable: concurrent first calls after a reboot all see the old
+//!   marker, one commits, the others conflict or wait, run again and find
+//!   the marker set. An attachment of the current boot is never released:
+//!   only records that name another boot are.
+//! - A reclaim the policy fails is rolled back and logged; the call goes
+//!   on, and the next one tries again.
+//! - `"reclaimAfterReboot": false` in `ipam` turns the reclaim off; the
+//!   records are still kept, so turning it on later works.
+
+use std::ffi::OsString;
+
+use crate::cni::CniError;
+use crate::cni::config::NetConf;
+use crate::invoke::Mode;
+use crate::netrecord::RESERVED_PREFIX;
+use crate::sandbox::{Attachment, Context, Op, Sandbox};
+use crate::store::{Store, StoreError, Txn};
+
+/// Fixes the boot id, for tests that fake a reboot.
+pub const BOOT_ID_ENV: &str = "WASM_IPAM_BOOT_ID";
+const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
+/// How often a reclaim that lost a race is run again.
+const MAX_ATTEMPTS: u32 = 8;
+/// Records read per scan.
+const PAGE: u32 = 256;
+
+/// This boot's id, or `None` when the kernel does not say (no /proc).
+pub fn boot_id(lookup: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
+    let id = match lookup(BOOT_ID_ENV) {
+        Some(v) => v.to_string_lossy().into_owned(),
+        None => std::fs::read_to_string(BOOT_ID_FILE).ok()?,
+    };
+    Some(id.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn records(node: &str) -> String {
+    format!("{RESERVED_PREFIX}attachment/{node}/")
+}
+
+fn record_key(node: &str, a: &Attachment) -> String {
+    format!("{}{}/{}", records(node), a.container_id, a.ifname)
+}
+
+fn marker_key(node: &str) -> String {
+    format!("{RESERVED_PREFIX}boot/{node}")
+}
+
+/// In an ADD's transaction: `a` was made in `boot`.
+pub fn remember(
+    txn: &mut dyn Txn,
+    node: &str,
+    a: &Attachment,
+    boot: &str,
+) -> Result<(), StoreError> {
+    txn.put(&record_key(node, a), boot.as_bytes())
+}
+
+/// In a DEL's or GC's transaction: `a` is gone.
+pub fn forget(txn: &mut dyn Txn, node: &str, a: &Attachment) -> Result<(), StoreError> {
+    txn.delete(&record_key(node, a))
+}
+
+/// Whether this node's last reclaim was in another boot than `boot`.
+fn due(txn: &mut dyn Txn, node: &str, boot: &str) -> Result<bool, StoreError> {
+    Ok(txn.get(&marker_key(node))?.as_deref() != Some(boot.as_bytes()))
+}
+
+/// In a call's transaction: whether a reclaim must run first. When the
+/// marker names another boot but nothing of this node is stale (its first
+/// call ever, or one after a reboot with no attachments), the marker is
+/// set right here, all or nothing with the call.
+pub fn needs_reclaim(txn: &mut dyn Txn, node: &str, boot: &str) -> Result<bool, StoreError> {
+    if !due(txn, node, boot)? {
+        return Ok(false);
+    }
+    if !recorded(txn, node, Gone::OtherBoots(boot))?.is_empty() {
+        return Ok(true);
+    }
+    txn.put(&marker_key(node), boot.as_bytes())?;
+    Ok(false)
+}
+
+/// Which of a node's recorded attachments are gone.
+#[derive(Debug, Clone, Copy)]
+pub enum Gone<'a> {
+    /// Those of every boot but this one: after a reboot.
+    OtherBoots(&'a str),
+    /// All of them: the node has left the cluster (`release-node`).
+    All,
+}
+
+impl Gone<'_> {
+    fn covers(&self, was: &str) -> bool {
+        match self {
+            Gone::OtherBoots(boot) => was != *boot,
+            Gone::All => true,
+        }
+    }
+}
+
+/// This node's records that `gone` covers, with the boot each names.
+fn recorded(
+    txn: &mut dyn Txn,
+    node: &str,
+    gone: Gone,
+) -> Result<Vec<(Attachment, String)>, StoreError> {
+    let prefix = records(node);
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = txn.scan(&prefix, after.as_deref(), PAGE)?;
+        let full = page.len() == PAGE as usize;
+        after = page.last().map(|(k, _)| k.clone());
+        for (key, value) in page {
+            let Some((id, ifname)) = key[prefix.len()..].split_once('/') else {
+                continue;
+            };
+            let was = String::from_utf8_lossy(&value).into_owned();
+            if gone.covers(&was) {
+                let a = Attachment {
+                    container_id: id.to_string(),
+                    ifname: ifname.to_string(),
+                };
+                out.push((a, was));
+            }
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// What the policy sees for a DEL of an attachment that is long gone: the
+/// network, its config and `node`; no namespace, arguments or result.
+fn del_context(conf: &NetConf, node: &str) -> Context {
+    Context {
+        network: conf.name.clone(),
+        cni_version: conf.cni_version.text.clone(),
+        config: conf.ipam_raw.clone(),
+        cni_args: Vec::new(),
+        args: None,
+        runtime_config: None,
+        netns: None,
+        node: node.to_string(),
+        dns: None,
+    }
+}
+
+/// After a reboot: the reclaim, committed, and its marker set.
+pub fn reclaim(
+    store: &dyn Store,
+    sandbox: &Sandbox,
+    conf: &NetConf,
+    node: &str,
+    boot: &str,
+    now: u64,
+) -> Result<(), CniError> {
+    release(
+        store,
+        sandbox,
+        conf,
+        node,
+        Gone::OtherBoots(boot),
+        now,
+        Mode::Commit,
+    )
+    .map(drop)
+}
+
+/// Releases, in one transaction, every attachment `node` recorded that
+/// `gone` covers, with the policy's DEL, and returns them with the boot
+/// each was made in. A reboot's reclaim sets the node's marker; releasing
+/// a departed node removes it. With [`Mode::DryRun`] nothing is kept.
+pub fn release(
+    store: &dyn Store,
+    sandbox: &Sandbox,
+    conf: &NetConf,
+    node: &str,
+    gone: Gone,
+    now: u64,
+    mode: Mode,
+) -> Result<Vec<(Attachment, String)>, CniError> {
+    let ctx = del_context(conf, node);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut txn = store.begin(&conf.name)?;
+        if let Gone::OtherBoots(boot) = gone
+            && !due(&mut *txn, node, boot)?
+        {
+            return Ok(Vec::new());
+        }
+        let released = recorded(&mut *txn, node, gone)?;
+        for (a, was) in &released {
+            let (result, back) =
+                sandbox.call(txn, &ctx, &Op::Del(a.clone()), &conf.ipam.limits, now);
+            txn = back;
+            if let Err(e) = result?.map_err(crate::sandbox::ipam_error) {
+                return Err(CniError::internal(format!(
+                    "the policy's DEL of {}/{} of node {node} failed: {e}",
+                    a.container_id, a.ifname
+                )));
+            }
+            forget(&mut *txn, node, a)?;
+            if let (Gone::OtherBoots(_), Mode::Commit) = (gone, mode) {
+                eprintln!(
+                    "wasm-ipam: reclaim after reboot: released {}/{} of network {} on node {node} (boot {was})",
+                    a.container_id, a.ifname, conf.name
+                );
+            }
+        }
+        match gone {
+            Gone::OtherBoots(boot) => txn.put(&marker_key(node), boot.as_bytes())?,
+            Gone::All => txn.delete(&marker_key(node))?,
+        }
+        if mode == Mode::DryRun {
+            return Ok(released);
+        }
+        match txn.commit() {
+            Ok(()) => return Ok(released),
+            Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
+                std::thread::sleep(crate::store::backoff(attempt));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
