@@ -164,3 +164,29 @@ pub fn assert_error(out: &Outcome, code: u64, needle: &str) {
     let msg = v["msg"].as_str().unwrap_or_default();
     assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
 }
+
+/// The address a `wasm-ipam metrics --listen` child says it serves on, from
+/// its first line of output.
+pub fn serving_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut first)
+        .unwrap();
+    first
+        .trim()
+        .strip_prefix("serving metrics on http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("not a serving line: {first:?}"))
+        .to_string()
+}
+
+/// A plain HTTP/1.0 GET: the whole response, status line first.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response
+}

@@ -7,6 +7,7 @@ mod common;
 mod concurrency;
 mod conformance;
 mod crash;
+mod deploy;
 mod etcd;
 mod fuzz;
 mod policies;

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use cni_conformance::exec::Call;
 use serde_json::{Value, json};
 
-use crate::common::{Net, plugin, test_policy};
+use crate::common::{Net, http_get, plugin, serving_address, test_policy};
 
 /// Runs `wasm-ipam ARGS` with the clock at `now` and `stdin` piped in.
 fn tool(args: &[&str], now: u64, stdin: &str) -> Output {
@@ -857,7 +857,6 @@ fn metrics_say_how_full_each_pool_is_and_pass_promtool() {
 
 #[test]
 fn metrics_are_served_over_http() {
-    use std::io::{BufRead, Read, Write};
     let net = Net::host_local("1.0.0", "10.135.0.0/24");
     assert!(net.add("c1").ok());
     let mut child = Command::new(plugin())
@@ -871,23 +870,8 @@ fn metrics_are_served_over_http() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("serving metrics on http://")
-        .and_then(|a| a.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_string();
-    let get = |path: &str| {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    };
+    let addr = serving_address(&mut child);
+    let get = |path: &str| http_get(&addr, path);
     let scraped = get("/metrics");
     assert!(scraped.starts_with("HTTP/1.0 200"), "{scraped}");
     assert!(scraped.contains("openmetrics-text"), "{scraped}");
