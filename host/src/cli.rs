@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::cni::config::{DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, NetConf, StoreConf};
 use crate::invoke;
@@ -37,6 +37,19 @@ struct Cli {
     command: Cmd,
 }
 
+/// Which store a tool works on.
+#[derive(Args)]
+struct StoreArgs {
+    /// The store's directory: ipam.dataDir of the network config.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Use the store this network config (.conf or .conflist) names
+    /// instead, such as a shared etcd; --network, where there is one,
+    /// defaults to its name.
+    #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// List every reservation and how full each pool is.
@@ -46,13 +59,8 @@ enum Cmd {
                       that shows exhaustion coming. Reads only; works whatever the policy."
     )]
     Leases {
-        /// The store's directory: ipam.dataDir of the network config.
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-        /// Read the store this network config (.conf or .conflist) names
-        /// instead, such as a shared etcd; --network defaults to its name.
-        #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Only this network (the config's "name").
         #[arg(long, value_name = "NAME")]
         network: Option<String>,
@@ -68,13 +76,8 @@ enum Cmd {
                       write it where node-exporter's textfile collector reads, or serve it with --listen."
     )]
     Metrics {
-        /// The store's directory: ipam.dataDir of the network config.
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-        /// Read the store this network config (.conf or .conflist) names
-        /// instead, such as a shared etcd.
-        #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Serve /metrics over HTTP on this address (such as 127.0.0.1:9942)
         /// instead of printing once.
         #[arg(long, value_name = "ADDR")]
@@ -87,13 +90,8 @@ enum Cmd {
                       of the network's last ADD. An empty list releases every lease, so try --dry-run first."
     )]
     Gc {
-        /// The store's directory: ipam.dataDir of the network config.
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-        /// Use the store this network config (.conf or .conflist) names
-        /// instead, such as a shared etcd; --network defaults to its name.
-        #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The network (the config's "name").
         #[arg(long, value_name = "NAME", required_unless_present = "config")]
         network: Option<String>,
@@ -117,13 +115,8 @@ enum Cmd {
         /// The node's name: ipam.node of its configs, by default its host name.
         #[arg(value_name = "NODE")]
         node: String,
-        /// The store's directory: ipam.dataDir of the network config.
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-        /// Use the store this network config (.conf or .conflist) names
-        /// instead, such as a shared etcd.
-        #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Only this network.
         #[arg(long, value_name = "NAME")]
         network: Option<String>,
@@ -222,10 +215,10 @@ fn now() -> anyhow::Result<u64> {
 /// The store a tool works on: the one a network config names (and that
 /// network's name), or the embedded one in `data_dir`.
 fn store_for(
-    data_dir: PathBuf,
-    config: Option<PathBuf>,
+    args: StoreArgs,
     network: Option<String>,
 ) -> anyhow::Result<(Box<dyn Store>, PathBuf, Option<String>)> {
+    let StoreArgs { data_dir, config } = args;
     let Some(config) = config else {
         return Ok((
             Box::new(tools::open_existing(&data_dir)?),
@@ -250,45 +243,38 @@ fn store_for(
 fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
         Cmd::Leases {
-            data_dir,
-            config,
+            store,
             network,
             json,
         } => {
-            let (store, _, network) = store_for(data_dir, config, network)?;
+            let (store, _, network) = store_for(store, network)?;
             tools::leases::run(&*store, network.as_deref(), json, now()?, out)
         }
-        Cmd::Metrics {
-            data_dir,
-            config,
-            listen,
-        } => {
-            let (store, _, _) = store_for(data_dir, config, None)?;
+        Cmd::Metrics { store, listen } => {
+            let (store, _, _) = store_for(store, None)?;
             match listen {
                 Some(addr) => tools::metrics::serve(&*store, addr, &now, out),
                 None => tools::metrics::run(&*store, now()?, out),
             }
         }
         Cmd::Gc {
-            data_dir,
-            config,
+            store,
             network,
             valid,
             dry_run,
         } => {
             let valid = tools::gc::parse_valid(&tools::read_input(&valid)?)?;
-            let (store, data_dir, network) = store_for(data_dir, config, network)?;
+            let (store, data_dir, network) = store_for(store, network)?;
             let network = network.expect("clap requires --network without --config");
             tools::gc::run(&*store, &data_dir, &network, valid, dry_run, out).map(drop)
         }
         Cmd::ReleaseNode {
             node,
-            data_dir,
-            config,
+            store,
             network,
             dry_run,
         } => {
-            let (store, data_dir, _) = store_for(data_dir, config, None)?;
+            let (store, data_dir, _) = store_for(store, None)?;
             let network = network.as_deref();
             tools::release_node::run(&*store, &data_dir, &node, network, dry_run, now()?, out)
                 .map(drop)
