@@ -202,3 +202,43 @@ fn the_cli_lists_and_filters_like_libtest() {
             .contains("<testsuites")
     );
 }
+
+#[test]
+fn bad_arguments_get_a_message_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_list = dir.path().join("single.json");
+    std::fs::write(&not_a_list, json!({"type": "bridge"}).to_string()).unwrap();
+    let faulty = env!("CARGO_BIN_EXE_faulty-cni-plugin");
+    let missing = dir.path().join("missing.json");
+    for (args, needle) in [
+        (
+            vec!["--plugin", faulty, "--config", missing.to_str().unwrap()],
+            "reading",
+        ),
+        (
+            vec!["--conflist", not_a_list.to_str().unwrap()],
+            "is not a conflist: it has no plugins list",
+        ),
+        (
+            vec!["--plugin", faulty, "--kind", "interface"],
+            "an interface plugin needs its network config: give --config FILE",
+        ),
+        (
+            vec!["--plugin", faulty],
+            "give the plugin's network config with --config FILE",
+        ),
+        (
+            vec!["--plugin", faulty, "--kind", "router"],
+            "invalid value 'router'",
+        ),
+        (vec![], "give the plugin to test"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cni-conformance"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} passed");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
