@@ -569,6 +569,92 @@ mod tests {
         assert_eq!(leases.len(), 1, "only the winning attempt was applied");
     }
 
+    /// A store whose every operation takes `delay`, as a busy etcd's do.
+    struct Slow {
+        inner: MemoryStore,
+        delay: std::time::Duration,
+    }
+
+    struct SlowTxn {
+        inner: Box<dyn Txn>,
+        delay: std::time::Duration,
+    }
+
+    impl Store for Slow {
+        fn begin(&self, ns: &str) -> Result<Box<dyn Txn>, StoreError> {
+            Ok(Box::new(SlowTxn {
+                inner: self.inner.begin(ns)?,
+                delay: self.delay,
+            }))
+        }
+        fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.namespaces()
+        }
+    }
+
+    impl Txn for SlowTxn {
+        fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            std::thread::sleep(self.delay);
+            self.inner.get(key)
+        }
+        fn put(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            std::thread::sleep(self.delay);
+            self.inner.put(key, value)
+        }
+        fn delete(&mut self, key: &str) -> Result<(), StoreError> {
+            std::thread::sleep(self.delay);
+            self.inner.delete(key)
+        }
+        fn scan(
+            &mut self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: u32,
+        ) -> Result<Vec<Entry>, StoreError> {
+            std::thread::sleep(self.delay);
+            self.inner.scan(prefix, after, limit)
+        }
+        fn commit(self: Box<Self>) -> Result<(), StoreError> {
+            self.inner.commit()
+        }
+    }
+
+    #[test]
+    fn store_time_does_not_count_against_the_policys_deadline() {
+        let (mut conf, ctx, sandbox, _cache) = setup();
+        // The policy's own work takes about a millisecond; each of its
+        // store calls here takes 40 ms, several times the whole deadline.
+        conf.ipam.limits.timeout = std::time::Duration::from_millis(30);
+        let store = Slow {
+            inner: MemoryStore::new(),
+            delay: std::time::Duration::from_millis(40),
+        };
+        let op = Op::Add(Attachment {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        });
+        let started = std::time::Instant::now();
+        let answer = transact(
+            &store,
+            &sandbox,
+            &conf,
+            &ctx,
+            &op,
+            0,
+            Mode::Commit,
+            None,
+            &mut None,
+        );
+        let Answered::Result(r) = answer.unwrap() else {
+            panic!("ADD answers a result")
+        };
+        assert_eq!(r.ips[0].address.to_string(), "10.5.0.2/24");
+        assert!(
+            started.elapsed() > std::time::Duration::from_millis(60),
+            "the store really was slower than the deadline"
+        );
+    }
+
     #[test]
     fn endless_conflicts_end_in_try_again() {
         let (store, answer) = add_racing(u32::MAX);

@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
@@ -163,14 +163,18 @@ impl HostMonotonicClock for FixedMonotonicClock {
     }
 }
 
-/// Bumps the engine's epoch once the deadline passes, unless stopped first.
+/// Bumps the engine's epoch every tick until stopped: at each bump the
+/// call's epoch callback weighs the policy's own time against its deadline.
 struct Watchdog(mpsc::Sender<()>);
 
 impl Watchdog {
     fn start(engine: Engine, timeout: Duration) -> Watchdog {
+        // A tenth of the deadline, so a runaway policy is stopped within
+        // 110% of it; between 1 and 100 ms.
+        let tick = (timeout / 10).clamp(Duration::from_millis(1), Duration::from_millis(100));
         let (tx, rx) = mpsc::channel::<()>();
         std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(tick) {
                 engine.increment_epoch();
             }
         });
@@ -240,8 +244,20 @@ impl Sandbox {
         let state = HostState::new(txn, now, wasi, limits.memory_bytes, self.name.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
+        // The deadline charges the policy's own execution, not the time the
+        // host spends in the store for it: an etcd that is slow but within
+        // its own timeout (whose expiry is code 11) must not make a healthy
+        // policy look broken (999).
         store.set_epoch_deadline(1);
-        store.epoch_deadline_trap();
+        let (started, timeout) = (std::time::Instant::now(), limits.timeout);
+        store.epoch_deadline_callback(move |ctx| {
+            let own = started.elapsed().saturating_sub(ctx.data().store_time);
+            if own >= timeout {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
         let result = store.set_fuel(limits.fuel).and_then(|()| {
             let _watchdog = Watchdog::start(self.engine.clone(), limits.timeout);
             let instance = self.pre.instantiate(&mut store)?;

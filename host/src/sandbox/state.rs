@@ -66,6 +66,9 @@ pub struct HostState {
     log_lines: u32,
     pub policy_name: String,
     crash_at_call: Option<u64>,
+    /// Time spent in the store on the policy's behalf, which its deadline
+    /// does not charge (see `Sandbox::call`).
+    pub store_time: std::time::Duration,
 }
 
 impl HostState {
@@ -87,7 +90,16 @@ impl HostState {
             log_lines: 0,
             policy_name,
             crash_at_call: crash_point().and_then(|p| p.strip_prefix("call:")?.parse().ok()),
+            store_time: std::time::Duration::ZERO,
         }
+    }
+
+    /// Runs one store operation, adding its time to `store_time`.
+    fn in_store<R>(&mut self, op: impl FnOnce(&mut dyn Txn) -> R) -> R {
+        let start = std::time::Instant::now();
+        let out = op(&mut *self.txn);
+        self.store_time += start.elapsed();
+        out
     }
 
     fn count_call(&mut self, key: &str) -> Result<()> {
@@ -123,7 +135,7 @@ impl types::Host for HostState {}
 impl store::Host for HostState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>> {
         self.policy_key(&key)?;
-        self.txn.get(&key).map_err(store_err)
+        self.in_store(|t| t.get(&key)).map_err(store_err)
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> Result<()> {
@@ -135,12 +147,12 @@ impl store::Host for HostState {
         if self.written > MAX_WRITTEN_BYTES {
             return Err(LimitError::TooMuchWritten.into());
         }
-        self.txn.put(&key, &value).map_err(store_err)
+        self.in_store(|t| t.put(&key, &value)).map_err(store_err)
     }
 
     fn delete(&mut self, key: String) -> Result<()> {
         self.policy_key(&key)?;
-        self.txn.delete(&key).map_err(store_err)
+        self.in_store(|t| t.delete(&key)).map_err(store_err)
     }
 
     fn scan(
@@ -160,8 +172,7 @@ impl store::Host for HostState {
         let mut after = start_after;
         loop {
             let page = self
-                .txn
-                .scan(&prefix, after.as_deref(), limit)
+                .in_store(|t| t.scan(&prefix, after.as_deref(), limit))
                 .map_err(store_err)?;
             let full = page.len() == limit as usize;
             after = page.last().map(|(k, _)| k.clone());
