@@ -22,8 +22,10 @@ use crate::{reboot, release};
 /// Environment variable that fixes the clock the policies see, in seconds
 /// since the Unix epoch. For tests and `simulate`; unset in production.
 pub const NOW_ENV: &str = "WASM_IPAM_NOW";
-/// How often a transaction that lost a race is run again.
-const MAX_ATTEMPTS: u32 = 8;
+/// How long a call keeps running again a transaction that lost a race on
+/// the embedded store, which serializes calls and so never loses one in
+/// practice; a shared store's own `timeoutMs` bounds it instead.
+const EMBEDDED_RETRY_BUDGET: Duration = Duration::from_secs(2);
 
 /// Set to anything to have the host print, on stderr, how long each stage of
 /// the call took: what the benchmarks' breakdown reads.
@@ -360,6 +362,14 @@ fn transact(
     // What an ADD records of the network, built once for every attempt.
     let record = matches!(op, Op::Add(_)).then(|| NetworkRecord::of(conf));
     let reclaim = boot.filter(|_| conf.ipam.reclaim_after_reboot && mode == Mode::Commit);
+    // Lost races are run again for as long as the store's own timeout: a
+    // burst of nodes claiming blocks at once needs more rounds than a fixed
+    // count allowed, and the backoff (exponential, with jitter) spreads them.
+    let started = Instant::now();
+    let budget = match &conf.ipam.store {
+        StoreConf::Etcd(etcd) => etcd.timeout,
+        StoreConf::Embedded => EMBEDDED_RETRY_BUDGET,
+    };
     let mut reclaimed = false;
     let mut attempt = 0;
     loop {
@@ -418,7 +428,9 @@ fn transact(
             match txn.commit() {
                 Ok(()) if crash.as_deref() == Some("after-commit") => sandbox::crash_now(),
                 Ok(()) => Timings::mark(timings, "commit"),
-                Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
+                Err(StoreError::Conflict)
+                    if started.elapsed() + crate::store::backoff(attempt) < budget =>
+                {
                     // Reported so an operator (and the tests) can see the
                     // contention a shared store is under.
                     eprintln!(
@@ -426,6 +438,12 @@ fn transact(
                     );
                     std::thread::sleep(crate::store::backoff(attempt));
                     continue;
+                }
+                Err(StoreError::Conflict) => {
+                    return Err(CniError::TryAgain(format!(
+                        "store: other calls changed what this one read on each of {attempt} attempts in {} ms; try again",
+                        started.elapsed().as_millis()
+                    )));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -656,11 +674,17 @@ mod tests {
     }
 
     #[test]
-    fn endless_conflicts_end_in_try_again() {
+    fn endless_conflicts_end_in_try_again_within_the_retry_budget() {
         let (store, answer) = add_racing(u32::MAX);
         let err = answer.err().unwrap();
         assert_eq!(err.code(), 11);
-        assert_eq!(store.begun.load(Ordering::SeqCst), MAX_ATTEMPTS);
+        let attempts = store.begun.load(Ordering::SeqCst);
+        assert!(attempts > 1, "lost races were run again");
+        assert!(
+            err.to_string()
+                .contains(&format!("on each of {attempts} attempts in")),
+            "{err}"
+        );
         assert!(store.inner.dump("n").is_empty());
     }
 }
