@@ -462,24 +462,39 @@ mod tests {
     use super::*;
     use crate::store::{Entry, MemoryStore, Txn};
 
-    /// A store whose first `conflicts` commits lose a race.
-    struct Racy {
+    /// A store whose first `conflicts` commits lose a race, and whose every
+    /// operation takes `delay`, as a busy etcd's do.
+    struct TestStore {
         inner: MemoryStore,
         conflicts: u32,
+        delay: std::time::Duration,
         begun: AtomicU32,
     }
 
-    struct RacyTxn {
+    struct TestTxn {
         inner: Box<dyn Txn>,
         lose: bool,
+        delay: std::time::Duration,
     }
 
-    impl Store for Racy {
+    impl TestStore {
+        fn new(conflicts: u32, delay: std::time::Duration) -> TestStore {
+            TestStore {
+                inner: MemoryStore::new(),
+                conflicts,
+                delay,
+                begun: AtomicU32::new(0),
+            }
+        }
+    }
+
+    impl Store for TestStore {
         fn begin(&self, ns: &str) -> Result<Box<dyn Txn>, StoreError> {
             let n = self.begun.fetch_add(1, Ordering::SeqCst);
-            Ok(Box::new(RacyTxn {
+            Ok(Box::new(TestTxn {
                 inner: self.inner.begin(ns)?,
                 lose: n < self.conflicts,
+                delay: self.delay,
             }))
         }
         fn namespaces(&self) -> Result<Vec<String>, StoreError> {
@@ -487,14 +502,17 @@ mod tests {
         }
     }
 
-    impl Txn for RacyTxn {
+    impl Txn for TestTxn {
         fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            std::thread::sleep(self.delay);
             self.inner.get(key)
         }
         fn put(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            std::thread::sleep(self.delay);
             self.inner.put(key, value)
         }
         fn delete(&mut self, key: &str) -> Result<(), StoreError> {
+            std::thread::sleep(self.delay);
             self.inner.delete(key)
         }
         fn scan(
@@ -503,6 +521,7 @@ mod tests {
             after: Option<&str>,
             limit: u32,
         ) -> Result<Vec<Entry>, StoreError> {
+            std::thread::sleep(self.delay);
             self.inner.scan(prefix, after, limit)
         }
         fn commit(self: Box<Self>) -> Result<(), StoreError> {
@@ -541,13 +560,9 @@ mod tests {
 
     /// An ADD of container c1 committed through a store whose first
     /// `conflicts` commits lose a race; the store is handed back to look at.
-    fn add_racing(conflicts: u32) -> (Racy, Result<Answered, CniError>) {
+    fn add_racing(conflicts: u32) -> (TestStore, Result<Answered, CniError>) {
         let (conf, ctx, sandbox, _cache) = setup();
-        let store = Racy {
-            inner: MemoryStore::new(),
-            conflicts,
-            begun: AtomicU32::new(0),
-        };
+        let store = TestStore::new(conflicts, std::time::Duration::ZERO);
         let op = Op::Add(Attachment {
             container_id: "c1".into(),
             ifname: "eth0".into(),
@@ -587,66 +602,13 @@ mod tests {
         assert_eq!(leases.len(), 1, "only the winning attempt was applied");
     }
 
-    /// A store whose every operation takes `delay`, as a busy etcd's do.
-    struct Slow {
-        inner: MemoryStore,
-        delay: std::time::Duration,
-    }
-
-    struct SlowTxn {
-        inner: Box<dyn Txn>,
-        delay: std::time::Duration,
-    }
-
-    impl Store for Slow {
-        fn begin(&self, ns: &str) -> Result<Box<dyn Txn>, StoreError> {
-            Ok(Box::new(SlowTxn {
-                inner: self.inner.begin(ns)?,
-                delay: self.delay,
-            }))
-        }
-        fn namespaces(&self) -> Result<Vec<String>, StoreError> {
-            self.inner.namespaces()
-        }
-    }
-
-    impl Txn for SlowTxn {
-        fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            std::thread::sleep(self.delay);
-            self.inner.get(key)
-        }
-        fn put(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-            std::thread::sleep(self.delay);
-            self.inner.put(key, value)
-        }
-        fn delete(&mut self, key: &str) -> Result<(), StoreError> {
-            std::thread::sleep(self.delay);
-            self.inner.delete(key)
-        }
-        fn scan(
-            &mut self,
-            prefix: &str,
-            after: Option<&str>,
-            limit: u32,
-        ) -> Result<Vec<Entry>, StoreError> {
-            std::thread::sleep(self.delay);
-            self.inner.scan(prefix, after, limit)
-        }
-        fn commit(self: Box<Self>) -> Result<(), StoreError> {
-            self.inner.commit()
-        }
-    }
-
     #[test]
     fn store_time_does_not_count_against_the_policys_deadline() {
         let (mut conf, ctx, sandbox, _cache) = setup();
         // The policy's own work takes about a millisecond; each of its
         // store calls here takes 40 ms, several times the whole deadline.
         conf.ipam.limits.timeout = std::time::Duration::from_millis(30);
-        let store = Slow {
-            inner: MemoryStore::new(),
-            delay: std::time::Duration::from_millis(40),
-        };
+        let store = TestStore::new(0, std::time::Duration::from_millis(40));
         let op = Op::Add(Attachment {
             container_id: "c1".into(),
             ifname: "eth0".into(),
