@@ -478,7 +478,7 @@ mod tests {
     }
 
     impl TestStore {
-        fn new(conflicts: u32, delay: std::time::Duration) -> TestStore {
+        fn new(conflicts: u32, delay: Duration) -> TestStore {
             TestStore {
                 inner: MemoryStore::new(),
                 conflicts,
@@ -558,15 +558,22 @@ mod tests {
         (conf, ctx, sandbox, cache)
     }
 
-    /// An ADD of container c1 committed through a store whose first
-    /// `conflicts` commits lose a race; the store is handed back to look at.
-    fn add_racing(conflicts: u32) -> (TestStore, Result<Answered, CniError>) {
-        let (conf, ctx, sandbox, _cache) = setup();
-        let store = TestStore::new(conflicts, std::time::Duration::ZERO);
+    /// An ADD of container c1 committed through `store`, with the policy's
+    /// deadline set to `timeout` when given; the store is handed back to
+    /// look at, with how long the transaction took.
+    fn add_through(
+        store: TestStore,
+        timeout: Option<std::time::Duration>,
+    ) -> (TestStore, Result<Answered, CniError>, std::time::Duration) {
+        let (mut conf, ctx, sandbox, _cache) = setup();
+        if let Some(t) = timeout {
+            conf.ipam.limits.timeout = t;
+        }
         let op = Op::Add(Attachment {
             container_id: "c1".into(),
             ifname: "eth0".into(),
         });
+        let started = Instant::now();
         let answer = transact(
             &store,
             &sandbox,
@@ -578,6 +585,13 @@ mod tests {
             None,
             &mut None,
         );
+        (store, answer, started.elapsed())
+    }
+
+    /// An ADD of c1 through a store whose first `conflicts` commits lose a
+    /// race.
+    fn add_racing(conflicts: u32) -> (TestStore, Result<Answered, CniError>) {
+        let (store, answer, _) = add_through(TestStore::new(conflicts, Duration::ZERO), None);
         (store, answer)
     }
 
@@ -604,33 +618,16 @@ mod tests {
 
     #[test]
     fn store_time_does_not_count_against_the_policys_deadline() {
-        let (mut conf, ctx, sandbox, _cache) = setup();
         // The policy's own work takes about a millisecond; each of its
         // store calls here takes 40 ms, several times the whole deadline.
-        conf.ipam.limits.timeout = std::time::Duration::from_millis(30);
-        let store = TestStore::new(0, std::time::Duration::from_millis(40));
-        let op = Op::Add(Attachment {
-            container_id: "c1".into(),
-            ifname: "eth0".into(),
-        });
-        let started = std::time::Instant::now();
-        let answer = transact(
-            &store,
-            &sandbox,
-            &conf,
-            &ctx,
-            &op,
-            0,
-            Mode::Commit,
-            None,
-            &mut None,
-        );
+        let slow = TestStore::new(0, Duration::from_millis(40));
+        let (_, answer, took) = add_through(slow, Some(Duration::from_millis(30)));
         let Answered::Result(r) = answer.unwrap() else {
             panic!("ADD answers a result")
         };
         assert_eq!(r.ips[0].address.to_string(), "10.5.0.2/24");
         assert!(
-            started.elapsed() > std::time::Duration::from_millis(60),
+            took > Duration::from_millis(60),
             "the store really was slower than the deadline"
         );
     }
