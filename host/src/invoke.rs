@@ -343,6 +343,19 @@ pub enum Answered {
     Nothing,
 }
 
+/// How long to wait before running again a transaction that lost a race
+/// for the `attempt`th time, in a call that started at `started`: an
+/// exponential backoff with jitter, as long as it ends within the store's
+/// own timeout; `None` past that.
+pub(crate) fn retry_wait(conf: &NetConf, started: Instant, attempt: u32) -> Option<Duration> {
+    let budget = match &conf.ipam.store {
+        StoreConf::Etcd(etcd) => etcd.timeout,
+        StoreConf::Embedded => EMBEDDED_RETRY_BUDGET,
+    };
+    let wait = crate::store::backoff(attempt);
+    (started.elapsed() + wait < budget).then_some(wait)
+}
+
 /// Runs the policy in a transaction, retrying a transaction that lost a race
 /// (safe: the policy has no other side effects), and commits only a success.
 /// With `boot`, this boot's id, it records the attachments ADD makes and
@@ -366,10 +379,6 @@ fn transact(
     // burst of nodes claiming blocks at once needs more rounds than a fixed
     // count allowed, and the backoff (exponential, with jitter) spreads them.
     let started = Instant::now();
-    let budget = match &conf.ipam.store {
-        StoreConf::Etcd(etcd) => etcd.timeout,
-        StoreConf::Embedded => EMBEDDED_RETRY_BUDGET,
-    };
     let mut reclaimed = false;
     let mut attempt = 0;
     loop {
@@ -428,23 +437,23 @@ fn transact(
             match txn.commit() {
                 Ok(()) if crash.as_deref() == Some("after-commit") => sandbox::crash_now(),
                 Ok(()) => Timings::mark(timings, "commit"),
-                Err(StoreError::Conflict)
-                    if started.elapsed() + crate::store::backoff(attempt) < budget =>
-                {
-                    // Reported so an operator (and the tests) can see the
-                    // contention a shared store is under.
-                    eprintln!(
-                        "wasm-ipam: store conflict on attempt {attempt}; running the policy again"
-                    );
-                    std::thread::sleep(crate::store::backoff(attempt));
-                    continue;
-                }
-                Err(StoreError::Conflict) => {
-                    return Err(CniError::TryAgain(format!(
-                        "store: other calls changed what this one read on each of {attempt} attempts in {} ms; try again",
-                        started.elapsed().as_millis()
-                    )));
-                }
+                Err(StoreError::Conflict) => match retry_wait(conf, started, attempt) {
+                    Some(wait) => {
+                        // Reported so an operator (and the tests) can see the
+                        // contention a shared store is under.
+                        eprintln!(
+                            "wasm-ipam: store conflict on attempt {attempt}; running the policy again"
+                        );
+                        std::thread::sleep(wait);
+                        continue;
+                    }
+                    None => {
+                        return Err(CniError::TryAgain(format!(
+                            "store: other calls changed what this one read on each of {attempt} attempts in {} ms; try again",
+                            started.elapsed().as_millis()
+                        )));
+                    }
+                },
                 Err(e) => return Err(e.into()),
             }
         }

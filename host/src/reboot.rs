@@ -46,8 +46,6 @@ use crate::store::{Store, StoreError, Txn};
 /// Fixes the boot id, for tests that fake a reboot.
 pub const BOOT_ID_ENV: &str = "WASM_IPAM_BOOT_ID";
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
-/// How often a reclaim that lost a race is run again.
-const MAX_ATTEMPTS: u32 = 8;
 /// Records read per scan.
 const PAGE: u32 = 256;
 
@@ -208,6 +206,7 @@ pub fn release(
     mode: Mode,
 ) -> Result<Vec<(Attachment, String)>, CniError> {
     let ctx = del_context(conf, node);
+    let started = std::time::Instant::now();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -245,9 +244,10 @@ pub fn release(
         }
         match txn.commit() {
             Ok(()) => return Ok(released),
-            Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
-                std::thread::sleep(crate::store::backoff(attempt));
-            }
+            Err(StoreError::Conflict) => match crate::invoke::retry_wait(conf, started, attempt) {
+                Some(wait) => std::thread::sleep(wait),
+                None => return Err(StoreError::Conflict.into()),
+            },
             Err(e) => return Err(e.into()),
         }
     }
