@@ -18,8 +18,6 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use serde_json::Value;
-
 use crate::cni::CniError;
 use crate::cni::config::{Location, NetConf, StoreConf};
 use crate::cni::env::Command;
@@ -72,8 +70,9 @@ pub fn with_record(
         at.name, cause, record.policy
     );
     let mut conf = record.netconf(&at.name, &at.data_dir, Default::default());
+    // The recorded ipam names the policy already (or means the default,
+    // as it did at ADD); only the node-local fields were left out of it.
     if let Some(ipam) = conf["ipam"].as_object_mut() {
-        ipam.insert("policy".into(), Value::from(record.policy.clone()));
         ipam.extend(at.local);
     }
     let recorded = NetConf::parse(conf.to_string().as_bytes())?;
