@@ -218,8 +218,6 @@ impl Link {
 pub struct Route {
     pub dst: IpNet,
     pub gateway: Option<IpAddr>,
-    pub dev: Option<String>,
-    pub table: Option<String>,
 }
 
 impl Route {
@@ -233,8 +231,6 @@ impl Route {
         Some(Route {
             dst,
             gateway: v["gateway"].as_str().and_then(|g| g.parse().ok()),
-            dev: v["dev"].as_str().map(str::to_string),
-            table: v["table"].as_str().map(str::to_string),
         })
     }
 }
