@@ -15,6 +15,7 @@ use crate::cni::result::IpamResult;
 use crate::cni::version::{LATEST, Version, version_json};
 use crate::cni::{CniError, resolv};
 use crate::netrecord::NetworkRecord;
+use crate::retry::Retries;
 use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
 use crate::store::{EtcdStore, SqliteStore, Store, StoreError};
 use crate::{reboot, release};
@@ -22,11 +23,6 @@ use crate::{reboot, release};
 /// Environment variable that fixes the clock the policies see, in seconds
 /// since the Unix epoch. For tests and `simulate`; unset in production.
 pub const NOW_ENV: &str = "WASM_IPAM_NOW";
-/// How long a call keeps running again a transaction that lost a race on
-/// the embedded store, which serializes calls and so never loses one in
-/// practice; a shared store's own `timeoutMs` bounds it instead.
-const EMBEDDED_RETRY_BUDGET: Duration = Duration::from_secs(2);
-
 /// Set to anything to have the host print, on stderr, how long each stage of
 /// the call took: what the benchmarks' breakdown reads.
 pub const TIMINGS_ENV: &str = "WASM_IPAM_TIMINGS";
@@ -343,19 +339,6 @@ pub enum Answered {
     Nothing,
 }
 
-/// How long to wait before running again a transaction that lost a race
-/// for the `attempt`th time, in a call that started at `started`: an
-/// exponential backoff with jitter, as long as it ends within the store's
-/// own timeout; `None` past that.
-pub(crate) fn retry_wait(conf: &NetConf, started: Instant, attempt: u32) -> Option<Duration> {
-    let budget = match &conf.ipam.store {
-        StoreConf::Etcd(etcd) => etcd.timeout,
-        StoreConf::Embedded => EMBEDDED_RETRY_BUDGET,
-    };
-    let wait = crate::store::backoff(attempt);
-    (started.elapsed() + wait < budget).then_some(wait)
-}
-
 /// Runs the policy in a transaction, retrying a transaction that lost a race
 /// (safe: the policy has no other side effects), and commits only a success.
 /// With `boot`, this boot's id, it records the attachments ADD makes and
@@ -375,22 +358,18 @@ fn transact(
     // What an ADD records of the network, built once for every attempt.
     let record = matches!(op, Op::Add(_)).then(|| NetworkRecord::of(conf));
     let reclaim = boot.filter(|_| conf.ipam.reclaim_after_reboot && mode == Mode::Commit);
-    // Lost races are run again for as long as the store's own timeout: a
-    // burst of nodes claiming blocks at once needs more rounds than a fixed
-    // count allowed, and the backoff (exponential, with jitter) spreads them.
-    let started = Instant::now();
+    // Lost races are run again for a bounded time (see `retry`).
+    let mut retries = Retries::new(conf);
     let mut reclaimed = false;
-    let mut attempt = 0;
     loop {
-        attempt += 1;
-        let mut txn = store.begin(&conf.name)?;
+        let mut txn = retries.begin(store, &conf.name)?;
         if let Some(boot) = reclaim
             && !reclaimed
             && reboot::needs_reclaim(&mut *txn, &ctx.node, boot)?
         {
             drop(txn);
             reclaimed = true;
-            attempt -= 1;
+            retries = Retries::new(conf);
             if let Err(e) = reboot::reclaim(store, sandbox, conf, &ctx.node, boot, now) {
                 eprintln!("wasm-ipam: {e}; the reclaim is left for the next call");
             }
@@ -437,22 +416,18 @@ fn transact(
             match txn.commit() {
                 Ok(()) if crash.as_deref() == Some("after-commit") => sandbox::crash_now(),
                 Ok(()) => Timings::mark(timings, "commit"),
-                Err(StoreError::Conflict) => match retry_wait(conf, started, attempt) {
+                Err(StoreError::Conflict) => match retries.wait() {
                     Some(wait) => {
                         // Reported so an operator (and the tests) can see the
                         // contention a shared store is under.
                         eprintln!(
-                            "wasm-ipam: store conflict on attempt {attempt}; running the policy again"
+                            "wasm-ipam: store conflict on attempt {}; running the policy again",
+                            retries.attempt()
                         );
                         std::thread::sleep(wait);
                         continue;
                     }
-                    None => {
-                        return Err(CniError::TryAgain(format!(
-                            "store: other calls changed what this one read on each of {attempt} attempts in {} ms; try again",
-                            started.elapsed().as_millis()
-                        )));
-                    }
+                    None => return Err(retries.exhausted()),
                 },
                 Err(e) => return Err(e.into()),
             }
@@ -472,11 +447,13 @@ mod tests {
     use crate::store::{Entry, MemoryStore, Txn};
 
     /// A store whose first `conflicts` commits lose a race, and whose every
-    /// operation takes `delay`, as a busy etcd's do.
+    /// operation takes `delay`, as a busy etcd's do; each `begin` waits
+    /// `queue`, as a call queued behind its node's other calls does.
     struct TestStore {
         inner: MemoryStore,
         conflicts: u32,
         delay: std::time::Duration,
+        queue: std::time::Duration,
         begun: AtomicU32,
     }
 
@@ -492,6 +469,7 @@ mod tests {
                 inner: MemoryStore::new(),
                 conflicts,
                 delay,
+                queue: Duration::ZERO,
                 begun: AtomicU32::new(0),
             }
         }
@@ -500,6 +478,7 @@ mod tests {
     impl Store for TestStore {
         fn begin(&self, ns: &str) -> Result<Box<dyn Txn>, StoreError> {
             let n = self.begun.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(self.queue);
             Ok(Box::new(TestTxn {
                 inner: self.inner.begin(ns)?,
                 lose: n < self.conflicts,
@@ -574,7 +553,19 @@ mod tests {
         store: TestStore,
         timeout: Option<std::time::Duration>,
     ) -> (TestStore, Result<Answered, CniError>, std::time::Duration) {
+        let (conf, ..) = setup();
+        add_with(store, timeout, conf.ipam.store)
+    }
+
+    /// [`add_through`], with the network's store settings (which set the
+    /// retry budget) replaced by `store_conf`.
+    fn add_with(
+        store: TestStore,
+        timeout: Option<std::time::Duration>,
+        store_conf: StoreConf,
+    ) -> (TestStore, Result<Answered, CniError>, std::time::Duration) {
         let (mut conf, ctx, sandbox, _cache) = setup();
+        conf.ipam.store = store_conf;
         if let Some(t) = timeout {
             conf.ipam.limits.timeout = t;
         }
@@ -654,5 +645,23 @@ mod tests {
             "{err}"
         );
         assert!(store.inner.dump("n").is_empty());
+    }
+
+    #[test]
+    fn time_queued_behind_the_nodes_other_calls_is_not_charged_to_retries() {
+        // Three lost races, and each attempt first waits 400 ms for its turn:
+        // 1.6 s of queueing against a 300 ms budget, which the attempts
+        // themselves (a few ms each, with their backoff) stay well within.
+        let mut store = TestStore::new(3, Duration::ZERO);
+        store.queue = Duration::from_millis(400);
+        let etcd = StoreConf::Etcd(crate::cni::config::EtcdConf {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            prefix: "/x/".into(),
+            timeout: Duration::from_millis(300),
+        });
+        let (store, answer, took) = add_with(store, None, etcd);
+        assert!(answer.is_ok(), "{answer:?}");
+        assert_eq!(store.begun.load(Ordering::SeqCst), 4);
+        assert!(took > Duration::from_millis(1600));
     }
 }

@@ -17,6 +17,7 @@ pub mod invoke;
 pub mod netrecord;
 pub mod reboot;
 pub mod release;
+pub mod retry;
 pub mod sandbox;
 pub mod store;
 pub mod tools;

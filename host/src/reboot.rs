@@ -206,11 +206,9 @@ pub fn release(
     mode: Mode,
 ) -> Result<Vec<(Attachment, String)>, CniError> {
     let ctx = del_context(conf, node);
-    let started = std::time::Instant::now();
-    let mut attempt = 0;
+    let mut retries = crate::retry::Retries::new(conf);
     loop {
-        attempt += 1;
-        let mut txn = store.begin(&conf.name)?;
+        let mut txn = retries.begin(store, &conf.name)?;
         if let Gone::OtherBoots(boot) = gone
             && !due(&mut *txn, node, boot)?
         {
@@ -244,9 +242,9 @@ pub fn release(
         }
         match txn.commit() {
             Ok(()) => return Ok(released),
-            Err(StoreError::Conflict) => match crate::invoke::retry_wait(conf, started, attempt) {
+            Err(StoreError::Conflict) => match retries.wait() {
                 Some(wait) => std::thread::sleep(wait),
-                None => return Err(StoreError::Conflict.into()),
+                None => return Err(retries.exhausted()),
             },
             Err(e) => return Err(e.into()),
         }
