@@ -161,8 +161,8 @@ impl Target {
                 ))
             }
             "pooled" => Some((
-                json!({"pools": [{"name": "main", "cidr": "10.201.0.0/24", "blockSize": 28}]}),
-                json!({"pools": [{"name": "small", "cidr": "10.202.0.0/29", "blockSize": 29}]}),
+                json!({"node": "conformance", "pools": [{"name": "main", "cidr": "10.201.0.0/24", "blockSize": 28}]}),
+                json!({"node": "conformance", "pools": [{"name": "small", "cidr": "10.202.0.0/29", "blockSize": 29}]}),
             )),
             _ => None,
         }

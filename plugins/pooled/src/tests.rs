@@ -21,11 +21,20 @@ fn small(extra: Value) -> Value {
     c
 }
 
-fn add(h: &mut MemHost, c: &Context, id: &str) -> Result<Vec<String>, IpamError> {
+/// A node name whose claims start at `block` of a pool of `count` blocks
+/// (see `blocks::start_of`), so a test can say which block it gets.
+fn node_at(block: u128, count: u128) -> String {
+    (0..)
+        .map(|i| format!("node-{i}"))
+        .find(|n| blocks::start_of(n, count) == block)
+        .expect("some name starts there")
+}
+
+fn add(h: &mut dyn Host, c: &Context, id: &str) -> Result<Vec<String>, IpamError> {
     Pooled::add(h, c, &att(id)).map(|a| a.ips.into_iter().map(|i| i.address).collect())
 }
 
-fn add1(h: &mut MemHost, c: &Context, id: &str) -> String {
+fn add1(h: &mut dyn Host, c: &Context, id: &str) -> String {
     add(h, c, id).unwrap().remove(0)
 }
 
@@ -42,7 +51,8 @@ fn owned_blocks(h: &MemHost, node: &str) -> Vec<String> {
 #[test]
 fn lowest_free_address_of_an_own_block_then_a_new_block() {
     let mut h = MemHost::default();
-    let c = ctx(small(json!({})), "node-a");
+    let n = node_at(0, 8);
+    let c = ctx(small(json!({})), &n);
     // Block 10.30.0.0/30: .0 is the pool's network address, never handed out.
     assert_eq!(add1(&mut h, &c, "a"), "10.30.0.1/27");
     assert_eq!(add1(&mut h, &c, "b"), "10.30.0.2/27");
@@ -50,9 +60,9 @@ fn lowest_free_address_of_an_own_block_then_a_new_block() {
     assert_eq!(
         add1(&mut h, &c, "d"),
         "10.30.0.4/27",
-        "a second block is claimed"
+        "a second block is claimed, the next from where the node starts"
     );
-    assert_eq!(owned_blocks(&h, "node-a"), ["10.30.0.0/30", "10.30.0.4/30"]);
+    assert_eq!(owned_blocks(&h, &n), ["10.30.0.0/30", "10.30.0.4/30"]);
     Pooled::del(&mut h, &c, &att("b")).unwrap();
     assert_eq!(add1(&mut h, &c, "e"), "10.30.0.2/27", "lowest free first");
 }
@@ -60,16 +70,17 @@ fn lowest_free_address_of_an_own_block_then_a_new_block() {
 #[test]
 fn nodes_prefer_their_own_blocks() {
     let mut h = MemHost::default();
-    let a = ctx(small(json!({})), "node-a");
-    let b = ctx(small(json!({})), "node-b");
+    let (na, nb) = (node_at(0, 8), node_at(5, 8));
+    let a = ctx(small(json!({})), &na);
+    let b = ctx(small(json!({})), &nb);
     assert_eq!(add1(&mut h, &a, "a1"), "10.30.0.1/27");
-    assert_eq!(add1(&mut h, &b, "b1"), "10.30.0.4/27");
+    assert_eq!(add1(&mut h, &b, "b1"), "10.30.0.20/27");
     assert_eq!(add1(&mut h, &a, "a2"), "10.30.0.2/27");
-    assert_eq!(add1(&mut h, &b, "b2"), "10.30.0.5/27");
-    assert_eq!(owned_blocks(&h, "node-b"), ["10.30.0.4/30"]);
+    assert_eq!(add1(&mut h, &b, "b2"), "10.30.0.21/27");
+    assert_eq!(owned_blocks(&h, &nb), ["10.30.0.20/30"]);
     // The node name in the config wins over the host's.
-    let named = ctx(small(json!({"node": "node-b"})), "node-a");
-    assert_eq!(add1(&mut h, &named, "b3"), "10.30.0.6/27");
+    let named = ctx(small(json!({"node": nb})), &na);
+    assert_eq!(add1(&mut h, &named, "b3"), "10.30.0.22/27");
 }
 
 fn fill_pool_from(h: &mut MemHost, c: &Context, prefix: &str) -> usize {
@@ -90,9 +101,10 @@ fn borrowing_unless_strict_affinity() {
         }
         c
     };
+    let (na, nb) = (node_at(0, 2), node_at(1, 2));
     let mut h = MemHost::default();
-    let a = ctx(pool(json!({})), "node-a");
-    let b = ctx(pool(json!({})), "node-b");
+    let a = ctx(pool(json!({})), &na);
+    let b = ctx(pool(json!({})), &nb);
     add1(&mut h, &a, "a0");
     add1(&mut h, &b, "b0");
     assert_eq!(
@@ -112,8 +124,8 @@ fn borrowing_unless_strict_affinity() {
     assert_eq!(borrowed, 6);
 
     let mut h = MemHost::default();
-    let a = ctx(pool(json!({"strictAffinity": true})), "node-a");
-    let b = ctx(pool(json!({"strictAffinity": true})), "node-b");
+    let a = ctx(pool(json!({"strictAffinity": true})), &na);
+    let b = ctx(pool(json!({"strictAffinity": true})), &nb);
     add1(&mut h, &a, "a0");
     add1(&mut h, &b, "b0");
     assert_eq!(
@@ -123,13 +135,10 @@ fn borrowing_unless_strict_affinity() {
     );
     let err = add(&mut h, &a, "late").unwrap_err();
     assert_eq!(code(&err), 11);
-    assert!(
-        ipam_kit::errors::message(&err).contains("node-a"),
-        "{err:?}"
-    );
+    assert!(ipam_kit::errors::message(&err).contains(&na), "{err:?}");
     assert_eq!(
         Pooled::status(&mut h, &a).unwrap(),
-        Availability::Unavailable("every pool is exhausted for node node-a: p".into())
+        Availability::Unavailable(format!("every pool is exhausted for node {na}: p"))
     );
     assert_eq!(Pooled::status(&mut h, &b).unwrap(), Availability::Available);
 }
@@ -144,9 +153,10 @@ fn blocks_index(ip: &IpAddr) -> u8 {
 #[test]
 fn max_blocks_per_node_stops_claiming_and_borrowing() {
     let mut h = MemHost::default();
-    let c = ctx(small(json!({"maxBlocksPerNode": 1})), "node-a");
+    let n = node_at(0, 8);
+    let c = ctx(small(json!({"maxBlocksPerNode": 1})), &n);
     assert_eq!(fill_pool_from(&mut h, &c, "p"), 3);
-    assert_eq!(owned_blocks(&h, "node-a").len(), 1);
+    assert_eq!(owned_blocks(&h, &n).len(), 1);
     assert_eq!(code(&add(&mut h, &c, "late").unwrap_err()), 11);
 }
 
@@ -162,7 +172,19 @@ fn dual_stack_pools_give_one_address_each() {
     );
     let a = Pooled::add(&mut h, &c, &att("a")).unwrap();
     let addrs: Vec<_> = a.ips.iter().map(|i| i.address.as_str()).collect();
-    assert_eq!(addrs, ["10.32.0.2/16", "fd00:32::1/64"]);
+    // node-a starts at block 851 of 1024 and block 0xa5c73088_1e32d4c0 of
+    // 2^58; the first address of a block other than the pool's first is usable.
+    assert_eq!(
+        (
+            blocks::start_of("node-a", 1 << 10),
+            blocks::start_of("node-a", 1 << 58)
+        ),
+        (851, 0xa5c7_3088_1e32_d4c0 >> 6)
+    );
+    assert_eq!(
+        addrs,
+        ["10.32.212.192/16", "fd00:32::a5c7:3088:1e32:d4c0/64"]
+    );
     assert_eq!(a.ips[0].gateway.as_deref(), Some("10.32.0.1"));
     assert_eq!(a.routes.len(), 2);
     // Default block sizes: /26 and /122.
@@ -181,13 +203,15 @@ fn pools_are_chosen_by_request_then_namespace_then_default() {
         {"name": "special", "cidr": "10.42.0.0/24", "namespaces": ["nobody"]}
     ]});
     let mut h = MemHost::default();
-    let mut c = ctx(conf.clone(), "n");
+    // Three pools of four /26 blocks each; this node starts at the first.
+    let n = node_at(0, 4);
+    let mut c = ctx(conf.clone(), &n);
     assert_eq!(add1(&mut h, &c, "a"), "10.40.0.1/24");
     c.cni_args = vec![("K8S_POD_NAMESPACE".into(), "prod".into())];
     assert_eq!(add1(&mut h, &c, "b"), "10.41.0.1/24");
     c.cni_args.push(("IPAM_POOL".into(), "special".into()));
     assert_eq!(add1(&mut h, &c, "c"), "10.42.0.1/24");
-    let mut c = ctx(conf.clone(), "n");
+    let mut c = ctx(conf.clone(), &n);
     c.args = Some(json!({"cni": {"pool": "prod"}}).to_string());
     assert_eq!(add1(&mut h, &c, "d"), "10.41.0.2/24");
     c.args = Some(json!({"cni": {"pool": "nope"}}).to_string());
@@ -240,7 +264,7 @@ fn released_addresses_cool_down_before_reuse() {
         now: 1000,
         ..MemHost::default()
     };
-    let c = ctx(small(json!({"cooldownSeconds": 30})), "n");
+    let c = ctx(small(json!({"cooldownSeconds": 30})), &node_at(0, 8));
     assert_eq!(add1(&mut h, &c, "a"), "10.30.0.1/27");
     Pooled::del(&mut h, &c, &att("a")).unwrap();
     assert_eq!(add1(&mut h, &c, "b"), "10.30.0.2/27", ".1 is cooling");
@@ -251,14 +275,15 @@ fn released_addresses_cool_down_before_reuse() {
 #[test]
 fn an_emptied_block_returns_to_the_pool_but_a_node_keeps_one() {
     let mut h = MemHost::default();
-    let c = ctx(small(json!({})), "n");
+    let n = node_at(0, 8);
+    let c = ctx(small(json!({})), &n);
     for id in ["a", "b", "c", "d"] {
         add1(&mut h, &c, id);
     }
-    assert_eq!(owned_blocks(&h, "n").len(), 2);
+    assert_eq!(owned_blocks(&h, &n).len(), 2);
     Pooled::del(&mut h, &c, &att("d")).unwrap();
     assert_eq!(
-        owned_blocks(&h, "n"),
+        owned_blocks(&h, &n),
         ["10.30.0.0/30"],
         "the emptied second block went back"
     );
@@ -266,7 +291,7 @@ fn an_emptied_block_returns_to_the_pool_but_a_node_keeps_one() {
         Pooled::del(&mut h, &c, &att(id)).unwrap();
     }
     assert_eq!(
-        owned_blocks(&h, "n"),
+        owned_blocks(&h, &n),
         ["10.30.0.0/30"],
         "the last block stays"
     );
@@ -354,14 +379,16 @@ fn ipv6_pools_claim_blocks_without_enumerating_them() {
         "n",
     );
     let got: Vec<String> = (0..5).map(|i| add1(&mut h, &c, &format!("c{i}"))).collect();
+    // 2^62 blocks of 4: "n" starts at block 0x2f63_e34c_8601_f871.
+    assert_eq!(blocks::start_of("n", 1 << 62), 0x2f63_e34c_8601_f871);
     assert_eq!(
         got,
         [
-            "fd00:60::1/64",
-            "fd00:60::2/64",
-            "fd00:60::3/64",
-            "fd00:60::4/64",
-            "fd00:60::5/64"
+            "fd00:60::bd8f:8d32:1807:e1c4/64",
+            "fd00:60::bd8f:8d32:1807:e1c5/64",
+            "fd00:60::bd8f:8d32:1807:e1c6/64",
+            "fd00:60::bd8f:8d32:1807:e1c7/64",
+            "fd00:60::bd8f:8d32:1807:e1c8/64"
         ]
     );
 }
@@ -384,8 +411,10 @@ fn unknown_cni_args_are_refused_unless_ignored() {
 #[test]
 fn the_open_index_follows_room_in_a_nodes_blocks() {
     let mut h = MemHost::default();
-    let c = ctx(small(json!({})), "n");
-    let open = |h: &MemHost| h.data.keys().filter(|k| k.starts_with("open/n/p/")).count();
+    let n = node_at(0, 8);
+    let c = ctx(small(json!({})), &n);
+    let prefix = format!("open/{n}/p/");
+    let open = |h: &MemHost| h.data.keys().filter(|k| k.starts_with(&prefix)).count();
     add1(&mut h, &c, "a");
     assert_eq!(open(&h), 1, "block 0 has room");
     add1(&mut h, &c, "b");
@@ -409,4 +438,136 @@ fn blocks_of_more_than_65536_addresses_are_refused() {
         ipam_kit::errors::message(&err).contains("more than 65536 addresses"),
         "{err:?}"
     );
+}
+
+/// A host that remembers what a call read and wrote, as a serializable
+/// store does to find conflicts: keys got, prefixes scanned, keys written.
+#[derive(Default)]
+struct Recording {
+    inner: MemHost,
+    got: std::cell::RefCell<BTreeSet<String>>,
+    scanned: std::cell::RefCell<BTreeSet<String>>,
+    written: BTreeSet<String>,
+}
+
+impl Host for Recording {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.got.borrow_mut().insert(key.to_string());
+        self.inner.get(key)
+    }
+    fn put(&mut self, key: &str, value: &[u8]) {
+        self.written.insert(key.to_string());
+        self.inner.put(key, value)
+    }
+    fn delete(&mut self, key: &str) {
+        self.written.insert(key.to_string());
+        self.inner.delete(key)
+    }
+    fn scan(&self, prefix: &str, after: Option<&str>, limit: u32) -> Vec<(String, Vec<u8>)> {
+        self.scanned.borrow_mut().insert(prefix.to_string());
+        self.inner.scan(prefix, after, limit)
+    }
+    fn now(&self) -> u64 {
+        self.inner.now()
+    }
+    fn log(&self, level: ipam_kit::Level, message: &str) {
+        self.inner.log(level, message)
+    }
+}
+
+impl Recording {
+    /// Whether anything this call read was written by `other`.
+    fn read_what_was_written_by(&self, other: &Recording) -> Vec<String> {
+        other
+            .written
+            .iter()
+            .filter(|w| {
+                self.got.borrow().contains(*w)
+                    || self.scanned.borrow().iter().any(|p| w.starts_with(p))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// 4096 blocks of 16 addresses, as in the 100-node burst of the issue.
+fn wide() -> Value {
+    json!({"pools": [{"name": "p", "cidr": "10.60.0.0/16", "blockSize": 28}]})
+}
+
+#[test]
+fn nodes_starting_at_once_claim_blocks_without_reading_each_others_writes() {
+    // Every node's first ADD runs on the same snapshot, as 100 nodes
+    // starting at once do on etcd: two of them conflict only if one read a
+    // key the other wrote. From the lowest block, every pair did.
+    let base = {
+        let mut h = MemHost::default();
+        add1(&mut h, &ctx(wide(), "seed"), "s");
+        h
+    };
+    let nodes: Vec<String> = (0..100).map(|i| format!("worker-{i:03}")).collect();
+    let calls: Vec<Recording> = nodes
+        .iter()
+        .map(|n| {
+            let mut r = Recording {
+                inner: base.clone(),
+                ..Recording::default()
+            };
+            add1(&mut r, &ctx(wide(), n), &format!("{n}-pod"));
+            r
+        })
+        .collect();
+    let starts: BTreeSet<u128> = nodes.iter().map(|n| blocks::start_of(n, 4096)).collect();
+    let mut conflicting = 0;
+    for (i, a) in calls.iter().enumerate() {
+        for b in &calls[i + 1..] {
+            let (ab, ba) = (a.read_what_was_written_by(b), b.read_what_was_written_by(a));
+            // Only the kit's pool-wide lease index could be shared: none is.
+            assert!(
+                ab.iter().chain(&ba).all(|k| k.starts_with("block/")),
+                "{ab:?} {ba:?}"
+            );
+            conflicting += usize::from(!ab.is_empty() || !ba.is_empty());
+        }
+    }
+    // Only nodes whose starting points coincide read the same block key.
+    let collisions = 100 - starts.len();
+    assert!(conflicting <= collisions, "{conflicting} pairs conflict");
+    for r in &calls {
+        let scanned = r.scanned.borrow();
+        assert!(
+            scanned.iter().all(|p| !p.starts_with("block/")),
+            "a claim scans no pool-wide range: {scanned:?}"
+        );
+    }
+}
+
+#[test]
+fn a_claim_past_its_probes_scans_and_wraps_around_the_pool() {
+    // A /26 in /31 blocks: 32 blocks of 2. Other nodes hold every block but
+    // one, 20 blocks past this node's start: beyond the probes, and (from
+    // a start past 11) wrapping around the end of the pool.
+    let conf = json!({"pools": [{"name": "p", "cidr": "10.61.0.0/26", "blockSize": 31}]});
+    let n = node_at(20, 32);
+    let free = (20 + 20) % 32;
+    let c = ctx(conf.clone(), &n);
+    let pool = config::parse(&c).unwrap().pools.remove(0);
+    let mut h = MemHost::default();
+    for index in (0..32).filter(|i| *i != free) {
+        let ip = ipam_kit::ranges::ip_from_num(
+            pool.net.addr(),
+            ipam_kit::ranges::ip_num(pool.block_net(index).network()) + 1,
+        );
+        let lease = Lease::new(&c, &att(&format!("o{index}")), 0);
+        blocks::take(&mut h, &pool, index, ip, "other", lease);
+    }
+    assert_eq!(add1(&mut h, &c, "a"), "10.61.0.16/26");
+    assert_eq!(owned_blocks_of(&h, &n, &pool), ["10.61.0.16/31"]);
+}
+
+fn owned_blocks_of(h: &MemHost, node: &str, pool: &Pool) -> Vec<String> {
+    blocks::node_blocks(h, node, "p")
+        .into_iter()
+        .map(|i| pool.block_net(i).to_string())
+        .collect()
 }
