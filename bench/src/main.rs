@@ -8,8 +8,10 @@
 //! throughput with 2 and 16 concurrent callers; and a warm ADD split into
 //! its stages (from the host's `WASM_IPAM_TIMINGS`). With `--etcd`, pooled
 //! on a shared etcd against the embedded store, and the conflict rate of
-//! three nodes adding at once.
+//! three nodes adding at once. With `--etcd` and `--cluster`, only the
+//! cluster bursts of `cluster.rs`: N nodes starting P pods at once.
 
+mod cluster;
 mod measure;
 mod shared;
 mod spawn;
@@ -48,6 +50,12 @@ struct Cli {
     /// against the embedded store, and the conflict rate of three nodes.
     #[arg(long, value_name = "URL")]
     etcd: Option<String>,
+    /// Only the cluster bursts on the `--etcd` endpoint: runs written
+    /// NODESxPODS[:cold|:churn], comma-separated; without a value, the
+    /// standard set.
+    #[arg(long, value_name = "RUNS", value_delimiter = ',', num_args = 0..=1,
+          default_missing_value = cluster::DEFAULT_RUNS)]
+    cluster: Option<Vec<cluster::Spec>>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -155,6 +163,15 @@ fn main() -> Result<()> {
             "{} does not exist: build it (cargo build -p wasm-ipam) or give --wasm-ipam",
             ours.display()
         );
+    }
+    if let Some(specs) = &cli.cluster {
+        let Some(url) = &cli.etcd else {
+            bail!("--cluster needs an etcd: give --etcd http://127.0.0.1:2379");
+        };
+        let results = json!({"cluster": cluster::run_all(&ours, url, specs)?});
+        std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
+        println!("\nJSON: {}", cli.json.display());
+        return Ok(());
     }
     let reference = Path::new(systems::REFERENCE).exists();
     if !reference {

@@ -11,18 +11,33 @@ pub struct Run {
     pub max_rss_kib: u64,
     pub ok: bool,
     pub stderr: String,
+    /// Only with [`run_capturing`]; the timed runs send stdout to /dev/null.
+    pub stdout: String,
+}
+
+/// [`run`], keeping what the call printed on stdout (its result or error).
+pub fn run_capturing(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Run {
+    spawn(bin, env, stdin, true)
 }
 
 // The child is reaped by wait4 below, which std's Child::wait cannot
 // replace: only wait4 returns the child's own peak RSS.
-#[allow(clippy::zombie_processes)]
 pub fn run(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Run {
+    spawn(bin, env, stdin, false)
+}
+
+#[allow(clippy::zombie_processes)]
+fn spawn(bin: &Path, env: &[(&str, String)], stdin: &[u8], capture: bool) -> Run {
     let start = Instant::now();
     let mut child = Command::new(bin)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning the plugin");
@@ -32,13 +47,17 @@ pub fn run(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Run {
         .expect("piped")
         .write_all(stdin)
         .expect("writing stdin");
-    let mut stderr = String::new();
-    let mut pipe = child.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        use std::io::Read;
-        let _ = pipe.read_to_string(&mut stderr);
-        stderr
-    });
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let reader = read(child.stderr.take().map(|p| Box::new(p) as _));
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -52,5 +71,6 @@ pub fn run(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Run {
         max_rss_kib: usage.ru_maxrss as u64,
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         stderr: reader.join().unwrap_or_default(),
+        stdout: stdout.join().unwrap_or_default(),
     }
 }

@@ -54,10 +54,12 @@ impl NetworkRecord {
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    /// Stores the record unless the same one is there already.
+    /// Stores the record unless the same one is there already. The check
+    /// is a `peek`: nodes that add at once write the same record, and need
+    /// not lose a race to each other over it.
     pub fn remember(&self, txn: &mut dyn Txn) -> Result<(), StoreError> {
         let value = serde_json::to_vec(self).expect("a record serializes");
-        if txn.get(RECORD_KEY)?.as_deref() != Some(value.as_slice()) {
+        if txn.peek(RECORD_KEY)?.as_deref() != Some(value.as_slice()) {
             txn.put(RECORD_KEY, &value)?;
         }
         Ok(())

@@ -64,6 +64,14 @@ pub trait Store {
 /// One serializable transaction. Dropping it without `commit` rolls it back.
 pub trait Txn: Send {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A read that does not join the transaction's read set, so a change to
+    /// the key by another transaction does not make this one lose. Only for
+    /// the host's own records that every writer writes whole and the same
+    /// (the network record): whoever writes last, the value is right. A
+    /// store whose transactions never run at once reads as `get` does.
+    fn peek(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(key)
+    }
     fn put(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     fn delete(&mut self, key: &str) -> Result<(), StoreError>;
     /// Up to `limit` entries with keys starting `prefix`, after `start_after`,

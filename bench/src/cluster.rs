@@ -1,0 +1,292 @@
+//! Cluster scale on etcd: N simulated nodes, each with its own `ipam.node`
+//! and data dir, start P pods at once against one real etcd, as after a mass
+//! reschedule or a cluster restart. Every ADD is its own process, as a
+//! runtime starts it.
+//!
+//! A run is written `NODESxPODS[:cold|:churn]`:
+//! - warm (the default): one cache, compiled before the burst, as the
+//!   `install` step leaves it;
+//! - `cold`: every node starts with an empty cache, so its first pods race
+//!   to compile the policy;
+//! - `churn`: half of each node's pods exist before the burst; in the burst
+//!   each of them is deleted and re-added under a new id (a reschedule)
+//!   while the node's other pods are added.
+//!
+//! Reported: the time until every pod has an address, ADD p50 and p99,
+//! conflicts per ADD (the host logs each lost race), failures by CNI code,
+//! and whether the addresses handed out are distinct.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use crate::spawn;
+use crate::stats::summarise;
+use crate::systems::env;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Warm,
+    Cold,
+    Churn,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub nodes: usize,
+    pub pods: usize,
+    pub mode: Mode,
+}
+
+impl std::str::FromStr for Spec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Spec, String> {
+        let bad =
+            || format!("{s:?} is not a cluster run: write NODESxPODS[:cold|:churn], e.g. 100x5");
+        let (size, mode) = s.split_once(':').unwrap_or((s, "warm"));
+        let (nodes, pods) = size.split_once('x').ok_or_else(bad)?;
+        let mode = match mode {
+            "warm" => Mode::Warm,
+            "cold" => Mode::Cold,
+            "churn" => Mode::Churn,
+            _ => return Err(bad()),
+        };
+        let (nodes, pods) = (
+            nodes.parse().map_err(|_| bad())?,
+            pods.parse().map_err(|_| bad())?,
+        );
+        if nodes == 0 || pods == 0 {
+            return Err(bad());
+        }
+        Ok(Spec { nodes, pods, mode })
+    }
+}
+
+impl std::fmt::Display for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            Mode::Warm => "warm",
+            Mode::Cold => "cold",
+            Mode::Churn => "churn",
+        };
+        write!(f, "{}x{} {mode}", self.nodes, self.pods)
+    }
+}
+
+/// The runs of the issue: 100 x 5 warm and cold, 20 x 50, and churn.
+pub const DEFAULT_RUNS: &str = "100x5,100x5:cold,20x50,100x5:churn";
+
+/// One call of the burst.
+struct Call {
+    node: usize,
+    command: &'static str,
+    id: String,
+}
+
+/// What one ADD of the burst gave.
+struct Added {
+    wall: Duration,
+    conflicts: usize,
+    /// The address, or the CNI error code.
+    answer: Result<String, i64>,
+}
+
+fn node_conf(spec: &Spec, node: usize, dir: &Path, shared_cache: &Path, store: &Value) -> String {
+    let name = format!("node-{node:03}");
+    let cache = match spec.mode {
+        Mode::Cold => dir.join(&name).join("cache"),
+        _ => shared_cache.to_path_buf(),
+    };
+    json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "ipam": {
+        "type": "wasm-ipam", "policy": "pooled", "node": name,
+        "pools": [{"name": "p", "cidr": "10.128.0.0/16", "blockSize": 28}],
+        "dataDir": dir.join(&name), "cacheDir": cache, "store": store}})
+    .to_string()
+}
+
+fn added(run: &spawn::Run) -> Added {
+    let out: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    let answer = match out["ips"][0]["address"].as_str() {
+        Some(a) if run.ok => Ok(a.to_string()),
+        _ => Err(out["code"].as_i64().unwrap_or(-1)),
+    };
+    Added {
+        wall: run.wall,
+        conflicts: run.stderr.matches("store conflict on attempt").count(),
+        answer,
+    }
+}
+
+/// Runs each list of calls in its own thread, all starting together; the
+/// ADDs' answers, in the order of the lists.
+fn burst(ours: &Path, confs: &[String], lists: Vec<Vec<Call>>) -> (Duration, Vec<Added>) {
+    let start_line = Barrier::new(lists.len() + 1);
+    let mut started = Instant::now();
+    let results: Vec<Vec<Added>> = std::thread::scope(|s| {
+        let handles: Vec<_> = lists
+            .into_iter()
+            .map(|list| {
+                let start_line = &start_line;
+                s.spawn(move || {
+                    start_line.wait();
+                    let mut out = Vec::new();
+                    for call in list {
+                        let conf = confs[call.node].as_bytes();
+                        let run = spawn::run_capturing(ours, &env(call.command, &call.id), conf);
+                        if call.command == "ADD" {
+                            out.push(added(&run));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        start_line.wait();
+        started = Instant::now();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a caller"))
+            .collect()
+    });
+    (started.elapsed(), results.into_iter().flatten().collect())
+}
+
+/// One run on a fresh prefix of the etcd at `url`.
+pub fn run(ours: &Path, url: &str, spec: &Spec) -> Result<Value> {
+    let tmp = tempfile::tempdir()?;
+    let prefix = format!(
+        "/wasm-ipam-bench/cluster-{}-{}",
+        std::process::id(),
+        spec.to_string().replace(' ', "-")
+    );
+    let store = json!({"etcd": {"endpoints": [url], "prefix": prefix}});
+    let shared_cache = tmp.path().join("cache");
+    if spec.mode != Mode::Cold {
+        let status = Command::new(ours)
+            .args(["compile", "pooled", "--cache-dir"])
+            .arg(&shared_cache)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running wasm-ipam compile")?;
+        if !status.success() {
+            bail!("wasm-ipam compile pooled failed");
+        }
+    }
+    let confs: Vec<String> = (0..spec.nodes)
+        .map(|n| node_conf(spec, n, tmp.path(), &shared_cache, &store))
+        .collect();
+    let id = |n: usize, what: &str, i: usize| format!("node-{n:03}-{what}-{i}");
+    // Churn: half of each node's pods exist before the burst.
+    let existing = if spec.mode == Mode::Churn {
+        spec.pods / 2
+    } else {
+        0
+    };
+    if existing > 0 {
+        let setup = (0..spec.nodes)
+            .map(|n| {
+                (0..existing)
+                    .map(|i| Call {
+                        node: n,
+                        command: "ADD",
+                        id: id(n, "old", i),
+                    })
+                    .collect()
+            })
+            .collect();
+        let (_, made) = burst(ours, &confs, setup);
+        if let Some(failed) = made.iter().find(|a| a.answer.is_err()) {
+            bail!(
+                "setting up the churn run: an ADD failed with {:?}",
+                failed.answer
+            );
+        }
+    }
+    // The burst: one caller per pod. A rescheduled pod is a DEL of its old
+    // id, then an ADD under a new one, in that order.
+    let mut lists = Vec::new();
+    for n in 0..spec.nodes {
+        for i in 0..spec.pods {
+            let mut list = Vec::new();
+            if i < existing {
+                list.push(Call {
+                    node: n,
+                    command: "DEL",
+                    id: id(n, "old", i),
+                });
+            }
+            list.push(Call {
+                node: n,
+                command: "ADD",
+                id: id(n, "pod", i),
+            });
+            lists.push(list);
+        }
+    }
+    let (wall, adds) = burst(ours, &confs, lists);
+    Ok(report(spec, wall, &adds))
+}
+
+fn report(spec: &Spec, wall: Duration, adds: &[Added]) -> Value {
+    let walls: Vec<Duration> = adds.iter().map(|a| a.wall).collect();
+    let s = summarise(&walls);
+    let conflicts: usize = adds.iter().map(|a| a.conflicts).sum();
+    let per_add = conflicts as f64 / adds.len().max(1) as f64;
+    let mut failures: BTreeMap<i64, usize> = BTreeMap::new();
+    for a in adds {
+        if let Err(code) = a.answer {
+            *failures.entry(code).or_default() += 1;
+        }
+    }
+    let given: Vec<&str> = adds
+        .iter()
+        .filter_map(|a| a.answer.as_deref().ok())
+        .collect();
+    let distinct = given.iter().collect::<BTreeSet<_>>().len();
+    let failed: usize = failures.values().sum();
+    let codes = if failures.is_empty() {
+        "none".to_string()
+    } else {
+        failures
+            .iter()
+            .map(|(code, n)| format!("{n} with code {code}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "{:<16} {:>5} | {:>8.1} | {:>7.1} {:>7.1} | {:>9.2} | {:>7} of {:<5} | {codes}",
+        spec.to_string(),
+        adds.len(),
+        wall.as_secs_f64(),
+        s.median_ms,
+        s.p99_ms,
+        per_add,
+        distinct,
+        given.len(),
+    );
+    json!({"run": spec.to_string(), "nodes": spec.nodes, "pods_per_node": spec.pods,
+        "adds": adds.len(), "seconds_until_every_pod_has_an_address": wall.as_secs_f64(),
+        "add_p50_ms": s.median_ms, "add_p99_ms": s.p99_ms, "conflicts_per_add": per_add,
+        "failed": failed, "failures_by_code": failures.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "addresses_given": given.len(), "distinct_addresses": distinct})
+}
+
+/// Every run of `specs`, as a table and as JSON.
+pub fn run_all(ours: &Path, url: &str, specs: &[Spec]) -> Result<Value> {
+    println!("\nCluster bursts on etcd ({url}): pooled, a /16 in /28 blocks, every ADD at once:\n");
+    println!(
+        "{:<16} {:>5} | {:>8} | {:>7} {:>7} | {:>9} | {:>16} | failures",
+        "run", "ADDs", "until s", "p50 ms", "p99 ms", "conf/ADD", "distinct"
+    );
+    let mut out = Vec::new();
+    for spec in specs {
+        out.push(run(ours, url, spec)?);
+    }
+    Ok(Value::Array(out))
+}
