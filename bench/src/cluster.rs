@@ -93,8 +93,8 @@ struct Call {
 struct Added {
     wall: Duration,
     conflicts: usize,
-    /// The address, or the CNI error code.
-    answer: Result<String, i64>,
+    /// The address, or the CNI error code and message.
+    answer: Result<String, (i64, String)>,
 }
 
 fn node_conf(spec: &Spec, node: usize, dir: &Path, shared_cache: &Path, store: &Value) -> String {
@@ -114,7 +114,10 @@ fn added(run: &spawn::Run) -> Added {
     let out: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
     let answer = match out["ips"][0]["address"].as_str() {
         Some(a) if run.ok => Ok(a.to_string()),
-        _ => Err(out["code"].as_i64().unwrap_or(-1)),
+        _ => Err((
+            out["code"].as_i64().unwrap_or(-1),
+            out["msg"].as_str().unwrap_or(run.stderr.trim()).to_string(),
+        )),
     };
     Added {
         wall: run.wall,
@@ -124,17 +127,19 @@ fn added(run: &spawn::Run) -> Added {
 }
 
 /// Runs each list of calls in its own thread, all starting together; the
-/// ADDs' answers, in the order of the lists.
+/// time from the first call's start to the last one's end, and the ADDs'
+/// answers. Each thread keeps its own clock: on 2 cores busy compiling, the
+/// main thread can get the CPU seconds after the start line.
 fn burst(ours: &Path, confs: &[String], lists: Vec<Vec<Call>>) -> (Duration, Vec<Added>) {
-    let start_line = Barrier::new(lists.len() + 1);
-    let mut started = Instant::now();
-    let results: Vec<Vec<Added>> = std::thread::scope(|s| {
+    let start_line = Barrier::new(lists.len());
+    let results: Vec<(Instant, Instant, Vec<Added>)> = std::thread::scope(|s| {
         let handles: Vec<_> = lists
             .into_iter()
             .map(|list| {
                 let start_line = &start_line;
                 s.spawn(move || {
                     start_line.wait();
+                    let began = Instant::now();
                     let mut out = Vec::new();
                     for call in list {
                         let conf = confs[call.node].as_bytes();
@@ -143,18 +148,19 @@ fn burst(ours: &Path, confs: &[String], lists: Vec<Vec<Call>>) -> (Duration, Vec
                             out.push(added(&run));
                         }
                     }
-                    out
+                    (began, Instant::now(), out)
                 })
             })
             .collect();
-        start_line.wait();
-        started = Instant::now();
         handles
             .into_iter()
             .map(|h| h.join().expect("a caller"))
             .collect()
     });
-    (started.elapsed(), results.into_iter().flatten().collect())
+    let first = results.iter().map(|r| r.0).min();
+    let last = results.iter().map(|r| r.1).max();
+    let wall = first.zip(last).map_or(Duration::ZERO, |(f, l)| l - f);
+    (wall, results.into_iter().flat_map(|r| r.2).collect())
 }
 
 /// One run on a fresh prefix of the etcd at `url`.
@@ -238,10 +244,11 @@ fn report(spec: &Spec, wall: Duration, adds: &[Added]) -> Value {
     let s = summarise(&walls);
     let conflicts: usize = adds.iter().map(|a| a.conflicts).sum();
     let per_add = conflicts as f64 / adds.len().max(1) as f64;
-    let mut failures: BTreeMap<i64, usize> = BTreeMap::new();
+    // Per code: how many, and the first message.
+    let mut failures: BTreeMap<i64, (usize, &str)> = BTreeMap::new();
     for a in adds {
-        if let Err(code) = a.answer {
-            *failures.entry(code).or_default() += 1;
+        if let Err((code, msg)) = &a.answer {
+            failures.entry(*code).or_insert((0, msg)).0 += 1;
         }
     }
     let given: Vec<&str> = adds
@@ -249,13 +256,13 @@ fn report(spec: &Spec, wall: Duration, adds: &[Added]) -> Value {
         .filter_map(|a| a.answer.as_deref().ok())
         .collect();
     let distinct = given.iter().collect::<BTreeSet<_>>().len();
-    let failed: usize = failures.values().sum();
+    let failed: usize = failures.values().map(|(n, _)| n).sum();
     let codes = if failures.is_empty() {
         "none".to_string()
     } else {
         failures
             .iter()
-            .map(|(code, n)| format!("{n} with code {code}"))
+            .map(|(code, (n, msg))| format!("{n} with code {code} (\"{msg}\")"))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -273,7 +280,7 @@ fn report(spec: &Spec, wall: Duration, adds: &[Added]) -> Value {
     json!({"run": spec.to_string(), "nodes": spec.nodes, "pods_per_node": spec.pods,
         "adds": adds.len(), "seconds_until_every_pod_has_an_address": wall.as_secs_f64(),
         "add_p50_ms": s.median_ms, "add_p99_ms": s.p99_ms, "conflicts_per_add": per_add,
-        "failed": failed, "failures_by_code": failures.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "failed": failed, "failures_by_code": failures.iter().map(|(c, (n, msg))| (c.to_string(), json!({"count": n, "first_message": msg}))).collect::<serde_json::Map<_, _>>(),
         "addresses_given": given.len(), "distinct_addresses": distinct})
 }
 

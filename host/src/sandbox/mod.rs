@@ -119,7 +119,21 @@ fn compile(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Compile
             cached: true,
         });
     }
+    // A miss: one call of the node compiles, the others wait for it and
+    // then find its entry.
+    let turn = cache::compile_turn(cache_dir, &entry);
+    if turn.is_some()
+        && let Some(component) = cache::lookup(&engine, cache_dir, &entry, log)
+    {
+        return Ok(Compiled {
+            engine,
+            component,
+            entry,
+            cached: true,
+        });
+    }
     let compiler = compiler()?;
+    let started = std::time::Instant::now();
     let component =
         cache::compile(&compiler, cache_dir, &entry, source.wasm(), log).map_err(|e| {
             CniError::InvalidConfig(format!(
@@ -128,6 +142,13 @@ fn compile(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Compile
                 root_message(&e)
             ))
         })?;
+    // Once per node and policy: what a cold call spent its time on.
+    log(format!(
+        "compiled policy {} in {} ms into {}",
+        source.name(),
+        started.elapsed().as_millis(),
+        cache_dir.display()
+    ));
     Ok(Compiled {
         engine: compiler,
         component,

@@ -58,6 +58,33 @@ fn the_first_call_fills_a_private_cache_and_later_calls_reuse_it() {
 }
 
 #[test]
+fn cold_calls_racing_on_one_node_compile_the_policy_once() {
+    // A cold node's first pods all miss the cache at once: one compiles,
+    // the others wait for its entry, and every one of them succeeds.
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let net = net_with_cache(&cache);
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..6)
+            .map(|i| {
+                let net = &net;
+                s.spawn(move || net.add(&format!("c{i}")))
+            })
+            .collect();
+        calls.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outs {
+        assert!(out.ok(), "{} {}", out.stdout, out.stderr);
+    }
+    let compiled = outs
+        .iter()
+        .filter(|o| o.stderr.contains("compiled policy host-local in"))
+        .count();
+    assert_eq!(compiled, 1, "one compile for six racing calls");
+    assert_eq!(entries(&cache).len(), 1);
+}
+
+#[test]
 fn damaged_truncated_and_foreign_entries_are_rebuilt() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
