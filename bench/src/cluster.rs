@@ -178,6 +178,7 @@ pub fn run(ours: &Path, url: &str, spec: &Spec) -> Result<Value> {
             .args(["compile", "pooled", "--cache-dir"])
             .arg(&shared_cache)
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
             .context("running wasm-ipam compile")?;
         if !status.success() {
