@@ -82,6 +82,24 @@ impl std::fmt::Display for Spec {
 /// The runs of the issue: 100 x 5 warm and cold, 20 x 50, and churn.
 pub const DEFAULT_RUNS: &str = "100x5,100x5:cold,20x50,100x5:churn";
 
+/// CI's smoke run: one small burst of each kind.
+pub const SMOKE_RUNS: &str = "6x3,4x2:cold,4x4:churn";
+
+/// Fails unless every run gave every pod a distinct address.
+pub fn require_every_pod_addressed(runs: &Value) -> Result<()> {
+    for run in runs.as_array().into_iter().flatten() {
+        let (adds, distinct) = (&run["adds"], &run["distinct_addresses"]);
+        if run["failed"] != 0 || adds != distinct {
+            bail!(
+                "cluster run {}: {distinct} distinct addresses for {adds} ADDs, failures {}",
+                run["run"],
+                run["failures_by_code"]
+            );
+        }
+    }
+    Ok(())
+}
+
 /// One call of the burst.
 struct Call {
     node: usize,

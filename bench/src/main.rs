@@ -285,6 +285,17 @@ fn main() -> Result<()> {
     if let Some(url) = &cli.etcd {
         let callers = if cli.smoke { 2 } else { 16 };
         results["shared"] = shared::run(&ours, url, cli.iterations, callers, cache.path())?;
+        if cli.smoke {
+            // A small burst of each kind, which must give every pod its own
+            // address.
+            let specs: Vec<cluster::Spec> = cluster::SMOKE_RUNS
+                .split(',')
+                .map(|r| r.parse().map_err(anyhow::Error::msg))
+                .collect::<Result<_>>()?;
+            let runs = cluster::run_all(&ours, url, &specs)?;
+            cluster::require_every_pod_addressed(&runs)?;
+            results["cluster"] = runs;
+        }
     }
 
     std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
