@@ -381,7 +381,7 @@ fn transact(
         let answer = result?.map_err(sandbox::ipam_error)?;
         let (answered, status_error) = match answer {
             Answer::Allocation(a) => (Answered::Result(sandbox::result_from_allocation(a)?), None),
-            Answer::Done => (Answered::Nothing, None),
+            Answer::Done | Answer::NotExported => (Answered::Nothing, None),
             Answer::Released(released) => (Answered::Released(released), None),
             Answer::Availability(Availability::Available) => (Answered::Nothing, None),
             Answer::Availability(Availability::Unavailable(m)) => {

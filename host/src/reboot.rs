@@ -192,10 +192,23 @@ pub fn reclaim(
     .map(drop)
 }
 
+/// What [`release`] released.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// The attachments released through the policy's DEL, with the boot
+    /// each was made in.
+    pub attachments: Vec<(Attachment, String)>,
+    /// For a departed node ([`Gone::All`]): what the policy's
+    /// `nodes.release-node` released, or `None` when the policy does not
+    /// export it (then only the DELs ran).
+    pub by_policy: Option<Vec<crate::sandbox::Released>>,
+}
+
 /// Releases, in one transaction, every attachment `node` recorded that
-/// `gone` covers, with the policy's DEL, and returns them with the boot
-/// each was made in. A reboot's reclaim sets the node's marker; releasing
-/// a departed node removes it. With [`Mode::DryRun`] nothing is kept.
+/// `gone` covers, with the policy's DEL. A reboot's reclaim sets the node's
+/// marker; releasing a departed node removes it, and then also asks the
+/// policy to release the node's own state (`nodes.release-node`, such as
+/// pooled's block affinities). With [`Mode::DryRun`] nothing is kept.
 pub fn release(
     store: &dyn Store,
     sandbox: &Sandbox,
@@ -204,7 +217,7 @@ pub fn release(
     gone: Gone,
     now: u64,
     mode: Mode,
-) -> Result<Vec<(Attachment, String)>, CniError> {
+) -> Result<Released, CniError> {
     let ctx = del_context(conf, node);
     let mut retries = crate::retry::Retries::new(conf);
     loop {
@@ -212,7 +225,7 @@ pub fn release(
         if let Gone::OtherBoots(boot) = gone
             && !due(&mut *txn, node, boot)?
         {
-            return Ok(Vec::new());
+            return Ok(Released::default());
         }
         let released = recorded(&mut *txn, node, gone)?;
         for (a, was) in &released {
@@ -233,10 +246,29 @@ pub fn release(
                 );
             }
         }
+        let mut by_policy = None;
         match gone {
             Gone::OtherBoots(boot) => txn.put(&marker_key(node), boot.as_bytes())?,
-            Gone::All => txn.delete(&marker_key(node))?,
+            Gone::All => {
+                txn.delete(&marker_key(node))?;
+                let (result, back) =
+                    sandbox.call(txn, &ctx, &Op::ReleaseNode, &conf.ipam.limits, now);
+                txn = back;
+                by_policy = match result?.map_err(crate::sandbox::ipam_error) {
+                    Ok(crate::sandbox::Answer::Released(r)) => Some(r),
+                    Ok(_) => None,
+                    Err(e) => {
+                        return Err(CniError::internal(format!(
+                            "the policy's release of node {node} failed: {e}"
+                        )));
+                    }
+                };
+            }
         }
+        let released = Released {
+            attachments: released,
+            by_policy,
+        };
         if mode == Mode::DryRun {
             return Ok(released);
         }

@@ -46,6 +46,8 @@ pub enum Op {
     Check(Attachment, Option<Allocation>),
     Gc(Vec<Attachment>),
     Status,
+    /// `nodes.release-node`, for `ctx.node`: optional (see `wit/ipam.wit`).
+    ReleaseNode,
 }
 
 /// What the policy answered.
@@ -55,6 +57,8 @@ pub enum Answer {
     Done,
     Released(Vec<Released>),
     Availability(Availability),
+    /// The policy does not export the optional interface the call needs.
+    NotExported,
 }
 
 /// The settings every policy runs under. They are baked into compiled
@@ -281,8 +285,12 @@ impl Sandbox {
         });
         let result = store.set_fuel(limits.fuel).and_then(|()| {
             let _watchdog = Watchdog::start(self.engine.clone(), limits.timeout);
-            let instance = self.pre.instantiate(&mut store)?;
-            let policy = instance.cni_ipam_policy();
+            let instance = self.pre.instance_pre().instantiate(&mut store)?;
+            if let Op::ReleaseNode = op {
+                return release_node(&mut store, &instance, ctx);
+            }
+            let bindings = IpamPolicy::new(&mut store, &instance)?;
+            let policy = bindings.cni_ipam_policy();
             Ok(match op {
                 Op::Add(a) => policy.call_add(&mut store, ctx, a)?.map(Answer::Allocation),
                 Op::Del(a) => policy.call_del(&mut store, ctx, a)?.map(|()| Answer::Done),
@@ -295,6 +303,7 @@ impl Sandbox {
                 Op::Status => policy
                     .call_status(&mut store, ctx)?
                     .map(Answer::Availability),
+                Op::ReleaseNode => unreachable!("called above"),
             })
         });
         let captured = forward_output(&self.name, &stdout, &stderr);
@@ -330,6 +339,28 @@ impl Sandbox {
         }
         CniError::internal(msg)
     }
+}
+
+/// The optional `nodes` interface's name, as a component exports it.
+pub const NODES_INTERFACE: &str = "cni:ipam/nodes@0.1.0";
+
+/// Calls `nodes.release-node` when the policy exports it (world
+/// `ipam-policy-nodes`); [`Answer::NotExported`] otherwise.
+fn release_node(
+    store: &mut Store<HostState>,
+    instance: &wasmtime::component::Instance,
+    ctx: &Context,
+) -> wasmtime::Result<Result<Answer, IpamError>> {
+    let Some(func) = instance
+        .get_export_index(&mut *store, None, NODES_INTERFACE)
+        .and_then(|nodes| instance.get_export_index(&mut *store, Some(&nodes), "release-node"))
+    else {
+        return Ok(Ok(Answer::NotExported));
+    };
+    let release = instance
+        .get_typed_func::<(&Context,), (Result<Vec<Released>, IpamError>,)>(&mut *store, func)?;
+    let (answer,) = release.call(&mut *store, (ctx,))?;
+    Ok(answer.map(Answer::Released))
 }
 
 fn root_message(e: &wasmtime::Error) -> String {

@@ -16,7 +16,19 @@ pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Resul
         source.wasm().len(),
         &blake3::Hash::from_bytes(*source.hash()).to_hex()[..16]
     )?;
-    writeln!(out, "  implements cni:ipam/ipam-policy@0.1.0")?;
+    let nodes = found
+        .exports
+        .iter()
+        .any(|(name, _)| name == crate::sandbox::NODES_INTERFACE);
+    writeln!(
+        out,
+        "  implements {}",
+        if nodes {
+            "cni:ipam/ipam-policy-nodes@0.1.0 (ipam-policy, and releasing departed nodes)"
+        } else {
+            "cni:ipam/ipam-policy@0.1.0"
+        }
+    )?;
     writeln!(out, "  exports:")?;
     for (name, funcs) in &found.exports {
         writeln!(out, "    {name}: {}", funcs.join(", "))?;

@@ -4,10 +4,12 @@
 //!
 //! It releases what the host recorded of the node at each ADD (see
 //! `reboot`), with each network's own policy's DEL, one transaction per
-//! network: the policy frees the addresses and does what its DEL does:
-//! pooled gives back the blocks left empty except the node's last, which it
-//! keeps as Calico keeps an affinity (giving that up needs an operation the
-//! contract does not have yet), and sticky starts its holds.
+//! network: the policy frees the addresses and does what its DEL does
+//! (sticky starts its holds). Then, in the same transaction, the policy's
+//! `nodes.release-node` gives up what the node itself holds: pooled gives
+//! its empty blocks back to the pool, its last one included, and leaves a
+//! block that still holds addresses without an owner until they are
+//! released. A policy without that export keeps no per-node state.
 
 use std::io::Write;
 use std::path::Path;
@@ -59,21 +61,43 @@ pub fn run(
         let sandbox = invoke::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
         let released = reboot::release(store, &sandbox, &conf, node, Gone::All, now, mode)
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        for (a, _) in &released {
+        for (a, _) in &released.attachments {
             writeln!(out, "{name}: {verb} {}/{}", a.container_id, a.ifname)?;
         }
+        match &released.by_policy {
+            Some(leases) => {
+                for r in leases {
+                    writeln!(
+                        out,
+                        "{name}: {verb} {} of {}/{} (no record of it)",
+                        r.address, r.attachment.container_id, r.attachment.ifname
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "{name}: policy {} {verb} the node's own state (such as block affinities)",
+                    conf.ipam.policy
+                )?;
+            }
+            None => writeln!(
+                out,
+                "{name}: policy {} keeps no per-node state to release (it does not export {})",
+                conf.ipam.policy,
+                crate::sandbox::NODES_INTERFACE
+            )?,
+        }
+        let count = released.attachments.len();
         writeln!(
             out,
-            "{name}: {} attachment{} of node {node} {verb}{}",
-            released.len(),
-            if released.len() == 1 { "" } else { "s" },
+            "{name}: {count} attachment{} of node {node} {verb}{}",
+            if count == 1 { "" } else { "s" },
             if dry_run {
                 " (dry run: nothing changed)"
             } else {
                 ""
             }
         )?;
-        total += released.len();
+        total += count;
     }
     Ok(total)
 }

@@ -254,11 +254,15 @@ fn compile_checks_the_contract_and_warms_the_cache() {
         "",
     ));
     assert!(
-        first.contains("implements cni:ipam/ipam-policy@0.1.0"),
+        first.contains("implements cni:ipam/ipam-policy-nodes@0.1.0 (ipam-policy, and releasing"),
         "{first}"
     );
     assert!(
         first.contains("cni:ipam/policy@0.1.0: add, del, check, gc, status"),
+        "{first}"
+    );
+    assert!(
+        first.contains("cni:ipam/nodes@0.1.0: release-node"),
         "{first}"
     );
     assert!(first.contains("cni:ipam/store@0.1.0"), "{first}");
@@ -736,17 +740,20 @@ fn release_node_frees_a_departed_nodes_addresses() {
     assert_eq!(owners.len(), 1, "{owners:?}");
     assert!(owners[0].starts_with("b1/"), "{owners:?}");
     // Pooled keeps a node's last block when it empties, as Calico keeps an
-    // affinity: the departed node's block is left empty, for other nodes
-    // to borrow from. Giving up the affinity itself needs an operation the
-    // cni:ipam contract does not have yet.
-    let left: Vec<Value> = a
+    // affinity; releasing the node gives that up too (`nodes.release-node`):
+    // no block, no affinity and no open entry names node-a any more.
+    assert!(
+        done.contains("testnet: policy pooled released the node's own state"),
+        "{done}"
+    );
+    let left: Vec<String> = a
         .store_dump()
         .into_iter()
-        .filter(|(k, v)| k.starts_with("block/") && String::from_utf8_lossy(v).contains("node-a"))
-        .map(|(_, v)| serde_json::from_slice(&v).unwrap())
+        .filter(|(k, v)| k.contains("node-a") || String::from_utf8_lossy(v).contains("node-a"))
+        .map(|(k, _)| k)
         .collect();
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0]["used"], 0, "{left:?}");
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(blocks_of("node-a"), 0);
     assert_eq!(blocks_of("node-b"), 1);
     let again = stdout(&tool(
         &["release-node", "node-a", "--data-dir", &dir],

@@ -25,7 +25,7 @@ pub mod testing;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "ipam-policy",
+        world: "ipam-policy-nodes",
         pub_export_macro: true,
         export_macro_name: "__export_ipam_policy",
         default_bindings_module: "ipam_kit::bindings",
@@ -57,9 +57,18 @@ pub trait Policy {
         valid: &[Attachment],
     ) -> Result<Vec<Released>, IpamError>;
     fn status(host: &mut dyn Host, ctx: &Context) -> Result<Availability, IpamError>;
+    /// `ctx.node` has left the cluster: release its per-node state (see
+    /// `nodes` in `wit/ipam.wit`). By default there is none: every lease
+    /// belongs to an attachment, which the host has already released
+    /// through DEL.
+    fn release_node(host: &mut dyn Host, ctx: &Context) -> Result<Vec<Released>, IpamError> {
+        let _ = (host, ctx);
+        Ok(Vec::new())
+    }
 }
 
-/// Exports a [`Policy`] implementation as the component's `policy` interface.
+/// Exports a [`Policy`] implementation as the component's `policy` and
+/// `nodes` interfaces (world `ipam-policy-nodes`).
 /// Only in the wasm build: a native build (`cargo test`) has no component to
 /// export from, and its linker refuses the component's symbol names.
 #[macro_export]
@@ -107,6 +116,14 @@ macro_rules! export_policy {
                     ctx: $crate::Context,
                 ) -> Result<$crate::Availability, $crate::IpamError> {
                     <$policy as $crate::Policy>::status(&mut $crate::host::WitHost, &ctx)
+                }
+            }
+
+            impl $crate::bindings::exports::cni::ipam::nodes::Guest for Glue {
+                fn release_node(
+                    ctx: $crate::Context,
+                ) -> Result<Vec<$crate::Released>, $crate::IpamError> {
+                    <$policy as $crate::Policy>::release_node(&mut $crate::host::WitHost, &ctx)
                 }
             }
 

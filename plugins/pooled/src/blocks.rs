@@ -256,9 +256,13 @@ pub fn find(
         })
 }
 
-/// Stores a block and keeps its owner's `open/` entry in step with it.
+/// Stores a block and keeps its owner's `open/` entry in step with it. A
+/// block without an owner (its node was released) has no entry.
 fn save(host: &mut dyn Host, pool: &Pool, index: u128, block: &Block) {
     put_block(host, &pool.name, index, block);
+    if block.node.is_empty() {
+        return;
+    }
     let key = open_key(&block.node, &pool.name, index);
     if first_open(pool, index, Some(block)).is_some() {
         host.put(&key, b"");
@@ -292,7 +296,7 @@ pub fn take(
 }
 
 /// Frees `ip`: it cools down, and an emptied block goes back to the pool
-/// unless it is its node's last.
+/// unless it is its node's last (a block without an owner always does).
 pub fn release(host: &mut dyn Host, cfg: &Config, ip: IpAddr, lease: &Lease, now: u64) {
     leases::release(host, ip);
     if cfg.cooldown_seconds > 0 {
@@ -314,11 +318,39 @@ pub fn release(host: &mut dyn Host, cfg: &Config, ip: IpAddr, lease: &Lease, now
     };
     block.set(ip_num(ip) - ip_num(pool.block_net(index).network()), false);
     block.used = block.used.saturating_sub(1);
-    if block.used == 0 && node_blocks(host, &block.node, &pool_name).len() > 1 {
+    if block.used == 0
+        && (block.node.is_empty() || node_blocks(host, &block.node, &pool_name).len() > 1)
+    {
         host.delete(&block_key(&pool_name, index));
         host.delete(&node_key(&block.node, &pool_name, index));
         host.delete(&open_key(&block.node, &pool_name, index));
     } else {
         save(host, pool, index, &block);
     }
+}
+
+/// Gives up every affinity `node` has in `pool`, for a node that has left
+/// the cluster: its empty blocks go back to the pool, and a block that still
+/// holds addresses (leases the host had no record of, or borrowed by other
+/// nodes, which may be live) stays, without an owner, until its last
+/// address is released; meanwhile any node may borrow from it. The count of
+/// blocks given back and of blocks left without an owner.
+pub fn release_node(host: &mut dyn Host, node: &str, pool: &Pool) -> (usize, usize) {
+    let (mut freed, mut orphaned) = (0, 0);
+    for index in node_blocks(host, node, &pool.name) {
+        host.delete(&node_key(node, &pool.name, index));
+        host.delete(&open_key(node, &pool.name, index));
+        match get_block(host, &pool.name, index) {
+            Some(mut block) if block.used > 0 => {
+                block.node = String::new();
+                put_block(host, &pool.name, index, &block);
+                orphaned += 1;
+            }
+            _ => {
+                host.delete(&block_key(&pool.name, index));
+                freed += 1;
+            }
+        }
+    }
+    (freed, orphaned)
 }

@@ -240,6 +240,27 @@ impl Policy for Pooled {
             .collect())
     }
 
+    /// Gives up the departed node's block affinities (see
+    /// `blocks::release_node`). Its attachments' leases were released by
+    /// the host's DELs; the addresses left in its blocks may be other
+    /// nodes' borrowed ones, so they stay.
+    fn release_node(host: &mut dyn Host, ctx: &Context) -> Result<Vec<Released>, IpamError> {
+        let cfg = config::parse(ctx)?;
+        for pool in &cfg.pools {
+            let (freed, orphaned) = blocks::release_node(host, &cfg.node, pool);
+            if freed + orphaned > 0 {
+                host.log(
+                    ipam_kit::Level::Info,
+                    &format!(
+                        "node {}: pool {}: {freed} empty blocks given back, {orphaned} left without an owner until their addresses are released",
+                        cfg.node, pool.name
+                    ),
+                );
+            }
+        }
+        Ok(Vec::new())
+    }
+
     fn status(host: &mut dyn Host, ctx: &Context) -> Result<Availability, IpamError> {
         let cfg = config::parse(ctx)?;
         let now = host.now();

@@ -571,3 +571,44 @@ fn owned_blocks_of(h: &MemHost, node: &str, pool: &Pool) -> Vec<String> {
         .map(|i| pool.block_net(i).to_string())
         .collect()
 }
+
+#[test]
+fn a_released_node_gives_its_blocks_back_once_they_are_empty() {
+    let mut h = MemHost::default();
+    let n = node_at(0, 8);
+    let c = ctx(small(json!({})), &n);
+    for id in ["a", "b", "c", "d"] {
+        add1(&mut h, &c, id);
+    }
+    // The host DELs what it recorded; "b" it had no record of.
+    for id in ["a", "c", "d"] {
+        Pooled::del(&mut h, &c, &att(id)).unwrap();
+    }
+    assert_eq!(
+        owned_blocks(&h, &n),
+        ["10.30.0.0/30"],
+        "a node keeps its last"
+    );
+    assert!(Pooled::release_node(&mut h, &c).unwrap().is_empty());
+    assert!(owned_blocks(&h, &n).is_empty(), "no affinity left");
+    assert!(
+        !h.data.keys().any(|k| k.contains(&n)),
+        "no key names the node"
+    );
+    let block = blocks::get_block(&h, "p", 0).unwrap();
+    assert_eq!((block.node.as_str(), block.used), ("", 1), "kept for b");
+    // Its last address released, the block goes back to the pool, and a
+    // new node starting there claims it.
+    Pooled::del(&mut h, &c, &att("b")).unwrap();
+    assert!(blocks::get_block(&h, "p", 0).is_none());
+    let other = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|o| blocks::start_of(o, 8) == 0)
+        .unwrap();
+    assert_eq!(
+        add1(&mut h, &ctx(small(json!({})), &other), "x"),
+        "10.30.0.1/27"
+    );
+    // Releasing a node that holds nothing is a no-op.
+    Pooled::release_node(&mut h, &c).unwrap();
+}
