@@ -2,11 +2,11 @@
 //! entry is never trusted: the policy is compiled again and still answers.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 
-use crate::common::Net;
+use crate::common::{Net, cache_entries};
 
 fn net_with_cache(cache: &Path) -> Net {
     Net::with_ipam(
@@ -15,25 +15,13 @@ fn net_with_cache(cache: &Path) -> Net {
     )
 }
 
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn the_first_call_fills_a_private_cache_and_later_calls_reuse_it() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let net = net_with_cache(&cache);
     net.add_ip("c1");
-    let files = entries(&cache);
+    let files = cache_entries(&cache);
     assert_eq!(files.len(), 1);
     assert_eq!(
         std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
@@ -81,7 +69,7 @@ fn cold_calls_racing_on_one_node_compile_the_policy_once() {
         .filter(|o| o.stderr.contains("compiled policy host-local in"))
         .count();
     assert_eq!(compiled, 1, "one compile for six racing calls");
-    assert_eq!(entries(&cache).len(), 1);
+    assert_eq!(cache_entries(&cache).len(), 1);
 }
 
 #[test]
@@ -90,7 +78,7 @@ fn damaged_truncated_and_foreign_entries_are_rebuilt() {
     let cache = tmp.path().join("cache");
     let net = net_with_cache(&cache);
     net.add_ip("c0");
-    let entry = entries(&cache).remove(0);
+    let entry = cache_entries(&cache).remove(0);
     let good = std::fs::read(&entry).unwrap();
 
     let mut flipped = good.clone();

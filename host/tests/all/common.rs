@@ -190,3 +190,17 @@ pub fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut response).unwrap();
     response
 }
+
+/// The compiled policies in a cache dir, sorted (not the lock files beside
+/// them, which compiles take turns on).
+pub fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

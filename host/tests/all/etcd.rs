@@ -620,4 +620,11 @@ fn a_rebooted_node_reclaims_only_its_own_attachments_on_etcd() {
         .collect();
     let expected: BTreeSet<String> = ["b1", "b2"].iter().map(|s| s.to_string()).collect();
     assert_eq!(held, expected);
+    // Its block affinity went too: no key and no block names node-a.
+    let named: Vec<String> = dump(&etcd, "cluster")
+        .into_iter()
+        .filter(|(k, v)| k.contains("node-a") || String::from_utf8_lossy(v).contains("node-a"))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(named.is_empty(), "{named:?}");
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use cni_conformance::exec::Call;
 use serde_json::{Value, json};
 
-use crate::common::{Net, http_get, plugin, serving_address, test_policy};
+use crate::common::{Net, cache_entries, http_get, plugin, serving_address, test_policy};
 
 /// Runs `wasm-ipam ARGS` with the clock at `now` and `stdin` piped in.
 fn tool(args: &[&str], now: u64, stdin: &str) -> Output {
@@ -234,12 +234,6 @@ fn gc_refuses_bad_lists_and_unknown_networks() {
         "cannot read /nonexistent",
     );
     assert_eq!(pods.store_dump(), before);
-}
-
-fn cache_entries(dir: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default()
 }
 
 #[test]
