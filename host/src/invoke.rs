@@ -18,7 +18,7 @@ use crate::netrecord::NetworkRecord;
 use crate::retry::Retries;
 use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
 use crate::store::{EtcdStore, SqliteStore, Store, StoreError};
-use crate::{reboot, release};
+use crate::{crash, reboot, release};
 
 /// Environment variable that fixes the clock the policies see, in seconds
 /// since the Unix epoch. For tests and `simulate`; unset in production.
@@ -409,13 +409,12 @@ fn transact(
             _ => {}
         }
         if mode == Mode::Commit {
-            let crash = sandbox::crash_point();
-            if crash.as_deref() == Some("commit") {
-                sandbox::crash_now();
-            }
+            crash::at(crash::Point::Commit);
             match txn.commit() {
-                Ok(()) if crash.as_deref() == Some("after-commit") => sandbox::crash_now(),
-                Ok(()) => Timings::mark(timings, "commit"),
+                Ok(()) => {
+                    crash::at(crash::Point::AfterCommit);
+                    Timings::mark(timings, "commit");
+                }
                 Err(StoreError::Conflict) => match retries.wait() {
                     Some(wait) => {
                         // Reported so an operator (and the tests) can see the

@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod cni;
+pub mod crash;
 pub mod demo;
 pub mod invoke;
 pub mod netrecord;

@@ -37,7 +37,7 @@ pub struct Inspection {
 pub fn classify(name: &str) -> ImportKind {
     let (path, version) = name.split_once('@').unwrap_or((name, ""));
     match path.split_once('/') {
-        Some(("cni:ipam", _)) if version == "0.1.0" => ImportKind::Contract,
+        Some(("cni:ipam", _)) if super::contract_compatible(version) => ImportKind::Contract,
         Some((pkg, _))
             if version.starts_with("0.2.")
                 && pkg
@@ -90,9 +90,12 @@ pub fn inspect(source: &PolicySource, cache_dir: &Path) -> Result<Inspection, Cn
         // Keep no compiled copy of a component that will never run.
         let _ = std::fs::remove_file(&cache_entry);
         return Err(CniError::InvalidConfig(format!(
-            "policy {} imports what the cni:ipam contract does not offer: {}; a policy may import cni:ipam/*@0.1.0 and WASI 0.2 ({})",
+            "policy {} imports what the cni:ipam contract does not offer: {}; a policy may import cni:ipam/*@{}.x and WASI 0.2 ({})",
             source.name(),
             foreign.join(", "),
+            super::CONTRACT_VERSION
+                .rsplit_once('.')
+                .map_or("", |(s, _)| s),
             WASI_PACKAGES.map(|p| format!("wasi:{p}")).join(", ")
         )));
     }
@@ -116,7 +119,10 @@ mod tests {
     fn imports_are_sorted_into_contract_wasi_and_foreign() {
         for (name, kind) in [
             ("cni:ipam/store@0.1.0", ImportKind::Contract),
+            ("cni:ipam/store@0.1.4", ImportKind::Contract),
             ("cni:ipam/store@0.2.0", ImportKind::Foreign),
+            ("cni:ipam/store@1.1.0", ImportKind::Foreign),
+            ("cni:ipam/store", ImportKind::Foreign),
             ("wasi:cli/environment@0.2.6", ImportKind::Wasi),
             ("wasi:io/streams@0.2.0", ImportKind::Wasi),
             ("wasi:http/outgoing-handler@0.2.0", ImportKind::Foreign),

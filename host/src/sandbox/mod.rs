@@ -27,9 +27,39 @@ pub use bindings::{Allocation, Attachment, Availability, Context, Dns, IpamError
 pub use convert::{allocation_from_result, dns_to_wit, ipam_error, result_from_allocation};
 pub use inspect::{ImportKind, Inspection, inspect};
 pub use source::{PolicySource, builtin_names};
-pub use state::{
-    CRASH_ENV, LimitError, MAX_KEY_BYTES, MAX_SCAN, MAX_VALUE_BYTES, crash_now, crash_point,
-};
+pub use state::{LimitError, MAX_KEY_BYTES, MAX_SCAN, MAX_VALUE_BYTES};
+
+/// The version of the `cni:ipam` contract (`wit/ipam.wit`) this host
+/// implements: the one place the host writes it.
+macro_rules! contract_version {
+    () => {
+        "0.1.0"
+    };
+}
+
+/// A name of the contract, such as `cni:ipam/nodes@0.1.0`.
+macro_rules! contract {
+    ($item:literal) => {
+        concat!("cni:ipam/", $item, "@", contract_version!())
+    };
+}
+
+pub const CONTRACT_VERSION: &str = contract_version!();
+/// The world every policy implements.
+pub const POLICY_WORLD: &str = contract!("ipam-policy");
+/// The world of a policy that also releases departed nodes.
+pub const NODES_WORLD: &str = contract!("ipam-policy-nodes");
+/// The optional `nodes` interface, as a component exports it.
+pub const NODES_INTERFACE: &str = contract!("nodes");
+
+/// Whether a `cni:ipam` import of `version` is one this host serves: the
+/// same major and minor version, any patch. A patch release only adds, and
+/// the linker resolves such an import to this host's definitions, as it
+/// does WASI 0.2.x.
+pub fn contract_compatible(version: &str) -> bool {
+    let series = |v: &str| v.rsplit_once('.').map(|(s, _)| s.to_string());
+    series(version).is_some_and(|s| Some(s) == series(CONTRACT_VERSION))
+}
 
 use crate::cni::CniError;
 use crate::cni::config::Limits;
@@ -234,7 +264,7 @@ impl Sandbox {
             .and_then(IpamPolicyPre::new)
             .map_err(|e| {
                 CniError::InvalidConfig(format!(
-                    "policy {name} does not implement the cni:ipam/ipam-policy@0.1.0 world: {}",
+                    "policy {name} does not implement the {POLICY_WORLD} world: {}",
                     root_message(&e)
                 ))
             })?;
@@ -340,9 +370,6 @@ impl Sandbox {
         CniError::internal(msg)
     }
 }
-
-/// The optional `nodes` interface's name, as a component exports it.
-pub const NODES_INTERFACE: &str = "cni:ipam/nodes@0.1.0";
 
 /// Calls `nodes.release-node` when the policy exports it (world
 /// `ipam-policy-nodes`); [`Answer::NotExported`] otherwise.

@@ -39,22 +39,6 @@ pub enum LimitError {
     Reserved(String),
 }
 
-/// For crash tests only: `call:N` kills the process with SIGKILL at the
-/// N-th store call, so tests can stop an invocation at every point and check
-/// that the store holds all of it or none of it. A runtime never sets it.
-pub const CRASH_ENV: &str = "WASM_IPAM_TEST_CRASH_AT";
-
-/// Ends the process at once, as a node losing power or an OOM kill would.
-pub fn crash_now() -> ! {
-    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
-    unreachable!("SIGKILL does not return")
-}
-
-/// The crash point named by [`CRASH_ENV`], if any.
-pub fn crash_point() -> Option<String> {
-    std::env::var(CRASH_ENV).ok()
-}
-
 pub struct HostState {
     pub txn: Box<dyn Txn>,
     pub now: u64,
@@ -89,7 +73,10 @@ impl HostState {
             written: 0,
             log_lines: 0,
             policy_name,
-            crash_at_call: crash_point().and_then(|p| p.strip_prefix("call:")?.parse().ok()),
+            crash_at_call: match crate::crash::point() {
+                Some(crate::crash::Point::StoreCall(n)) => Some(n),
+                _ => None,
+            },
             store_time: std::time::Duration::ZERO,
         }
     }
@@ -105,7 +92,7 @@ impl HostState {
     fn count_call(&mut self, key: &str) -> Result<()> {
         self.calls += 1;
         if self.crash_at_call == Some(self.calls) {
-            crash_now();
+            crate::crash::now();
         }
         if self.calls > MAX_STORE_CALLS {
             return Err(LimitError::TooManyCalls.into());

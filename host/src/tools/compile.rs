@@ -20,15 +20,15 @@ pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Resul
         .exports
         .iter()
         .any(|(name, _)| name == crate::sandbox::NODES_INTERFACE);
-    writeln!(
-        out,
-        "  implements {}",
-        if nodes {
-            "cni:ipam/ipam-policy-nodes@0.1.0 (ipam-policy, and releasing departed nodes)"
-        } else {
-            "cni:ipam/ipam-policy@0.1.0"
-        }
-    )?;
+    if nodes {
+        writeln!(
+            out,
+            "  implements {} (ipam-policy, and releasing departed nodes)",
+            crate::sandbox::NODES_WORLD
+        )?;
+    } else {
+        writeln!(out, "  implements {}", crate::sandbox::POLICY_WORLD)?;
+    }
     writeln!(out, "  exports:")?;
     for (name, funcs) in &found.exports {
         writeln!(out, "    {name}: {}", funcs.join(", "))?;

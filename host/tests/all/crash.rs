@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::Net;
 
-const CRASH: &str = "WASM_IPAM_TEST_CRASH_AT";
+const CRASH: &str = wasm_ipam::crash::ENV;
 
 fn killed(out: &Outcome) -> bool {
     out.code.is_none()
