@@ -160,7 +160,8 @@ pub fn run_conf(
     timings: &mut Option<Timings>,
     teardown: Teardown,
 ) -> Result<Option<String>, CniError> {
-    let (op, ctx) = prepare(lookup, command, conf)?;
+    allowed(command, conf)?;
+    let (op, ctx) = prepare(&Env::from_lookup(lookup)?, conf)?;
     Timings::mark(timings, "parse");
     if command == Command::Del && release::nothing_stored(&conf.ipam.store, &conf.ipam.data_dir) {
         return Ok(None);
@@ -229,20 +230,20 @@ fn render(answered: Answered, conf: &NetConf) -> Result<Option<String>, CniError
     }
 }
 
-/// The checks on the command and the environment that come before any
-/// work, and the operation and context the policy is called with.
-fn prepare(
-    lookup: &dyn Fn(&str) -> Option<OsString>,
-    command: Command,
-    conf: &NetConf,
-) -> Result<(Op, Context), CniError> {
+/// Whether the config's CNI version has `command`: checked before the
+/// environment, as the reference plugins do.
+fn allowed(command: Command, conf: &NetConf) -> Result<(), CniError> {
     match command {
-        Command::Check => conf.cni_version.require("CHECK", Version(0, 4, 0))?,
-        Command::Gc => conf.cni_version.require("GC", Version(1, 1, 0))?,
-        Command::Status => conf.cni_version.require("STATUS", Version(1, 1, 0))?,
-        _ => {}
+        Command::Check => conf.cni_version.require("CHECK", Version(0, 4, 0)),
+        Command::Gc => conf.cni_version.require("GC", Version(1, 1, 0)),
+        Command::Status => conf.cni_version.require("STATUS", Version(1, 1, 0)),
+        _ => Ok(()),
     }
-    let env = Env::from_lookup(lookup)?;
+}
+
+/// The operation and context the policy is called with.
+fn prepare(env: &Env, conf: &NetConf) -> Result<(Op, Context), CniError> {
+    let command = env.command;
     let attachment = || Attachment {
         container_id: env.container_id.clone().unwrap_or_default(),
         ifname: env.ifname.clone().unwrap_or_default(),
@@ -297,25 +298,33 @@ fn prepare(
     Ok((op, ctx))
 }
 
+/// One call, typed: its checked environment and the time it runs at.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub env: Env,
+    /// Seconds since the Unix epoch, as the policy sees them.
+    pub now: u64,
+}
+
 /// One invocation against a store and a policy the caller chose: what the
 /// operator tools (`simulate`, `gc`) run, through the same checks and the
 /// same transaction as the CNI path.
 pub fn run_with(
-    lookup: &dyn Fn(&str) -> Option<OsString>,
+    request: &Request,
     conf: &NetConf,
     store: &dyn Store,
     sandbox: &Sandbox,
     mode: Mode,
 ) -> Result<Answered, CniError> {
-    let command = Env::command(lookup)?;
-    let (op, ctx) = prepare(lookup, command, conf)?;
+    allowed(request.env.command, conf)?;
+    let (op, ctx) = prepare(&request.env, conf)?;
     transact(
         store,
         sandbox,
         conf,
         &ctx,
         &op,
-        now(lookup)?,
+        request.now,
         mode,
         None,
         &mut None,

@@ -50,12 +50,8 @@ fn get(lookup: &dyn Fn(&str) -> Option<OsString>, name: &str) -> Result<Option<S
     }
 }
 
-fn required(
-    lookup: &dyn Fn(&str) -> Option<OsString>,
-    name: &str,
-    cmd: Command,
-) -> Result<String, CniError> {
-    get(lookup, name)?.ok_or_else(|| {
+fn required(value: Option<String>, name: &str, cmd: Command) -> Result<String, CniError> {
+    value.ok_or_else(|| {
         CniError::InvalidEnvironment(format!(
             "required env variable {name} missing for {}",
             cmd.as_str()
@@ -98,7 +94,7 @@ pub fn parse_cni_args(s: &str) -> Result<Vec<(String, String)>, CniError> {
         .collect()
 }
 
-fn parse_command(s: &str) -> Result<Command, CniError> {
+pub fn parse_command(s: &str) -> Result<Command, CniError> {
     Ok(match s {
         "ADD" => Command::Add,
         "DEL" => Command::Del,
@@ -126,15 +122,31 @@ impl Env {
 
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Env, CniError> {
         let command = Env::command(lookup)?;
+        Env::new(
+            command,
+            Given {
+                container_id: get(lookup, "CNI_CONTAINERID")?,
+                ifname: get(lookup, "CNI_IFNAME")?,
+                netns: get(lookup, "CNI_NETNS")?,
+                args: get(lookup, "CNI_ARGS")?,
+            },
+        )
+    }
+
+    /// The environment of a call given as values (empty counts as unset),
+    /// with the checks a runtime's is held to: how the operator tools that
+    /// run a policy (`gc`, `simulate`) describe their calls.
+    pub fn new(command: Command, given: Given) -> Result<Env, CniError> {
         let per_attachment = matches!(command, Command::Add | Command::Del | Command::Check);
+        let set = |v: Option<String>| v.filter(|v| !v.is_empty());
         let (container_id, ifname) = if per_attachment {
-            let id = required(lookup, "CNI_CONTAINERID", command)?;
+            let id = required(set(given.container_id), "CNI_CONTAINERID", command)?;
             if !valid_id(&id) {
                 return Err(CniError::InvalidEnvironment(format!(
                     "CNI_CONTAINERID {id:?} is invalid: it must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$"
                 )));
             }
-            let ifname = required(lookup, "CNI_IFNAME", command)?;
+            let ifname = required(set(given.ifname), "CNI_IFNAME", command)?;
             if let Some(problem) = ifname_problem(&ifname) {
                 return Err(CniError::InvalidEnvironment(format!(
                     "CNI_IFNAME {ifname:?} is invalid: it {problem}"
@@ -145,11 +157,11 @@ impl Env {
             (None, None)
         };
         let netns = if matches!(command, Command::Add | Command::Check) {
-            Some(required(lookup, "CNI_NETNS", command)?)
+            Some(required(set(given.netns), "CNI_NETNS", command)?)
         } else {
-            get(lookup, "CNI_NETNS")?
+            set(given.netns)
         };
-        let args = parse_cni_args(&get(lookup, "CNI_ARGS")?.unwrap_or_default())?;
+        let args = parse_cni_args(&given.args.unwrap_or_default())?;
         Ok(Env {
             command,
             container_id,
@@ -158,6 +170,16 @@ impl Env {
             args,
         })
     }
+}
+
+/// The values of a call's environment, before [`Env::new`] checks them.
+#[derive(Debug, Clone, Default)]
+pub struct Given {
+    pub container_id: Option<String>,
+    pub ifname: Option<String>,
+    pub netns: Option<String>,
+    /// `CNI_ARGS`, as text (`K=V;K2=V2`).
+    pub args: Option<String>,
 }
 
 #[cfg(test)]

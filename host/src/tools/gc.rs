@@ -2,7 +2,6 @@
 //! the attachments still in use, with the policy and config the network
 //! last ran with.
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 
@@ -10,6 +9,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Map, Value};
 
 use crate::cni::config::NetConf;
+use crate::cni::env::{Command, Env, Given};
 use crate::invoke::{self, Answered, Mode};
 use crate::netrecord::NetworkRecord;
 use crate::store::Store;
@@ -73,15 +73,12 @@ pub fn run(
     let conf = NetConf::parse(conf_json.to_string().as_bytes())
         .map_err(|e| anyhow::anyhow!("the recorded config of {network:?} no longer parses: {e}"))?;
     let sandbox = invoke::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let lookup = |k: &str| -> Option<OsString> {
-        match k {
-            "CNI_COMMAND" => Some("GC".into()),
-            "CNI_PATH" => Some("/opt/cni/bin".into()),
-            _ => std::env::var_os(k).filter(|_| k == invoke::NOW_ENV),
-        }
+    let request = invoke::Request {
+        env: Env::new(Command::Gc, Given::default()).map_err(|e| anyhow::anyhow!("{e}"))?,
+        now: invoke::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     let mode = if dry_run { Mode::DryRun } else { Mode::Commit };
-    let answered = invoke::run_with(&lookup, &conf, store, &sandbox, mode)
+    let answered = invoke::run_with(&request, &conf, store, &sandbox, mode)
         .map_err(|e| anyhow::anyhow!("GC of {network:?} failed: {e}"))?;
     let released: Vec<_> = match answered {
         Answered::Released(r) => r

@@ -3,7 +3,6 @@
 //! same checks and transactions as real calls, to try a policy or a config
 //! before a node depends on it.
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 
@@ -12,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::cni::config::NetConf;
+use crate::cni::env::{Env, Given, parse_command};
 use crate::invoke::{self, Answered, Mode};
 use crate::store::MemoryStore;
 
@@ -124,24 +124,19 @@ pub fn run(
         clock = ev.at.unwrap_or(clock);
         let id = ev.container_id.clone().unwrap_or_default();
         let ifname = ev.ifname.clone().unwrap_or_else(|| "eth0".into());
-        let now = clock.to_string();
-        let netns = format!("/var/run/netns/sim-{id}");
-        let lookup = |k: &str| -> Option<OsString> {
-            let v = match k {
-                "CNI_COMMAND" => op.as_str(),
-                "CNI_CONTAINERID" => id.as_str(),
-                "CNI_IFNAME" => ifname.as_str(),
-                "CNI_NETNS" => netns.as_str(),
-                "CNI_PATH" => "/opt/cni/bin",
-                "CNI_ARGS" => ev.args.as_deref()?,
-                invoke::NOW_ENV => now.as_str(),
-                _ => return None,
-            };
-            Some(v.into())
+        let given = Given {
+            container_id: Some(id.clone()),
+            ifname: Some(ifname.clone()),
+            netns: Some(format!("/var/run/netns/sim-{id}")),
+            args: ev.args.clone(),
         };
         let conf_json = event_conf(&base, ev);
-        let outcome = NetConf::parse(conf_json.to_string().as_bytes())
-            .and_then(|conf| invoke::run_with(&lookup, &conf, &store, &sandbox, Mode::Commit));
+        // As on the CNI path: the config is read before the environment.
+        let outcome = NetConf::parse(conf_json.to_string().as_bytes()).and_then(|conf| {
+            let env = Env::new(parse_command(&op)?, given)?;
+            let request = invoke::Request { env, now: clock };
+            invoke::run_with(&request, &conf, &store, &sandbox, Mode::Commit)
+        });
         let who = if matches!(op.as_str(), "GC" | "STATUS") {
             String::new()
         } else {
