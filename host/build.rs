@@ -23,7 +23,12 @@ const BUILTINS: &[(&str, &str, &str)] = &[
 /// Policies built for the host's tests only (the template is built here so
 /// CI proves it works as a component); their directory is passed to the
 /// tests as `WASM_IPAM_TEST_POLICIES`.
-const TEST_POLICIES: &[&str] = &["policy-misbehave", "policy-template", "policy-foreign"];
+const TEST_POLICIES: &[&str] = &[
+    "policy-misbehave",
+    "policy-template",
+    "policy-foreign",
+    "policy-bare",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -247,14 +247,14 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             network,
             json,
         } => {
-            let (store, _, network) = store_for(store, network)?;
-            tools::leases::run(&*store, network.as_deref(), json, now()?, out)
+            let (store, data_dir, network) = store_for(store, network)?;
+            tools::leases::run(&*store, &data_dir, network.as_deref(), json, now()?, out)
         }
         Cmd::Metrics { store, listen } => {
-            let (store, _, _) = store_for(store, None)?;
+            let (store, data_dir, _) = store_for(store, None)?;
             match listen {
-                Some(addr) => tools::metrics::serve(&*store, addr, &now, out),
-                None => tools::metrics::run(&*store, now()?, out),
+                Some(addr) => tools::metrics::serve(&*store, &data_dir, addr, &now, out),
+                None => tools::metrics::run(&*store, &data_dir, now()?, out),
             }
         }
         Cmd::Gc {

@@ -96,6 +96,11 @@ pub fn now(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<u64, CniError> {
     }
 }
 
+/// The node a call runs for: `ipam.node`, else this machine's host name.
+pub fn node_name(conf: &NetConf) -> String {
+    conf.ipam.node.clone().unwrap_or_else(hostname)
+}
+
 fn hostname() -> String {
     let uname = rustix::system::uname();
     let name = uname.nodename().to_string_lossy().into_owned();
@@ -292,7 +297,7 @@ fn prepare(env: &Env, conf: &NetConf) -> Result<(Op, Context), CniError> {
         args: conf.args.clone(),
         runtime_config: conf.runtime_config.clone(),
         netns: env.netns.clone(),
-        node: conf.ipam.node.clone().unwrap_or_else(hostname),
+        node: node_name(conf),
         dns,
     };
     Ok((op, ctx))
@@ -390,7 +395,9 @@ fn transact(
         let answer = result?.map_err(sandbox::ipam_error)?;
         let (answered, status_error) = match answer {
             Answer::Allocation(a) => (Answered::Result(sandbox::result_from_allocation(a)?), None),
-            Answer::Done | Answer::NotExported => (Answered::Nothing, None),
+            Answer::Done | Answer::NotExported | Answer::Leases(_) | Answer::Usage(_) => {
+                (Answered::Nothing, None)
+            }
             Answer::Released(released) => (Answered::Released(released), None),
             Answer::Availability(Availability::Available) => (Answered::Nothing, None),
             Answer::Availability(Availability::Unavailable(m)) => {

@@ -155,9 +155,10 @@ fn recorded(
     }
 }
 
-/// What the policy sees for a DEL of an attachment that is long gone: the
-/// network, its config and `node`; no namespace, arguments or result.
-fn del_context(conf: &NetConf, node: &str) -> Context {
+/// What the policy sees for a call no runtime made (a DEL of an attachment
+/// that is long gone, or the operator tools' `inspect`): the network, its
+/// config and `node`; no namespace, arguments or result.
+pub fn bare_context(conf: &NetConf, node: &str) -> Context {
     Context {
         network: conf.name.clone(),
         cni_version: conf.cni_version.text.clone(),
@@ -218,7 +219,7 @@ pub fn release(
     now: u64,
     mode: Mode,
 ) -> Result<Released, CniError> {
-    let ctx = del_context(conf, node);
+    let ctx = bare_context(conf, node);
     let mut retries = crate::retry::Retries::new(conf);
     loop {
         let mut txn = retries.begin(store, &conf.name)?;

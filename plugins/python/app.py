@@ -2,12 +2,13 @@
 
 The same rules as plugins/template, written against the `cni:ipam` WIT
 world with componentize-py, to show that the contract is language-neutral.
-It keeps the kit's lease layout (`lease/<ip>` and
-`owner/<container>/<ifname>/<ip>`), so `wasm-ipam leases` and `gc` read its
-store like any built-in policy's.
+It targets the `ipam-policy-tools` world: besides the CNI calls it exports
+`inspect`, through which `wasm-ipam leases` and `metrics` see its leases and
+its subnet's use (the host never reads its keys), and `nodes`, with nothing
+to release per node.
 
 Build (see README.md here):
-    componentize-py -d ../../wit -w ipam-policy componentize app -o policy_python.wasm
+    componentize-py -d ../../wit -w ipam-policy-tools componentize app -o policy_python.wasm
 """
 
 import ipaddress
@@ -15,6 +16,7 @@ import json
 
 from componentize_py_types import Err
 from wit_world import exports
+from wit_world.exports.inspect import Lease, PoolUsage
 from wit_world.imports import clock, store
 from wit_world.imports.types import (
     Allocation,
@@ -183,3 +185,38 @@ class Policy(exports.Policy):
             return Availability_Available()
         return Availability_Unavailable(f"python: {subnet} is full")
 
+
+
+class Inspect(exports.Inspect):
+    def leases(self, ctx):
+        subnet, _ = config(ctx)
+        out = []
+        for key, value in scan_all("lease/"):
+            lease = json.loads(value)
+            out.append(Lease(
+                address=key[len("lease/"):],
+                attachment=Attachment(container_id=lease["containerId"], ifname=lease["ifname"]),
+                since=lease.get("since", 0),
+                pool=f"subnet {subnet}",
+                pod=lease.get("pod"),
+                note=None,
+            ))
+        return out
+
+    def usage(self, ctx):
+        subnet, gateway = config(ctx)
+        # What candidates() yields, counted without walking it: the hosts of
+        # the subnet (IPv4 without its network and broadcast addresses, IPv6
+        # without the network address), less the gateway.
+        hosts = subnet.num_addresses - (2 if subnet.version == 4 else 1)
+        capacity = min(hosts - (1 if gateway in subnet else 0), 2**64 - 1)
+        used = len(scan_all("lease/"))
+        return [PoolUsage(name=f"subnet {subnet}", capacity=capacity, used=used,
+                          free=max(capacity - used, 0), figures=[])]
+
+
+class Nodes(exports.Nodes):
+    def release_node(self, ctx):
+        # Every lease belongs to an attachment, which the host has released
+        # through DEL already: nothing is kept per node.
+        return []

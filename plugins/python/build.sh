@@ -19,5 +19,5 @@ if [ ! -x "$venv/bin/componentize-py" ] || ! "$venv/bin/componentize-py" --versi
     "$venv/bin/pip" install --quiet "componentize-py==$version" >&2
 fi
 cd "$here"
-"$venv/bin/componentize-py" -d "$root/wit" -w ipam-policy componentize app -o "$out/policy_python.wasm" >&2
+"$venv/bin/componentize-py" -d "$root/wit" -w ipam-policy-tools componentize app -o "$out/policy_python.wasm" >&2
 echo "$out/policy_python.wasm"

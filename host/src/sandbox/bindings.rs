@@ -9,6 +9,25 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
+/// The optional exports of world `ipam-policy-tools` (`inspect`, `nodes`),
+/// over the same imports and types as `ipam-policy`. A policy may export
+/// none of them: the host looks each one up when it needs it.
+pub mod tools {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ipam-policy-tools",
+        imports: { default: trappable },
+        with: {
+            "cni:ipam/types": super::cni::ipam::types,
+            "cni:ipam/store": super::cni::ipam::store,
+            "cni:ipam/log": super::cni::ipam::log,
+            "cni:ipam/clock": super::cni::ipam::clock,
+            "cni:ipam/policy": super::exports::cni::ipam::policy,
+        },
+    });
+}
+
 pub use cni::ipam::types::{
     Allocation, Attachment, Availability, Context, Dns, IpConfig, IpamError, Released, Route,
 };
+pub use tools::exports::cni::ipam::inspect::{Figure, Lease, PoolUsage};

@@ -23,7 +23,10 @@ use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
-pub use bindings::{Allocation, Attachment, Availability, Context, Dns, IpamError, Released};
+pub use bindings::{
+    Allocation, Attachment, Availability, Context, Dns, Figure, IpamError, Lease, PoolUsage,
+    Released,
+};
 pub use convert::{allocation_from_result, dns_to_wit, ipam_error, result_from_allocation};
 pub use inspect::{ImportKind, Inspection, inspect};
 pub use source::{PolicySource, builtin_names};
@@ -47,8 +50,11 @@ macro_rules! contract {
 pub const CONTRACT_VERSION: &str = contract_version!();
 /// The world every policy implements.
 pub const POLICY_WORLD: &str = contract!("ipam-policy");
-/// The world of a policy that also releases departed nodes.
-pub const NODES_WORLD: &str = contract!("ipam-policy-nodes");
+/// The world of a policy that also serves the operator tools (`inspect`,
+/// `nodes`).
+pub const TOOLS_WORLD: &str = contract!("ipam-policy-tools");
+/// The optional `inspect` interface, as a component exports it.
+pub const INSPECT_INTERFACE: &str = contract!("inspect");
 /// The optional `nodes` interface, as a component exports it.
 pub const NODES_INTERFACE: &str = contract!("nodes");
 
@@ -78,6 +84,10 @@ pub enum Op {
     Status,
     /// `nodes.release-node`, for `ctx.node`: optional (see `wit/ipam.wit`).
     ReleaseNode,
+    /// `inspect.leases`: optional.
+    Leases,
+    /// `inspect.usage`: optional.
+    Usage,
 }
 
 /// What the policy answered.
@@ -89,6 +99,8 @@ pub enum Answer {
     Availability(Availability),
     /// The policy does not export the optional interface the call needs.
     NotExported,
+    Leases(Vec<Lease>),
+    Usage(Vec<PoolUsage>),
 }
 
 /// The settings every policy runs under. They are baked into compiled
@@ -316,8 +328,8 @@ impl Sandbox {
         let result = store.set_fuel(limits.fuel).and_then(|()| {
             let _watchdog = Watchdog::start(self.engine.clone(), limits.timeout);
             let instance = self.pre.instance_pre().instantiate(&mut store)?;
-            if let Op::ReleaseNode = op {
-                return release_node(&mut store, &instance, ctx);
+            if let Some(answer) = call_optional(&mut store, &instance, op, ctx)? {
+                return Ok(answer);
             }
             let bindings = IpamPolicy::new(&mut store, &instance)?;
             let policy = bindings.cni_ipam_policy();
@@ -333,7 +345,7 @@ impl Sandbox {
                 Op::Status => policy
                     .call_status(&mut store, ctx)?
                     .map(Answer::Availability),
-                Op::ReleaseNode => unreachable!("called above"),
+                Op::ReleaseNode | Op::Leases | Op::Usage => unreachable!("called above"),
             })
         });
         let captured = forward_output(&self.name, &stdout, &stderr);
@@ -371,23 +383,38 @@ impl Sandbox {
     }
 }
 
-/// Calls `nodes.release-node` when the policy exports it (world
-/// `ipam-policy-nodes`); [`Answer::NotExported`] otherwise.
-fn release_node(
+/// Runs `op` when it is one of the optional exports (world
+/// `ipam-policy-tools`): [`Answer::NotExported`] when the policy does not
+/// export its interface, `None` for the operations every policy has.
+fn call_optional(
     store: &mut Store<HostState>,
     instance: &wasmtime::component::Instance,
+    op: &Op,
     ctx: &Context,
-) -> wasmtime::Result<Result<Answer, IpamError>> {
-    let Some(func) = instance
-        .get_export_index(&mut *store, None, NODES_INTERFACE)
-        .and_then(|nodes| instance.get_export_index(&mut *store, Some(&nodes), "release-node"))
-    else {
-        return Ok(Ok(Answer::NotExported));
-    };
-    let release = instance
-        .get_typed_func::<(&Context,), (Result<Vec<Released>, IpamError>,)>(&mut *store, func)?;
-    let (answer,) = release.call(&mut *store, (ctx,))?;
-    Ok(answer.map(Answer::Released))
+) -> wasmtime::Result<Option<Result<Answer, IpamError>>> {
+    use bindings::tools::exports::cni::ipam::{inspect, nodes};
+    let pre = instance.instance_pre(&*store);
+    Ok(Some(match op {
+        Op::ReleaseNode => match nodes::GuestIndices::new(&pre) {
+            Err(_) => Ok(Answer::NotExported),
+            Ok(ix) => ix
+                .load(&mut *store, instance)?
+                .call_release_node(&mut *store, ctx)?
+                .map(Answer::Released),
+        },
+        Op::Leases | Op::Usage => match inspect::GuestIndices::new(&pre) {
+            Err(_) => Ok(Answer::NotExported),
+            Ok(ix) => {
+                let guest = ix.load(&mut *store, instance)?;
+                if let Op::Leases = op {
+                    guest.call_leases(&mut *store, ctx)?.map(Answer::Leases)
+                } else {
+                    guest.call_usage(&mut *store, ctx)?.map(Answer::Usage)
+                }
+            }
+        },
+        _ => return Ok(None),
+    }))
 }
 
 fn root_message(e: &wasmtime::Error) -> String {

@@ -16,15 +16,12 @@ pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Resul
         source.wasm().len(),
         &blake3::Hash::from_bytes(*source.hash()).to_hex()[..16]
     )?;
-    let nodes = found
-        .exports
-        .iter()
-        .any(|(name, _)| name == crate::sandbox::NODES_INTERFACE);
-    if nodes {
+    let exports = |interface: &str| found.exports.iter().any(|(name, _)| name == interface);
+    if exports(crate::sandbox::NODES_INTERFACE) && exports(crate::sandbox::INSPECT_INTERFACE) {
         writeln!(
             out,
-            "  implements {} (ipam-policy, and releasing departed nodes)",
-            crate::sandbox::NODES_WORLD
+            "  implements {} (ipam-policy, with inspect and nodes for the operator tools)",
+            crate::sandbox::TOOLS_WORLD
         )?;
     } else {
         writeln!(out, "  implements {}", crate::sandbox::POLICY_WORLD)?;

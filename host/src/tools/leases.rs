@@ -1,13 +1,12 @@
 //! `wasm-ipam leases`: who holds which address, and how full each pool is.
 
 use std::io::Write;
+use std::path::Path;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use serde::Serialize;
 
-use super::kit_host::TxnHost;
-use super::pools;
-use crate::netrecord::NetworkRecord;
+use super::inspect::{self, Seen};
 use crate::store::Store;
 
 /// From this share of a pool up, the listing warns that it is running out.
@@ -21,6 +20,8 @@ pub struct NetworkReport {
     /// `None` until the network's first ADD through wasm-ipam (such as right
     /// after `import-host-local`).
     pub policy: Option<String>,
+    /// Whether the policy reports its leases and pools (exports `inspect`).
+    pub reported: bool,
     pub pools: Vec<PoolReport>,
     pub leases: Vec<LeaseRow>,
 }
@@ -33,6 +34,17 @@ pub struct PoolReport {
     pub free: u128,
     pub capacity: u128,
     pub percent: f64,
+    /// The policy's own figures: blocks per node, addresses on hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<FigureRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FigureRow {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub value: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,11 +61,16 @@ pub struct LeaseRow {
     pub age_seconds: u64,
     /// The policy's note: the workload key for sticky.
     pub tag: Option<String>,
+    /// The pool it came from, as the policy names it.
+    pub pool: Option<String>,
 }
 
-/// Reads the leases of `network`, or of every network in the store.
+/// Reads the leases of `network`, or of every network in the store, each
+/// from its own policy (see `inspect`); `data_dir` is the node's, whose
+/// cache the policies are compiled into.
 pub fn collect(
     store: &dyn Store,
+    data_dir: &Path,
     network: Option<&str>,
     now: u64,
 ) -> anyhow::Result<Vec<NetworkReport>> {
@@ -72,55 +89,68 @@ pub fn collect(
     };
     names
         .into_iter()
-        .map(|name| network_report(store, name, now))
+        .map(|name| network_report(store, data_dir, name, now))
         .collect()
 }
 
-fn network_report(store: &dyn Store, name: String, now: u64) -> anyhow::Result<NetworkReport> {
-    let mut txn = store.begin(&name)?;
-    let record = NetworkRecord::read(&mut *txn)?;
-    let host = TxnHost::new(txn, now);
-    let leases = ipam_kit::leases::all(&host);
-    // Dropping the transaction rolls it back: this was only reading.
-    host.finish()
-        .with_context(|| format!("cannot read the leases of {name}"))?;
-    let policy = record.as_ref().map(|r| r.policy.clone());
-    let pools = record
-        .as_ref()
-        .map(pools::of)
-        .unwrap_or_default()
+fn network_report(
+    store: &dyn Store,
+    data_dir: &Path,
+    name: String,
+    now: u64,
+) -> anyhow::Result<NetworkReport> {
+    let (policy, leases, pools) = match inspect::network(store, data_dir, &name, now)? {
+        Seen::Unrecorded => (None, None, Vec::new()),
+        Seen::NotReported { policy } => (Some(policy), None, Vec::new()),
+        Seen::Reported {
+            policy,
+            leases,
+            pools,
+        } => (Some(policy), Some(leases), pools),
+    };
+    let reported = leases.is_some();
+    let pools = pools
         .into_iter()
-        .map(|p| {
-            let used = leases.iter().filter(|(ip, _)| p.contains(*ip)).count() as u128;
-            PoolReport {
-                percent: if p.capacity == 0 {
-                    100.0
-                } else {
-                    (used as f64 * 1000.0 / p.capacity as f64).round() / 10.0
-                },
-                pool: p.label,
-                used,
-                free: p.capacity.saturating_sub(used),
-                capacity: p.capacity,
-            }
+        .map(|p| PoolReport {
+            percent: if p.capacity == 0 {
+                100.0
+            } else {
+                (p.used as f64 * 1000.0 / p.capacity as f64).round() / 10.0
+            },
+            pool: p.name,
+            used: p.used.into(),
+            free: p.free.into(),
+            capacity: p.capacity.into(),
+            figures: p
+                .figures
+                .into_iter()
+                .map(|f| FigureRow {
+                    name: f.name,
+                    node: f.node,
+                    value: f.value,
+                })
+                .collect(),
         })
         .collect();
     let leases = leases
+        .unwrap_or_default()
         .into_iter()
-        .map(|(ip, l)| LeaseRow {
-            address: ip.to_string(),
-            container_id: l.container_id,
-            ifname: l.ifname,
+        .map(|l| LeaseRow {
+            address: l.address,
+            container_id: l.attachment.container_id,
+            ifname: l.attachment.ifname,
             pod: l.pod,
             policy: policy.clone(),
             since: l.since,
             age_seconds: now.saturating_sub(l.since),
-            tag: l.tag,
+            tag: l.note,
+            pool: l.pool,
         })
         .collect();
     Ok(NetworkReport {
         name,
         policy,
+        reported,
         pools,
         leases,
     })
@@ -203,7 +233,14 @@ pub fn render_text(out: &mut dyn Write, reports: &[NetworkReport]) -> std::io::R
         if n.policy.is_none() {
             writeln!(
                 out,
-                "  (utilisation unknown until the network's first ADD through wasm-ipam records its config)"
+                "  (leases and utilisation unknown until the network's first ADD through wasm-ipam records its config)"
+            )?;
+        } else if !n.reported {
+            writeln!(
+                out,
+                "  (policy {} does not report leases: it does not export {})",
+                n.policy.as_deref().unwrap_or_default(),
+                crate::sandbox::INSPECT_INTERFACE
             )?;
         } else if pools.is_empty() {
             writeln!(
@@ -241,12 +278,13 @@ pub fn render_text(out: &mut dyn Write, reports: &[NetworkReport]) -> std::io::R
 
 pub fn run(
     store: &dyn Store,
+    data_dir: &Path,
     network: Option<&str>,
     json: bool,
     now: u64,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let reports = collect(store, network, now)?;
+    let reports = collect(store, data_dir, network, now)?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "networks": reports }))?;
         writeln!(out)?;

@@ -2,17 +2,19 @@
 //! exposition format, for node-exporter's textfile collector or, with
 //! `--listen`, scraped over HTTP.
 //!
-//! The figures are the ones `leases` prints, read in one read-only
-//! transaction per network each time: capacity, used and free addresses
-//! per pool, whether the pool is exhausted (the alert operators ask for
-//! before pods fail with "no IP addresses available"), leases per network,
-//! and the policies' own figures: blocks per node (pooled) and addresses on
-//! hold (sticky). The exposition is written by the Prometheus project's
-//! client library (which ends each HELP text with its own period), and
-//! checked in the tests with `promtool`.
+//! The figures are the ones `leases` prints, which each network's own
+//! policy reports through `inspect`, in read-only transactions, each time:
+//! capacity, used and free addresses per pool, whether the pool is
+//! exhausted (the alert operators ask for before pods fail with "no IP
+//! addresses available"), leases per network, and the policies' own
+//! figures, such as blocks per node (pooled) and addresses on hold
+//! (sticky). The exposition is written by the Prometheus project's client
+//! library (which ends each HELP text with its own period), and checked in
+//! the tests with `promtool`.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
 use anyhow::Context as _;
@@ -40,9 +42,11 @@ struct NetworkLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeLabels {
+struct FigureLabels {
     network: String,
     pool: String,
+    figure: String,
+    /// Empty for a figure about the whole pool.
     node: String,
 }
 
@@ -53,8 +57,7 @@ struct Families {
     free: Family<PoolLabels, Value>,
     exhausted: Family<PoolLabels, Value>,
     leases: Family<NetworkLabels, Value>,
-    blocks: Family<NodeLabels, Value>,
-    holds: Family<NetworkLabels, Value>,
+    figures: Family<FigureLabels, Value>,
 }
 
 impl Families {
@@ -81,55 +84,17 @@ impl Families {
         );
         registry.register("network_leases", "Leases held in a network", self.leases);
         registry.register(
-            "pooled_blocks",
-            "Blocks a node holds in a pool (pooled policy)",
-            self.blocks,
-        );
-        registry.register(
-            "sticky_holds",
-            "Addresses on hold for workloads that went away (sticky policy); a hold past its time counts until the policy frees it",
-            self.holds,
+            "pool_figure",
+            "A policy's own figure about a pool: blocks a node holds (pooled, figure blocks), addresses on hold (sticky, figure holds)",
+            self.figures,
         );
     }
 }
 
-/// Blocks per (pool, node), from the pooled policy's `block/<pool>/<index>`
-/// entries, and the number of sticky's `hold/<ip>` entries.
-fn policy_figures(
-    store: &dyn Store,
-    network: &str,
-) -> anyhow::Result<(Vec<(String, String)>, usize)> {
-    let mut txn = store.begin(network)?;
-    let mut scan = |prefix: &str| -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-        let mut all: Vec<(String, Vec<u8>)> = Vec::new();
-        loop {
-            let after = all.last().map(|(k, _)| k.clone());
-            let page = txn.scan(prefix, after.as_deref(), 1000)?;
-            let done = page.len() < 1000;
-            all.extend(page);
-            if done {
-                return Ok(all);
-            }
-        }
-    };
-    let blocks = scan("block/")?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let pool = k["block/".len()..].split('/').next()?.to_string();
-            let node = serde_json::from_slice::<serde_json::Value>(&v).ok()?["node"]
-                .as_str()?
-                .to_string();
-            Some((pool, node))
-        })
-        .collect();
-    let holds = scan("hold/")?.len();
-    Ok((blocks, holds))
-}
-
 /// The exposition for every network of `store`.
-pub fn render(store: &dyn Store, now: u64) -> anyhow::Result<String> {
+pub fn render(store: &dyn Store, data_dir: &Path, now: u64) -> anyhow::Result<String> {
     let families = Families::default();
-    for network in leases::collect(store, None, now)? {
+    for network in leases::collect(store, data_dir, None, now)? {
         for p in &network.pools {
             let labels = PoolLabels {
                 network: network.name.clone(),
@@ -146,27 +111,25 @@ pub fn render(store: &dyn Store, now: u64) -> anyhow::Result<String> {
                 .exhausted
                 .get_or_create(&labels)
                 .set(f64::from(u8::from(exhausted)));
+            for f in &p.figures {
+                let labels = FigureLabels {
+                    network: network.name.clone(),
+                    pool: p.pool.clone(),
+                    figure: f.name.clone(),
+                    node: f.node.clone().unwrap_or_default(),
+                };
+                families.figures.get_or_create(&labels).set(f.value as f64);
+            }
         }
-        let policy = network.policy.clone().unwrap_or_default();
-        let net = NetworkLabels {
-            network: network.name.clone(),
-            policy: policy.clone(),
-        };
-        families
-            .leases
-            .get_or_create(&net)
-            .set(network.leases.len() as f64);
-        let (blocks, holds) = policy_figures(store, &network.name)?;
-        for (pool, node) in blocks {
-            let labels = NodeLabels {
+        if network.reported {
+            let net = NetworkLabels {
                 network: network.name.clone(),
-                pool,
-                node,
+                policy: network.policy.clone().unwrap_or_default(),
             };
-            families.blocks.get_or_create(&labels).inc_by(1.0);
-        }
-        if policy == "sticky" {
-            families.holds.get_or_create(&net).set(holds as f64);
+            families
+                .leases
+                .get_or_create(&net)
+                .set(network.leases.len() as f64);
         }
     }
     let mut registry = Registry::with_prefix("wasm_ipam");
@@ -177,8 +140,13 @@ pub fn render(store: &dyn Store, now: u64) -> anyhow::Result<String> {
 }
 
 /// Prints the metrics once.
-pub fn run(store: &dyn Store, now: u64, out: &mut dyn Write) -> anyhow::Result<()> {
-    out.write_all(render(store, now)?.as_bytes())?;
+pub fn run(
+    store: &dyn Store,
+    data_dir: &Path,
+    now: u64,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    out.write_all(render(store, data_dir, now)?.as_bytes())?;
     Ok(())
 }
 
@@ -186,6 +154,7 @@ pub fn run(store: &dyn Store, now: u64, out: &mut dyn Write) -> anyhow::Result<(
 /// each scrape.
 pub fn serve(
     store: &dyn Store,
+    data_dir: &Path,
     addr: SocketAddr,
     now: &dyn Fn() -> anyhow::Result<u64>,
     out: &mut dyn Write,
@@ -200,7 +169,7 @@ pub fn serve(
             tiny_http::Response::from_string("not found: the metrics are at /metrics\n")
                 .with_status_code(404)
         } else {
-            match now().and_then(|t| render(store, t)) {
+            match now().and_then(|t| render(store, data_dir, t)) {
                 Ok(text) => tiny_http::Response::from_string(text).with_header(
                     tiny_http::Header::from_bytes(
                         &b"Content-Type"[..],

@@ -11,11 +11,11 @@
 pub mod compile;
 pub mod gc;
 pub mod import;
+pub mod inspect;
 pub mod install;
 mod kit_host;
 pub mod leases;
 pub mod metrics;
-mod pools;
 pub mod release_node;
 pub mod simulate;
 

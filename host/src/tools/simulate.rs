@@ -107,9 +107,11 @@ pub fn run(
     }
     // A private cache: a simulation must not write where a node's runtime
     // reads. It costs one compile per run.
-    let cache = tempfile::tempdir()?;
+    // The lease listing at the end asks the policy through `inspect`, with
+    // this dir as the data dir: the policy is found compiled in its cache.
+    let sim_dir = tempfile::tempdir()?;
     let mut conf_for_load = base_conf.clone();
-    conf_for_load.ipam.cache_dir = cache.path().to_path_buf();
+    conf_for_load.ipam.cache_dir = sim_dir.path().join("cache");
     let sandbox = invoke::load_policy(&conf_for_load).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = MemoryStore::new();
     let mut clock = invoke::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -163,7 +165,7 @@ pub fn run(
             writeln!(out, "{}", describe(*line, ev, &who, &text))?;
         }
     }
-    let reports = super::leases::collect(&store, None, clock)?;
+    let reports = super::leases::collect(&store, sim_dir.path(), None, clock)?;
     if json_out {
         writeln!(out, "{}", json!({ "networks": reports }))?;
     } else {

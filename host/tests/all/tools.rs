@@ -248,7 +248,9 @@ fn compile_checks_the_contract_and_warms_the_cache() {
         "",
     ));
     assert!(
-        first.contains("implements cni:ipam/ipam-policy-nodes@0.1.0 (ipam-policy, and releasing"),
+        first.contains(
+            "implements cni:ipam/ipam-policy-tools@0.1.0 (ipam-policy, with inspect and nodes"
+        ),
         "{first}"
     );
     assert!(
@@ -257,6 +259,10 @@ fn compile_checks_the_contract_and_warms_the_cache() {
     );
     assert!(
         first.contains("cni:ipam/nodes@0.1.0: release-node"),
+        "{first}"
+    );
+    assert!(
+        first.contains("cni:ipam/inspect@0.1.0: leases, usage"),
         "{first}"
     );
     assert!(first.contains("cni:ipam/store@0.1.0"), "{first}");
@@ -839,8 +845,11 @@ fn metrics_say_how_full_each_pool_is_and_pass_promtool() {
         "wasm_ipam_pool_exhausted{network=\"testnet\",pool=\"range 10.132.0.1-10.132.0.2 (10.132.0.0/30)\"} 1.0",
         "wasm_ipam_pool_exhausted{network=\"blocks\",pool=\"pool main 10.133.0.0/24\"} 0.0",
         "wasm_ipam_network_leases{network=\"blocks\",policy=\"pooled\"} 1.0",
-        "wasm_ipam_pooled_blocks{network=\"blocks\",pool=\"main\",node=\"node-a\"} 1.0",
-        "wasm_ipam_sticky_holds{network=\"held\",policy=\"sticky\"} 1.0",
+        // The policies' own figures, as each reports them through inspect.
+        "wasm_ipam_pool_figure{network=\"blocks\",pool=\"pool main 10.133.0.0/24\",figure=\"blocks\",node=\"node-a\"} 1.0",
+        "wasm_ipam_pool_figure{network=\"held\",pool=\"range 10.134.0.1-10.134.0.6 (10.134.0.0/29)\",figure=\"holds\",node=\"\"} 1.0",
+        // Sticky counts its address on hold as not free.
+        "wasm_ipam_pool_free_addresses{network=\"held\",pool=\"range 10.134.0.1-10.134.0.6 (10.134.0.0/29)\"} 4.0",
         "wasm_ipam_network_leases{network=\"held\",policy=\"sticky\"} 0.0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
@@ -890,4 +899,49 @@ fn metrics_are_served_over_http() {
     child.wait().unwrap();
     let body = scraped.split("\r\n\r\n").nth(1).unwrap();
     promtool_accepts(body);
+}
+
+#[test]
+fn a_policy_without_the_optional_exports_still_serves_and_the_tools_say_so() {
+    // policy-bare: world ipam-policy only, built without the kit.
+    let bare = Net::with_ipam(
+        "1.0.0",
+        json!({"policy": test_policy("policy_bare"), "node": "node-a"}),
+    );
+    assert_eq!(bare.add_ip("c1"), "10.250.0.2/24");
+    assert_eq!(bare.add_ip("c2"), "10.250.0.3/24");
+    let dir = dir_arg(&bare);
+    let listed = stdout(&tool(&["leases", "--data-dir", &dir], 0, ""));
+    assert!(
+        listed.contains("does not report leases: it does not export cni:ipam/inspect@0.1.0"),
+        "{listed}"
+    );
+    let json = stdout(&tool(&["leases", "--data-dir", &dir, "--json"], 0, ""));
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["networks"][0]["reported"], false, "{json}");
+    let metrics = stdout(&tool(&["metrics", "--data-dir", &dir], 0, ""));
+    assert!(!metrics.contains("network=\"testnet\""), "{metrics}");
+    promtool_accepts(&metrics);
+    let released = stdout(&tool(
+        &["release-node", "node-a", "--data-dir", &dir],
+        0,
+        "",
+    ));
+    assert!(
+        released.contains(
+            "keeps no per-node state to release (it does not export cni:ipam/nodes@0.1.0)"
+        ),
+        "{released}"
+    );
+    assert!(
+        released.contains("testnet: 2 attachments of node node-a released"),
+        "{released}"
+    );
+    assert!(
+        !bare
+            .store_dump()
+            .iter()
+            .any(|(k, _)| k.starts_with("held/")),
+        "released through the policy's DEL"
+    );
 }

@@ -17,6 +17,7 @@
 pub mod args;
 pub mod errors;
 pub mod host;
+pub mod inspect;
 pub mod leases;
 pub mod ranges;
 pub mod testing;
@@ -25,7 +26,7 @@ pub mod testing;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "ipam-policy-nodes",
+        world: "ipam-policy-tools",
         pub_export_macro: true,
         export_macro_name: "__export_ipam_policy",
         default_bindings_module: "ipam_kit::bindings",
@@ -65,10 +66,20 @@ pub trait Policy {
         let _ = (host, ctx);
         Ok(Vec::new())
     }
+    /// Every lease, for the operator tools (`inspect` in `wit/ipam.wit`).
+    /// By default the kit's lease layout, each lease with its range.
+    fn leases(host: &mut dyn Host, ctx: &Context) -> Result<Vec<inspect::LeaseInfo>, IpamError> {
+        Ok(inspect::range_leases(host, ctx))
+    }
+    /// How full each pool is, for the operator tools. By default each
+    /// range of a host-local `ranges` config (none for another shape).
+    fn usage(host: &mut dyn Host, ctx: &Context) -> Result<Vec<inspect::PoolUsage>, IpamError> {
+        inspect::range_usage(host, ctx, &|_| 0)
+    }
 }
 
-/// Exports a [`Policy`] implementation as the component's `policy` and
-/// `nodes` interfaces (world `ipam-policy-nodes`).
+/// Exports a [`Policy`] implementation as the component's `policy`,
+/// `inspect` and `nodes` interfaces (world `ipam-policy-tools`).
 /// Only in the wasm build: a native build (`cargo test`) has no component to
 /// export from, and its linker refuses the component's symbol names.
 #[macro_export]
@@ -124,6 +135,19 @@ macro_rules! export_policy {
                     ctx: $crate::Context,
                 ) -> Result<Vec<$crate::Released>, $crate::IpamError> {
                     <$policy as $crate::Policy>::release_node(&mut $crate::host::WitHost, &ctx)
+                }
+            }
+
+            impl $crate::bindings::exports::cni::ipam::inspect::Guest for Glue {
+                fn leases(
+                    ctx: $crate::Context,
+                ) -> Result<Vec<$crate::inspect::LeaseInfo>, $crate::IpamError> {
+                    <$policy as $crate::Policy>::leases(&mut $crate::host::WitHost, &ctx)
+                }
+                fn usage(
+                    ctx: $crate::Context,
+                ) -> Result<Vec<$crate::inspect::PoolUsage>, $crate::IpamError> {
+                    <$policy as $crate::Policy>::usage(&mut $crate::host::WitHost, &ctx)
                 }
             }
 

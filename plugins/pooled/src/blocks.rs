@@ -354,3 +354,33 @@ pub fn release_node(host: &mut dyn Host, node: &str, pool: &Pool) -> (usize, usi
     }
     (freed, orphaned)
 }
+
+/// How full `pool` is, with `leases` every lease of the network: its
+/// capacity, its leases, and a `blocks` figure per node holding blocks.
+pub fn usage(
+    host: &dyn Host,
+    pool: &Pool,
+    leases: &[(IpAddr, Lease)],
+) -> ipam_kit::inspect::PoolUsage {
+    use ipam_kit::inspect::{Figure, PoolUsage, count};
+    let used = leases.iter().filter(|(ip, _)| pool.contains(*ip)).count() as u64;
+    let capacity = count(pool.capacity());
+    let mut per_node: BTreeMap<String, u64> = BTreeMap::new();
+    for block in all_blocks(host, &pool.name).values() {
+        *per_node.entry(block.node.clone()).or_default() += 1;
+    }
+    PoolUsage {
+        name: pool.label(),
+        capacity,
+        used,
+        free: capacity.saturating_sub(used),
+        figures: per_node
+            .into_iter()
+            .map(|(node, value)| Figure {
+                name: "blocks".into(),
+                node: Some(node),
+                value,
+            })
+            .collect(),
+    }
+}

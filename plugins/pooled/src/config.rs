@@ -192,6 +192,26 @@ impl Pool {
             && !self.exclude.iter().any(|e| e.contains(&ip))
     }
 
+    /// How the operator tools name the pool.
+    pub fn label(&self) -> String {
+        format!("pool {} {}", self.name, self.net)
+    }
+
+    /// How many addresses the pool can ever hand out: all of it but the
+    /// network address, the IPv4 broadcast, the gateway and the exclusions
+    /// (saturating for huge IPv6 pools).
+    pub fn capacity(&self) -> u128 {
+        let size = |net: &IpNet| {
+            1u128
+                .checked_shl(u32::from(net.max_prefix_len() - net.prefix_len()))
+                .unwrap_or(u128::MAX)
+        };
+        let mut reserved = 1 + u128::from(self.is_ipv4());
+        reserved += u128::from(self.gateway.is_some_and(|g| self.net.contains(&g)));
+        reserved += self.exclude.iter().map(size).sum::<u128>();
+        size(&self.net).saturating_sub(reserved)
+    }
+
     /// The result's form of `ip`: with the pool's prefix length.
     pub fn with_prefix(&self, ip: IpAddr) -> String {
         format!("{ip}/{}", self.net.prefix_len())

@@ -261,6 +261,36 @@ impl Policy for Pooled {
         Ok(Vec::new())
     }
 
+    /// Every lease, with the pool its block tag names.
+    fn leases(
+        host: &mut dyn Host,
+        ctx: &Context,
+    ) -> Result<Vec<ipam_kit::inspect::LeaseInfo>, IpamError> {
+        let cfg = config::parse(ctx)?;
+        Ok(leases::all(host)
+            .iter()
+            .map(|(ip, lease)| {
+                let pool = cfg.pools.iter().find(|p| p.contains(*ip)).map(Pool::label);
+                ipam_kit::inspect::lease_info(*ip, lease, pool)
+            })
+            .collect())
+    }
+
+    /// Each pool: what it can hand out, its leases, and the blocks each
+    /// node holds in it.
+    fn usage(
+        host: &mut dyn Host,
+        ctx: &Context,
+    ) -> Result<Vec<ipam_kit::inspect::PoolUsage>, IpamError> {
+        let cfg = config::parse(ctx)?;
+        let all = leases::all(host);
+        Ok(cfg
+            .pools
+            .iter()
+            .map(|pool| blocks::usage(host, pool, &all))
+            .collect())
+    }
+
     fn status(host: &mut dyn Host, ctx: &Context) -> Result<Availability, IpamError> {
         let cfg = config::parse(ctx)?;
         let now = host.now();

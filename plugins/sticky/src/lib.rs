@@ -381,6 +381,22 @@ impl Policy for Sticky {
         Ok(released)
     }
 
+    /// Each range, with the addresses on hold counted as not free.
+    fn usage(
+        host: &mut dyn Host,
+        ctx: &Context,
+    ) -> Result<Vec<ipam_kit::inspect::PoolUsage>, IpamError> {
+        config::parse(ctx)?;
+        let held: Vec<IpAddr> = host
+            .scan_all("hold/")
+            .into_iter()
+            .filter_map(|(k, _)| k["hold/".len()..].parse().ok())
+            .collect();
+        ipam_kit::inspect::range_usage(host, ctx, &|r| {
+            held.iter().filter(|ip| r.contains(**ip)).count() as u64
+        })
+    }
+
     fn status(host: &mut dyn Host, ctx: &Context) -> Result<Availability, IpamError> {
         let cfg = config::parse(ctx)?;
         let now = host.now();
