@@ -13,6 +13,7 @@
 
 mod cluster;
 mod measure;
+mod plot;
 mod shared;
 mod spawn;
 mod stats;
@@ -56,6 +57,10 @@ struct Cli {
     #[arg(long, value_name = "RUNS", value_delimiter = ',', num_args = 0..=1,
           default_missing_value = cluster::DEFAULT_RUNS)]
     cluster: Option<Vec<cluster::Spec>>,
+    /// Also draw the plots into this directory, as SVG: `add-latency.svg`,
+    /// and with `--cluster`, `cluster.svg`.
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -169,6 +174,10 @@ fn main() -> Result<()> {
             bail!("--cluster needs an etcd: give --etcd http://127.0.0.1:2379");
         };
         let results = json!({"cluster": cluster::run_all(&ours, url, specs)?});
+        if let Some(dir) = &cli.plots {
+            std::fs::create_dir_all(dir)?;
+            plot::cluster(&results["cluster"], &dir.join("cluster.svg"))?;
+        }
         std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
         println!("\nJSON: {}", cli.json.display());
         return Ok(());
@@ -246,6 +255,10 @@ fn main() -> Result<()> {
         }));
     }
     drop(dirs);
+    if let Some(dir) = &cli.plots {
+        std::fs::create_dir_all(dir)?;
+        plot::add_latency(&results["ops"], &dir.join("add-latency.svg"))?;
+    }
 
     let cold_n = if cli.smoke { 1 } else { 10 };
     println!("\nCold first call (compiles the policy into an empty cache), milliseconds:\n");
