@@ -165,12 +165,11 @@ enum Cmd {
         /// host-local's directory for the network: <its dataDir>/<network>.
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
-        /// The network (the config's "name").
-        #[arg(long, value_name = "NAME")]
-        network: String,
-        /// wasm-ipam's store: ipam.dataDir of the new network config.
-        #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        /// The new network config (a .conf or .conflist, `-` for stdin),
+        /// with wasm-ipam as its IPAM plugin: its name, policy, ranges and
+        /// store. Its policy must export cni:ipam/inspect.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
         /// The interface of reservations written by old host-local versions,
         /// which recorded only the container id.
         #[arg(long, value_name = "IFNAME", default_value = "eth0")]
@@ -286,12 +285,14 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
         } => tools::install::run(&cni_bin_dir, &cache_dir, out),
         Cmd::ImportHostLocal {
             from,
-            network,
-            data_dir,
+            config,
             default_ifname,
         } => {
-            let store = crate::store::SqliteStore::open(&data_dir)?;
-            tools::import::run(&from, &network, &store, &default_ifname, now()?, out).map(drop)
+            let text = tools::read_config(&tools::read_input(&config)?)?;
+            let conf = NetConf::parse(text.to_string().as_bytes())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let store = invoke::open_store(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tools::import::run(&from, &conf, &*store, &default_ifname, now()?, out).map(drop)
         }
         Cmd::Simulate {
             config,

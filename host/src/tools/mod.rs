@@ -13,7 +13,6 @@ pub mod gc;
 pub mod import;
 pub mod inspect;
 pub mod install;
-mod kit_host;
 pub mod leases;
 pub mod metrics;
 pub mod release_node;

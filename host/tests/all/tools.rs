@@ -352,20 +352,19 @@ fn compile_refuses_what_is_not_a_policy_and_keeps_nothing() {
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 
 /// `wasm-ipam import-host-local` of network `pods` from `from` into `net`.
+/// `import-host-local` into the network `net` configures, its config given
+/// on stdin.
 fn import(from: &Path, net: &Net) -> Output {
-    let dir = dir_arg(net);
     tool(
         &[
             "import-host-local",
             "--from",
             from.to_str().unwrap(),
-            "--network",
-            "pods",
-            "--data-dir",
-            &dir,
+            "--config",
+            "-",
         ],
         0,
-        "",
+        &net.conf.to_string(),
     )
 }
 
@@ -413,6 +412,13 @@ fn import_takes_over_from_the_reference_host_local_without_duplicates() {
     assert!(
         again.contains("imported 0 reservations (3 already there)"),
         "{again}"
+    );
+    // Imported through the policy, which also recorded the network: the
+    // leases are listed at once, before any ADD through wasm-ipam.
+    let listed = stdout(&tool(&["leases", "--data-dir", &dir_arg(&net)], 0, ""));
+    assert!(
+        listed.contains("network pods  policy host-local  3 leases"),
+        "{listed}"
     );
     let imported: Vec<String> = net
         .leased()
