@@ -51,10 +51,14 @@ fn holder(text: &str, default_ifname: &str) -> Option<(String, String)> {
         .then(|| (id.to_string(), ifname.to_string()))
 }
 
+/// A holder, `(container id, ifname)`.
+type Holder = (String, String);
+/// A holder's addresses, with its oldest reservation's time.
+type Held = (Vec<IpAddr>, u64);
+
 /// What the reference's directory holds.
 struct Found {
-    /// Each holder's addresses, with the oldest reservation's time.
-    holders: BTreeMap<(String, String), (Vec<IpAddr>, u64)>,
+    holders: BTreeMap<Holder, Held>,
     /// `last_reserved_ip.<set>`.
     cursors: Vec<(usize, IpAddr)>,
 }
@@ -169,7 +173,7 @@ pub fn run(
     };
     // Holders of a cursor address last, so the round-robin resumes there.
     let cursor_ips: Vec<IpAddr> = found.cursors.iter().map(|(_, ip)| *ip).collect();
-    let mut order: Vec<(&(String, String), &(Vec<IpAddr>, u64))> = found.holders.iter().collect();
+    let mut order: Vec<(&Holder, &Held)> = found.holders.iter().collect();
     order.sort_by_key(|(_, (ips, _))| ips.iter().any(|ip| cursor_ips.contains(ip)));
     let boot = reboot::boot_id(&|k| std::env::var_os(k));
     let mut summary = Summary {
