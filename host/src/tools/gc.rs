@@ -8,7 +8,6 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use serde_json::{Map, Value};
 
-use crate::cni::config::NetConf;
 use crate::cni::env::{Command, Env, Given};
 use crate::invoke::{self, Answered, Mode};
 use crate::netrecord::NetworkRecord;
@@ -67,11 +66,9 @@ pub fn run(
     };
     let mut extra = Map::new();
     extra.insert("cni.dev/valid-attachments".into(), valid);
-    let mut conf_json = record.netconf(network, data_dir, extra);
     // GC exists from CNI 1.1.0; the network may have been added with less.
-    conf_json["cniVersion"] = "1.1.0".into();
-    let conf = NetConf::parse(conf_json.to_string().as_bytes())
-        .map_err(|e| anyhow::anyhow!("the recorded config of {network:?} no longer parses: {e}"))?;
+    extra.insert("cniVersion".into(), "1.1.0".into());
+    let conf = super::recorded_conf(&record, network, data_dir, extra)?;
     let sandbox = invoke::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
     let request = invoke::Request {
         env: Env::new(Command::Gc, Given::default()).map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::cni::config::NetConf;
 use crate::invoke;
 use crate::netrecord::NetworkRecord;
 use crate::sandbox::{Answer, Lease, Op, PoolUsage};
@@ -38,13 +37,7 @@ pub fn network(
     let Some(record) = record else {
         return Ok(Seen::Unrecorded);
     };
-    let conf = NetConf::parse(
-        record
-            .netconf(network, data_dir, Default::default())
-            .to_string()
-            .as_bytes(),
-    )
-    .map_err(|e| anyhow::anyhow!("the recorded config of {network:?} no longer parses: {e}"))?;
+    let conf = super::recorded_conf(&record, network, data_dir, Default::default())?;
     let sandbox = invoke::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctx = crate::reboot::bare_context(&conf, &invoke::node_name(&conf));
     let ask = |op: Op| -> anyhow::Result<Answer> {

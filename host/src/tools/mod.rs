@@ -70,3 +70,17 @@ pub fn read_config(text: &[u8]) -> anyhow::Result<Value> {
     }
     Ok(conf)
 }
+
+/// The config that runs network `name`'s policy as the host recorded it at
+/// ADD, with `data_dir` as its data dir and `extra` top-level fields: what
+/// the tools that call a policy outside a CNI call (`gc`, `release-node`,
+/// `leases`) run it with.
+pub fn recorded_conf(
+    record: &crate::netrecord::NetworkRecord,
+    name: &str,
+    data_dir: &Path,
+    extra: serde_json::Map<String, Value>,
+) -> anyhow::Result<crate::cni::config::NetConf> {
+    crate::cni::config::NetConf::parse(record.netconf(name, data_dir, extra).to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("the recorded config of {name:?} no longer parses: {e}"))
+}

@@ -16,7 +16,6 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use crate::cni::config::NetConf;
 use crate::invoke::{self, Mode};
 use crate::netrecord::NetworkRecord;
 use crate::reboot::{self, Gone};
@@ -51,13 +50,7 @@ pub fn run(
             writeln!(out, "{name}: no recorded config, skipped")?;
             continue;
         };
-        let conf = NetConf::parse(
-            record
-                .netconf(name, data_dir, Default::default())
-                .to_string()
-                .as_bytes(),
-        )
-        .map_err(|e| anyhow::anyhow!("the recorded config of {name:?} no longer parses: {e}"))?;
+        let conf = super::recorded_conf(&record, name, data_dir, Default::default())?;
         let sandbox = invoke::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
         let released = reboot::release(store, &sandbox, &conf, node, Gone::All, now, mode)
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
