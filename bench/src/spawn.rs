@@ -1,10 +1,14 @@
 //! One CNI call in a fresh process, timed, with the child's own peak RSS
-//! (from wait4, which std's Child does not expose).
+//! (from wait4, which std's Child does not expose). The call itself is the
+//! protocol crate's [`Call`], as everywhere else; only the reaping differs
+//! from `cni::exec::run`, which waits through std.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use cni::exec::Call;
 
 pub struct Run {
     pub wall: Duration,
@@ -16,22 +20,22 @@ pub struct Run {
 }
 
 /// [`run`], keeping what the call printed on stdout (its result or error).
-pub fn run_capturing(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Run {
-    spawn(bin, env, stdin, true)
+pub fn run_capturing(bin: &Path, call: &Call, stdin: &[u8]) -> Run {
+    spawn(bin, call, stdin, true)
 }
 
 // The child is reaped by wait4 below, which std's Child::wait cannot
 // replace: only wait4 returns the child's own peak RSS.
-pub fn run(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Run {
-    spawn(bin, env, stdin, false)
+pub fn run(bin: &Path, call: &Call, stdin: &[u8]) -> Run {
+    spawn(bin, call, stdin, false)
 }
 
 #[allow(clippy::zombie_processes)]
-fn spawn(bin: &Path, env: &[(&str, String)], stdin: &[u8], capture: bool) -> Run {
+fn spawn(bin: &Path, call: &Call, stdin: &[u8], capture: bool) -> Run {
     let start = Instant::now();
     let mut child = Command::new(bin)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(call.vars())
         .stdin(Stdio::piped())
         .stdout(if capture {
             Stdio::piped()

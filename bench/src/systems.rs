@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use cni::exec::Call;
 use serde_json::{Value, json};
 
 pub const REFERENCE: &str = "/usr/lib/cni/host-local";
@@ -120,12 +121,10 @@ pub fn prefill_in_process(n: usize) {
     }
 }
 
-pub fn env(command: &str, id: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("CNI_COMMAND", command.into()),
-        ("CNI_CONTAINERID", id.into()),
-        ("CNI_IFNAME", "eth0".into()),
-        ("CNI_NETNS", "/var/run/netns/bench".into()),
-        ("CNI_PATH", "/usr/lib/cni".into()),
-    ]
+pub fn env(command: &str, id: &str) -> Call {
+    Call {
+        netns: Some("/var/run/netns/bench".into()),
+        ..Call::attach(command, id)
+    }
+    .env("CNI_PATH", "/usr/lib/cni")
 }

@@ -21,14 +21,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::exec::{self, Call, Outcome, Spawn};
 use crate::target::{Target, stdin_bytes, supported_versions};
+use cni::exec::{self, Call, Outcome, Spawn};
 
 /// Finds `type` on the target's CNI path.
 fn find(target: &Target, plugin_type: &str) -> Option<PathBuf> {
-    std::env::split_paths(&target.cni_path_var())
-        .map(|d| d.join(plugin_type))
-        .find(|p| p.is_file())
+    exec::find(target.cni_path_var().as_ref(), plugin_type)
 }
 
 /// One plugin's config within the list.

@@ -81,7 +81,7 @@ impl std::ops::Deref for Host {
 impl Drop for Host {
     fn drop(&mut self) {
         for child in &mut self.daemons {
-            crate::exec::kill_group(child.id());
+            cni::exec::kill_group(child.id());
             let _ = child.wait();
         }
     }

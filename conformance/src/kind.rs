@@ -14,11 +14,11 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::exec::Call;
 use crate::host::Host;
 use crate::netns::{self, Netns};
 use crate::prev;
 use crate::target::Target;
+use cni::exec::Call;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PluginKind {
@@ -109,7 +109,7 @@ fn probe(target: &Target, host: &Host, version: &str) -> Result<Result<Detected,
         };
         probe
             .run_in(&call, conf, Some(host.name()))
-            .unwrap_or_else(crate::exec::Outcome::not_run)
+            .unwrap_or_else(cni::exec::Outcome::not_run)
     };
     let bare = Netns::new("probe-ctr")?;
     let first = run(&bare, &conf);
@@ -130,7 +130,7 @@ fn probe(target: &Target, host: &Host, version: &str) -> Result<Result<Detected,
             }));
         }
     }
-    if !crate::versions::at_least(version, "0.3.0") {
+    if !cni::version::at_least(version, "0.3.0") {
         return Ok(Err(format!(
             "ADD: {} {:?} (no prevResult before 0.3.0)",
             first.status(),

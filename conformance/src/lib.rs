@@ -12,7 +12,6 @@
 //! so the list stays honest.
 
 pub mod chain;
-pub mod exec;
 pub mod expectations;
 pub mod host;
 pub mod kind;
@@ -25,4 +24,3 @@ pub mod rules;
 pub mod schema;
 pub mod suite;
 pub mod target;
-pub mod versions;

@@ -254,7 +254,7 @@ fn install_cleanup() {
         // A second handler (an embedding program's) keeps its own; the
         // guards still clean up on every normal path.
         let _ = ctrlc::set_handler(|| {
-            crate::exec::kill_running();
+            cni::exec::kill_running();
             remove_all();
             eprintln!("cni-conformance: interrupted; removed the namespaces it made");
             std::process::exit(130);

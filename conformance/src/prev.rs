@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::netns::Netns;
-use crate::versions::at_least;
+use cni::version::at_least;
 
 /// Makes the pair for attachment number `n` of a case and returns its
 /// result in `version`'s layout (0.3.0 or later: older versions have no

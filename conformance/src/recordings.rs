@@ -30,12 +30,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::exec::{Call, Outcome};
 use crate::host::Host;
 use crate::kind::PluginKind;
 use crate::netns::Netns;
 use crate::schema;
 use crate::target::Target;
+use cni::exec::{Call, Outcome};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Record {

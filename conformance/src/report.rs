@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
-use crate::versions::KNOWN;
+use cni::version::VERSIONS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
@@ -80,7 +80,7 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
         count(Status::Warn)
     )
     .unwrap();
-    let mut columns: Vec<&str> = KNOWN.to_vec();
+    let mut columns: Vec<&str> = VERSIONS.to_vec();
     if entries.iter().any(|e| e.version == "-") {
         columns.insert(0, "-");
     }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::versions::at_least;
+use cni::version::at_least;
 
 fn cidr(v: &Value) -> Option<IpNet> {
     v.as_str()?.parse().ok()

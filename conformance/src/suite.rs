@@ -11,7 +11,7 @@ use crate::recordings::{self, Mode};
 use crate::report::{Entry, Results, Status};
 use crate::rules::{self, Case, Level, Rule};
 use crate::target::Target;
-use crate::versions::KNOWN;
+use cni::version::VERSIONS;
 
 pub struct Suite {
     pub target: Arc<Target>,
@@ -145,7 +145,7 @@ impl Suite {
                 rule_verdict(&target, &version, &rule)
             }));
         }
-        for version in KNOWN {
+        for version in VERSIONS {
             for rule in rules::version_rules()
                 .into_iter()
                 .filter(|r| r.judges(kind))

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::chain;
-use crate::exec::{self, Call, Outcome, Spawn};
 use crate::kind::PluginKind;
+use cni::exec::{self, Call, Outcome, Spawn};
 
 #[derive(Debug, Clone)]
 pub enum Kind {

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use crate::store::{SqliteStore, Store};
-use cni_conformance::exec::{self, Call, Outcome};
+use cni::exec::{self, Call, Outcome};
 
 struct Demo {
     plugin: PathBuf,

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::exec::{Call, Outcome};
 use crate::host::Host;
 use crate::kind::PluginKind;
 use crate::netns::Netns;
 use crate::prev;
 use crate::schema;
 use crate::target::Target;
+use cni::exec::{Call, Outcome};
 
 use super::Rule;
 

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{ALL, Case, IPAM, Level, Rule};
-use crate::exec::Call;
+use cni::exec::Call;
 
 pub fn version_output() -> Rule {
     Rule::new(
@@ -30,7 +30,7 @@ fn version_output_check(case: &Case) -> Result<(), String> {
         || versions.is_empty()
         || !versions
             .iter()
-            .all(|s| s.as_str().and_then(crate::versions::parse).is_some())
+            .all(|s| s.as_str().and_then(cni::version::Version::parse).is_some())
     {
         return Err(step.fail("{\"cniVersion\": <version>, \"supportedVersions\": [<versions>]}"));
     }

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 
 use super::{Case, Level, Rule, Step};
-use crate::exec::Call;
 use crate::schema;
+use cni::exec::Call;
 
 fn first_address(result: &Value) -> Result<IpAddr, String> {
     schema::addresses(result)

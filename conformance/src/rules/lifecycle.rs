@@ -32,7 +32,7 @@ fn del_unknown(case: &Case) -> Result<(), String> {
 fn del_bare(case: &Case) -> Result<(), String> {
     let conf = case.conf();
     case.add("c1", &conf)?;
-    let call = crate::exec::Call {
+    let call = cni::exec::Call {
         netns: None,
         ..case.call("DEL", "c1")?
     };

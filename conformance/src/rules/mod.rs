@@ -30,7 +30,7 @@ pub use case::{Case, Step};
 use crate::kind::PluginKind;
 use crate::netns;
 use crate::target::Target;
-use crate::versions::at_least;
+use cni::version::at_least;
 
 /// How binding a rule is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,9 +1,9 @@
 //! Each deliberate fault is caught by the rule it breaks; the same plugin
 //! without a fault passes every rule.
 
+use cni::version::VERSIONS;
 use cni_conformance::rules::{self, Case, Rule};
 use cni_conformance::target::Target;
-use cni_conformance::versions::KNOWN;
 use serde_json::json;
 
 fn faulty(fault: &str) -> Target {
@@ -28,7 +28,7 @@ fn check(target: &Target, id: &str, version: &str) -> Result<(), String> {
 
 /// Every rule that judges `target`'s kind passes at every version.
 pub fn passes_every_rule(target: &Target, label: &str) {
-    for version in KNOWN {
+    for version in VERSIONS {
         for rule in rules::version_rules()
             .into_iter()
             .filter(|r| r.judges(target.plugin_kind))

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use cni_conformance::exec::Call;
+use cni::exec::Call;
 use cni_conformance::recordings::{self, Mode};
 use cni_conformance::target::Target;
 use serde_json::json;

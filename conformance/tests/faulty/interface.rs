@@ -19,11 +19,12 @@
 //! It makes its links with `ip`, in the namespace it runs in (the suite's
 //! host namespace for the case) and in `CNI_NETNS`.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
+
+use cni::exec::{self, Call};
 
 use super::{Fail, at_least, env};
 
@@ -72,22 +73,19 @@ fn ipam(conf: &Value, command: &str, stdin: &[u8]) -> Result<Value, Fail> {
         .as_str()
         .ok_or(Fail(7, "no ipam.type".into()))?;
     let path = env("CNI_PATH").unwrap_or_default();
-    let binary = std::env::split_paths(&path)
-        .map(|d| d.join(plugin_type))
-        .find(|p| p.is_file())
+    let binary = exec::find(path.as_ref(), plugin_type)
         .ok_or_else(|| Fail(7, format!("no IPAM plugin {plugin_type} in {path}")))?;
-    let mut child = Command::new(binary)
-        .env("CNI_COMMAND", command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Fail(5, e.to_string()))?;
-    let _ = child.stdin.take().expect("piped").write_all(stdin);
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Fail(5, e.to_string()))?;
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    if out.status.success() {
+    let call = Call {
+        command: command.into(),
+        container_id: env("CNI_CONTAINERID"),
+        ifname: env("CNI_IFNAME"),
+        netns: env("CNI_NETNS"),
+        args: env("CNI_ARGS"),
+        extra: vec![("CNI_PATH".into(), path.clone())],
+    };
+    let out = exec::run(&binary, &call, stdin).map_err(|e| Fail(5, e.to_string()))?;
+    let v = out.parsed().unwrap_or(Value::Null);
+    if out.ok() {
         Ok(v)
     } else {
         Err(Fail(

@@ -24,30 +24,17 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use cni::env::valid_id;
+use cni::version::{VERSIONS, at_least};
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
 mod interface;
 
-const VERSIONS: &[&str] = &[
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
 struct Fail(u32, String);
-
-fn at_least(v: &str, min: &str) -> bool {
-    let p = |s: &str| -> Vec<u32> { s.split('.').map(|x| x.parse().unwrap_or(0)).collect() };
-    p(v) >= p(min)
-}
 
 fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
-}
-
-fn valid_id(s: &str) -> bool {
-    let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphanumeric())
-        && c.all(|x| x.is_ascii_alphanumeric() || "_.-".contains(x))
 }
 
 type Leases = BTreeMap<String, String>;

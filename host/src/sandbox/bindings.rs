@@ -27,7 +27,7 @@ pub mod tools {
     });
 }
 
-pub use cni::ipam::types::{
+pub use self::cni::ipam::types::{
     Allocation, Attachment, Availability, Context, Dns, IpConfig, IpamError, Released, Route,
 };
 pub use tools::exports::cni::ipam::inspect::{Figure, Lease, PoolUsage};

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use cni_conformance::exec::{Call, run};
+use cni::exec::{Call, run};
 use serde_json::{Value, json};
 
 use crate::common::{Net, assert_error, plugin};

@@ -135,7 +135,7 @@ fn data_dir_and_cache_are_created_private_to_the_user_running_the_plugin() {
     let mut conf = net.conf.clone();
     conf["ipam"]["dataDir"] = json!(data);
     assert!(
-        net.run_conf(&cni_conformance::exec::Call::attach("ADD", "c1"), &conf)
+        net.run_conf(&cni::exec::Call::attach("ADD", "c1"), &conf)
             .ok()
     );
     let me = rustix::process::geteuid().as_raw();

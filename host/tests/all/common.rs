@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use cni_conformance::exec::{self, Call, Outcome};
+use cni::exec::{self, Call, Outcome};
 use serde_json::{Value, json};
 
 pub fn plugin() -> &'static Path {

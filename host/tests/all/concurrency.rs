@@ -2,16 +2,13 @@
 
 use std::collections::BTreeSet;
 
-use cni_conformance::exec::{Call, Outcome};
+use cni::exec::{Call, Outcome};
 use serde_json::{Value, json};
 
 use crate::common::Net;
 
 /// Starts `n` ADDs at once, each in its own process, and waits for all.
-fn concurrent_adds(
-    net: &Net,
-    ids: impl Iterator<Item = String>,
-) -> Vec<cni_conformance::exec::Outcome> {
+fn concurrent_adds(net: &Net, ids: impl Iterator<Item = String>) -> Vec<cni::exec::Outcome> {
     std::thread::scope(|s| {
         let handles: Vec<_> = ids.map(|id| s.spawn(move || net.add(&id))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()

@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cni_conformance::exec::Call;
+use cni::exec::Call;
+use cni::version::VERSIONS;
 use cni_conformance::expectations::Expectations;
 use cni_conformance::recordings::Mode;
 use cni_conformance::schema::normalise;
 use cni_conformance::suite::Suite;
 use cni_conformance::target::Target;
-use cni_conformance::versions::KNOWN;
 use serde_json::{Map, Value, json};
 
 use crate::common::{plugin, shared_cache};
@@ -79,7 +79,7 @@ fn normalised_results_per_version_for_each_policy() {
     for policy in ["host-local", "pooled", "sticky"] {
         let t = target(policy);
         let mut by_version = Map::new();
-        for version in KNOWN {
+        for version in VERSIONS {
             let dir = tempfile::tempdir().unwrap();
             let conf = t.netconf(version, t.ipam.as_ref().unwrap(), &dir.path().join("data"));
             let out = t.run(&Call::attach("ADD", "snap"), &conf).unwrap();

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use cni_conformance::exec::{Call, Outcome};
+use cni::exec::{Call, Outcome};
 use serde_json::{Value, json};
 
 use crate::common::Net;

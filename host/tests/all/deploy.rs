@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cni_conformance::exec::{self, Call};
+use cni::exec::{self, Call};
 use serde_json::{Value, json};
 
 use crate::common::{http_get, plugin, serving_address, shared_cache};

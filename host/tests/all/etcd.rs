@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_conformance::exec::{Call, Outcome};
+use cni::exec::{Call, Outcome};
 use serde_json::{Value, json};
 use wasm_ipam::cni::config::EtcdConf;
 use wasm_ipam::store::{EtcdStore, Store, StoreError, contract};

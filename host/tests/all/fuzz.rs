@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use wasm_ipam::cni::config::NetConf;
 use wasm_ipam::cni::env::Env;
 use wasm_ipam::cni::result::{Dns, IpConfig, IpamResult, Route};
-use wasm_ipam::cni::version::{CniVersion, SUPPORTED};
+use wasm_ipam::cni::version::{CniVersion, VERSIONS};
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -173,7 +173,7 @@ proptest! {
 
     #[test]
     fn results_convert_to_every_version_and_read_back(r in result()) {
-        for version in SUPPORTED {
+        for version in VERSIONS {
             let v = CniVersion::parse(version).unwrap();
             match r.to_json(&v) {
                 Ok(text) => {

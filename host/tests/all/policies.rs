@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cni_conformance::exec::{Call, Outcome};
+use cni::exec::{Call, Outcome};
 use serde_json::{Value, json};
 
 use crate::common::{Net, assert_error};

@@ -1,7 +1,7 @@
 //! The CNI envelope: environment, config, versions, error codes and the
 //! operations' success rules, through the real binary.
 
-use cni_conformance::exec::{Call, run};
+use cni::exec::{Call, run};
 use serde_json::json;
 
 use crate::common::{Net, assert_error, plugin};

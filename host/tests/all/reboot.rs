@@ -3,7 +3,7 @@
 //! this node made in an earlier boot, once, and never one of the current
 //! boot, however many first calls race.
 
-use cni_conformance::exec::{Call, Outcome};
+use cni::exec::{Call, Outcome};
 use serde_json::json;
 
 use crate::common::{Net, assert_error};

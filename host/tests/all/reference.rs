@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use cni_conformance::exec::{Call, Outcome, run};
+use cni::exec::{Call, Outcome, run};
 use serde_json::{Value, json};
 
 use crate::common::{plugin, shared_cache};

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use cni_conformance::exec::Call;
+use cni::exec::Call;
 use serde_json::{Value, json};
 
 use crate::common::{Net, assert_error};
@@ -181,7 +181,7 @@ fn a_del_without_ipam_or_data_dir_looks_in_the_default_store() {
 fn del_still_fails_for_malformed_stdin_and_an_unreadable_store() {
     let net = Net::host_local("1.0.0", "10.128.0.0/24");
     assert!(net.add("c1").ok());
-    let out = cni_conformance::exec::run(
+    let out = cni::exec::run(
         crate::common::plugin(),
         &Call::attach("DEL", "c1"),
         b"{\"cniVersion\": \"1.0.0\", \"name\": ",

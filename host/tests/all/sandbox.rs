@@ -1,7 +1,7 @@
 //! A broken or hostile policy ends in a clean CNI error, and the store is
 //! exactly as before: the policy wrote a key before misbehaving every time.
 
-use cni_conformance::exec::Call;
+use cni::exec::Call;
 use serde_json::{Value, json};
 
 use crate::common::{Net, assert_error, test_policy};
@@ -120,7 +120,7 @@ fn store_limits_hold() {
 
 /// Runs the call and samples the host's peak resident memory (VmHWM) from
 /// /proc until it exits.
-fn peak_rss_kib(net: &Net, call: &Call) -> (cni_conformance::exec::Outcome, u64) {
+fn peak_rss_kib(net: &Net, call: &Call) -> (cni::exec::Outcome, u64) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut cmd = Command::new(crate::common::plugin());
@@ -147,7 +147,7 @@ fn peak_rss_kib(net: &Net, call: &Call) -> (cni_conformance::exec::Outcome, u64)
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let out = child.wait_with_output().unwrap();
-    let outcome = cni_conformance::exec::Outcome {
+    let outcome = cni::exec::Outcome {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code(),

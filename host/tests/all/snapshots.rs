@@ -1,7 +1,7 @@
 //! The ADD result in every CNI version's layout, exactly as printed.
 
 use serde_json::json;
-use wasm_ipam::cni::version::SUPPORTED;
+use wasm_ipam::cni::version::VERSIONS;
 
 use crate::common::Net;
 
@@ -11,7 +11,7 @@ fn add_results_for_every_version() {
     settings.set_snapshot_path("../../../testdata/snapshots/host");
     settings.set_prepend_module_to_snapshot(false);
     let _guard = settings.bind_to_scope();
-    for version in SUPPORTED {
+    for version in VERSIONS {
         let net = Net::with_ipam(
             version,
             json!({"policy": "host-local",
@@ -22,7 +22,7 @@ fn add_results_for_every_version() {
         std::fs::write(&resolv, "nameserver 10.96.0.10\ndomain cluster.local\n").unwrap();
         let mut conf = net.conf.clone();
         conf["ipam"]["resolvConf"] = json!(resolv);
-        let out = net.run_conf(&cni_conformance::exec::Call::attach("ADD", "snap"), &conf);
+        let out = net.run_conf(&cni::exec::Call::attach("ADD", "snap"), &conf);
         assert!(out.ok(), "{version}: {}", out.stdout);
         insta::assert_snapshot!(format!("add_{}", version.replace('.', "_")), out.stdout);
     }
@@ -54,7 +54,7 @@ fn add_results_of_each_built_in_policy() {
         ipam["policy"] = json!(policy);
         for version in ["0.4.0", "1.1.0"] {
             let net = Net::with_ipam(version, ipam.clone());
-            let call = cni_conformance::exec::Call::attach("ADD", "snap")
+            let call = cni::exec::Call::attach("ADD", "snap")
                 .args("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0");
             let out = net.run(&call);
             assert!(out.ok(), "{policy} {version}: {}", out.stdout);

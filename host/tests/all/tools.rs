@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use cni_conformance::exec::Call;
+use cni::exec::Call;
 use serde_json::{Value, json};
 
 use crate::common::{Net, cache_entries, http_get, plugin, serving_address, test_policy};
@@ -372,8 +372,7 @@ fn import(from: &Path, net: &Net) -> Output {
 fn reference(command: &str, id: &str, conf: &Value) -> Value {
     let mut call = Call::attach(command, id);
     call.extra = vec![("CNI_PATH".into(), "/usr/lib/cni".into())];
-    let out = cni_conformance::exec::run(Path::new(REFERENCE), &call, conf.to_string().as_bytes())
-        .unwrap();
+    let out = cni::exec::run(Path::new(REFERENCE), &call, conf.to_string().as_bytes()).unwrap();
     assert!(out.ok(), "reference {command} {id}: {}", out.stdout);
     if out.stdout.trim().is_empty() {
         Value::Null
@@ -654,9 +653,9 @@ fn install_puts_the_plugin_in_place_and_compiles_the_policies() {
         "1.0.0",
         json!({"ranges": [[{"subnet": "10.130.0.0/24"}]], "cacheDir": cache}),
     );
-    let added = cni_conformance::exec::run(
+    let added = cni::exec::run(
         &installed,
-        &cni_conformance::exec::Call::attach("ADD", "c1"),
+        &cni::exec::Call::attach("ADD", "c1"),
         net.conf.to_string().as_bytes(),
     )
     .unwrap();

@@ -346,16 +346,6 @@ pub struct RangesConfig {
     pub routes: Vec<Route>,
 }
 
-fn version_at_least(v: &str, min: (u32, u32, u32)) -> bool {
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let ver = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
-    ver >= min
-}
-
 /// Reads `ranges` (and the legacy single range) from the `ipam` object and
 /// `ipRanges` from `runtimeConfig`, in the reference's order: runtime ranges
 /// first, then the legacy range, then `ranges`.
@@ -393,7 +383,7 @@ pub fn parse(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let v4 = sets.iter().filter(|s| s.is_ipv4()).count();
-    if (v4 > 1 || sets.len() - v4 > 1) && !version_at_least(cni_version, (0, 3, 0)) {
+    if (v4 > 1 || sets.len() - v4 > 1) && !cni::version::at_least(cni_version, "0.3.0") {
         return Err(invalid_config(format!(
             "CNI version {cni_version} does not support more than 1 address per family"
         )));

@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 
-use super::error::CniError;
+use crate::error::CniError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {

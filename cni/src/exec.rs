@@ -1,6 +1,7 @@
 //! Calling a CNI plugin the way a runtime does: a fresh process with the
-//! `CNI_*` environment and the config on stdin. The demo and the tests
-//! drive the real binary through this, never through the library.
+//! `CNI_*` environment and the config on stdin. wasm-ipam's demo and tests,
+//! cni-conformance and the benchmark all drive plugins through this, never
+//! through a plugin's library.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -139,6 +140,15 @@ impl Outcome {
     }
 }
 
+/// Finds plugin `plugin_type` on a `CNI_PATH` value (folders joined with
+/// `:`), the first folder first, as libcni and the Go skeleton's delegation
+/// do.
+pub fn find(cni_path: &std::ffi::OsStr, plugin_type: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(cni_path)
+        .map(|d| d.join(plugin_type))
+        .find(|p| p.is_file())
+}
+
 /// The process groups of the calls running now.
 static RUNNING: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
@@ -237,4 +247,64 @@ pub fn run_with(
         elapsed: start.elapsed(),
         timed_out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_takes_the_first_folder_that_has_the_plugin() {
+        let dirs = tempfile::tempdir().unwrap();
+        let (a, b) = (dirs.path().join("a"), dirs.path().join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(b.join("bridge"), "").unwrap();
+        std::fs::write(a.join("ptp"), "").unwrap();
+        std::fs::write(b.join("ptp"), "").unwrap();
+        // A folder of that name is not a plugin.
+        std::fs::create_dir(a.join("bridge")).unwrap();
+        let path = std::env::join_paths([&a, &b]).unwrap();
+        assert_eq!(find(&path, "ptp"), Some(a.join("ptp")));
+        assert_eq!(find(&path, "bridge"), Some(b.join("bridge")));
+        assert_eq!(find(&path, "macvlan"), None);
+    }
+
+    /// An executable script in a fresh folder, as a plugin.
+    fn plugin(body: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_call_gets_its_variables_path_and_stdin_and_nothing_else() {
+        let (_dir, path) = plugin("env | grep -E '^(CNI_|HOME=)' | sort; cat");
+        let call = Call::attach("ADD", "c1").env("CNI_PATH", "/opt/cni/bin");
+        let out = run(&path, &call, b"{\"cniVersion\":\"1.1.0\"}").unwrap();
+        assert!(out.ok(), "{}", out.status());
+        assert_eq!(
+            out.stdout,
+            "CNI_COMMAND=ADD\nCNI_CONTAINERID=c1\nCNI_IFNAME=eth0\n\
+             CNI_NETNS=/var/run/netns/c1\nCNI_PATH=/opt/cni/bin\n{\"cniVersion\":\"1.1.0\"}"
+        );
+    }
+
+    #[test]
+    fn a_call_past_its_limit_is_killed_with_what_it_started() {
+        let (_dir, path) = plugin("sleep 30 & sleep 30");
+        let spawn = Spawn {
+            timeout: Some(Duration::from_millis(300)),
+            netns: None,
+        };
+        let out = run_with(&path, &Call::new("VERSION"), b"", &spawn).unwrap();
+        assert!(out.timed_out);
+        assert!(!out.ok());
+        assert!(out.status().starts_with("killed after"), "{}", out.status());
+        assert!(out.elapsed < Duration::from_secs(20));
+    }
 }

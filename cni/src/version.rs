@@ -1,9 +1,10 @@
 //! CNI versions: which we speak, and which operations each allows.
 
-use super::error::CniError;
+use crate::error::CniError;
 
-/// Every version we accept, oldest first.
-pub const SUPPORTED: &[&str] = &[
+/// Every released version of the spec, oldest first. The crate speaks all
+/// of them, and so does wasm-ipam.
+pub const VERSIONS: &[&str] = &[
     "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
 ];
 pub const LATEST: &str = "1.1.0";
@@ -18,6 +19,13 @@ impl Version {
         let v = Version(it.next()??, it.next()??, it.next()??);
         it.next().is_none().then_some(v)
     }
+}
+
+/// `a >= b`, for version strings; an unparseable version compares as 0.0.0,
+/// so it is older than every real one.
+pub fn at_least(a: &str, b: &str) -> bool {
+    let parse = |v: &str| Version::parse(v).unwrap_or(Version(0, 0, 0));
+    parse(a) >= parse(b)
 }
 
 /// The result layouts the versions use.
@@ -41,12 +49,12 @@ pub struct CniVersion {
 impl CniVersion {
     pub fn parse(text: &str) -> Result<CniVersion, CniError> {
         match Version::parse(text) {
-            Some(version) if SUPPORTED.contains(&text) => Ok(CniVersion {
+            Some(version) if VERSIONS.contains(&text) => Ok(CniVersion {
                 text: text.to_string(),
                 version,
             }),
             _ => Err(CniError::IncompatibleVersion(format!(
-                "incompatible CNI versions: config is {text:?}, plugin supports {SUPPORTED:?}"
+                "incompatible CNI versions: config is {text:?}, plugin supports {VERSIONS:?}"
             ))),
         }
     }
@@ -80,10 +88,8 @@ impl CniVersion {
 
 /// The VERSION output: the config's version when we speak it, else ours.
 pub fn version_json(requested: Option<&str>) -> String {
-    let cni_version = requested
-        .filter(|v| SUPPORTED.contains(v))
-        .unwrap_or(LATEST);
-    serde_json::json!({"cniVersion": cni_version, "supportedVersions": SUPPORTED}).to_string()
+    let cni_version = requested.filter(|v| VERSIONS.contains(v)).unwrap_or(LATEST);
+    serde_json::json!({"cniVersion": cni_version, "supportedVersions": VERSIONS}).to_string()
 }
 
 #[cfg(test)]
@@ -92,12 +98,21 @@ mod tests {
 
     #[test]
     fn parses_supported_versions_only() {
-        for v in SUPPORTED {
+        for v in VERSIONS {
             assert!(CniVersion::parse(v).is_ok(), "{v}");
         }
         for v in ["0.5.0", "2.0.0", "1.0", "", "1.0.0.0", "abc"] {
             assert_eq!(CniVersion::parse(v).unwrap_err().code(), 1, "{v}");
         }
+    }
+
+    #[test]
+    fn compares_version_strings() {
+        assert!(at_least("1.0.0", "0.4.0"));
+        assert!(at_least("0.4.0", "0.4.0"));
+        assert!(!at_least("0.3.1", "0.4.0"));
+        assert!(!at_least("1.0", "0.1.0"));
+        assert_eq!(Version::parse("1.0"), None);
     }
 
     #[test]
@@ -129,7 +144,7 @@ mod tests {
         assert_eq!(v["cniVersion"], "0.4.0");
         assert_eq!(
             v["supportedVersions"].as_array().unwrap().len(),
-            SUPPORTED.len()
+            VERSIONS.len()
         );
         let v: serde_json::Value = serde_json::from_str(&version_json(Some("9.9.9"))).unwrap();
         assert_eq!(v["cniVersion"], LATEST);

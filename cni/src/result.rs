@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::CniError;
-use super::version::{CniVersion, ResultFormat};
+use crate::error::CniError;
+use crate::version::{CniVersion, ResultFormat};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpConfig {

@@ -80,7 +80,7 @@ impl CniError {
             CniError::Plugin { details, .. } => details.as_str(),
             _ => "",
         };
-        super::result::to_go_json(&Out {
+        crate::result::to_go_json(&Out {
             cni_version,
             code: self.code(),
             msg: self.to_string(),
