@@ -110,12 +110,12 @@ fn breakdown(ours: &Path, n: usize, cache: &Path) -> Vec<(String, f64)> {
     let conf = sys.conf(&tmp.path().join("data"), cache).to_string();
     let mut stages: Vec<(String, Vec<f64>)> = Vec::new();
     for i in 0..n {
-        let e = env("ADD", &format!("b{i}")).env("WASM_IPAM_TIMINGS", "1");
+        let e = env("ADD", &format!("b{i}")).env(wasm_ipam::envvars::TIMINGS, "1");
         let r = spawn::run(ours, &e, conf.as_bytes());
         let Some(line) = r
             .stderr
             .lines()
-            .find_map(|l| l.strip_prefix("wasm-ipam timings: "))
+            .find_map(|l| l.strip_prefix("wasm-ipam: timings "))
         else {
             continue;
         };

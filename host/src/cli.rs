@@ -319,7 +319,7 @@ pub fn main() -> ExitCode {
         }
         Err(e) => {
             let _ = stdout.flush();
-            eprintln!("wasm-ipam: {e:#}");
+            log::error!("{e:#}");
             ExitCode::FAILURE
         }
     }

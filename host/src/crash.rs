@@ -12,9 +12,6 @@
 //! The tests (`host/tests/all/crash.rs`, and on etcd `etcd.rs`) then check
 //! that the store holds all of the call or none of it, and opens.
 
-/// The variable that names the crash point.
-pub const ENV: &str = "WASM_IPAM_TEST_CRASH_AT";
-
 /// Where a call is to be killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
@@ -26,20 +23,18 @@ pub enum Point {
     AfterCommit,
 }
 
-/// The crash point [`ENV`] names, if it names one.
-pub fn point() -> Option<Point> {
-    parse(&std::env::var(ENV).ok()?)
-}
-
-fn parse(text: &str) -> Option<Point> {
-    match text {
-        "commit" => Some(Point::Commit),
-        "after-commit" => Some(Point::AfterCommit),
-        other => other
-            .strip_prefix("call:")?
-            .parse()
-            .ok()
-            .map(Point::StoreCall),
+impl Point {
+    /// `call:N`, `commit` or `after-commit`.
+    pub fn parse(text: &str) -> Option<Point> {
+        match text {
+            "commit" => Some(Point::Commit),
+            "after-commit" => Some(Point::AfterCommit),
+            other => other
+                .strip_prefix("call:")?
+                .parse()
+                .ok()
+                .map(Point::StoreCall),
+        }
     }
 }
 
@@ -50,9 +45,9 @@ pub fn now() -> ! {
     unreachable!("SIGKILL does not return")
 }
 
-/// Kills the process if [`point`] is `at`.
+/// Kills the process if `WASM_IPAM_TEST_CRASH_AT` names `at`.
 pub fn at(at: Point) {
-    if point() == Some(at) {
+    if crate::envvars::crash_point() == Some(at) {
         now();
     }
 }
@@ -63,10 +58,10 @@ mod tests {
 
     #[test]
     fn crash_points_parse() {
-        assert_eq!(parse("call:3"), Some(Point::StoreCall(3)));
-        assert_eq!(parse("commit"), Some(Point::Commit));
-        assert_eq!(parse("after-commit"), Some(Point::AfterCommit));
-        assert_eq!(parse("call:x"), None);
-        assert_eq!(parse("later"), None);
+        assert_eq!(Point::parse("call:3"), Some(Point::StoreCall(3)));
+        assert_eq!(Point::parse("commit"), Some(Point::Commit));
+        assert_eq!(Point::parse("after-commit"), Some(Point::AfterCommit));
+        assert_eq!(Point::parse("call:x"), None);
+        assert_eq!(Point::parse("later"), None);
     }
 }

@@ -18,14 +18,7 @@ use crate::netrecord::NetworkRecord;
 use crate::retry::Retries;
 use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
 use crate::store::{EtcdStore, SqliteStore, Store, StoreError};
-use crate::{crash, reboot, release};
-
-/// Environment variable that fixes the clock the policies see, in seconds
-/// since the Unix epoch. For tests and `simulate`; unset in production.
-pub const NOW_ENV: &str = "WASM_IPAM_NOW";
-/// Set to anything to have the host print, on stderr, how long each stage of
-/// the call took: what the benchmarks' breakdown reads.
-pub const TIMINGS_ENV: &str = "WASM_IPAM_TIMINGS";
+use crate::{crash, envvars, reboot, release};
 
 /// What to do with the engine and the store when the call is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +51,14 @@ impl Timings {
         }
     }
 
-    /// One line: `wasm-ipam timings: [["parse",110],...]`, in stage order.
+    /// One line: `wasm-ipam: timings [["parse",110],...]`, in stage order.
     fn print(&self) {
         let fields: Vec<String> = self
             .marks
             .iter()
             .map(|(k, v)| format!("[\"{k}\",{v}]"))
             .collect();
-        eprintln!("wasm-ipam timings: [{}]", fields.join(","));
+        log::info!("timings [{}]", fields.join(","));
     }
 }
 
@@ -85,15 +78,12 @@ fn fail(cni_version: &str) -> impl Fn(CniError) -> Failure + '_ {
 
 /// The clock policies see: `WASM_IPAM_NOW` when set, else the real time.
 pub fn now(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<u64, CniError> {
-    match lookup(NOW_ENV) {
-        Some(v) => v.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
-            CniError::InvalidEnvironment(format!("{NOW_ENV} must be seconds since the epoch"))
-        }),
-        None => Ok(SystemTime::now()
+    Ok(envvars::now(lookup)?.unwrap_or_else(|| {
+        SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
-            .as_secs()),
-    }
+            .as_secs()
+    }))
 }
 
 /// The node a call runs for: `ipam.node`, else this machine's host name.
@@ -132,7 +122,7 @@ pub fn run_timed(
     if command == Command::Version {
         return Ok(Some(version_json(peek_version(stdin).as_deref())));
     }
-    let mut timings = lookup(TIMINGS_ENV).map(|_| Timings::new(start));
+    let mut timings = envvars::timings(lookup).then(|| Timings::new(start));
     // A DEL whose config cannot serve (code 7) releases with the one
     // recorded at ADD instead: see `release`.
     let unusable = |e: &CniError| command == Command::Del && e.code() == 7;
@@ -224,9 +214,11 @@ fn render(answered: Answered, conf: &NetConf) -> Result<Option<String>, CniError
         Answered::Result(result) => Ok(Some(result.to_json(&conf.cni_version)?)),
         Answered::Released(released) => {
             for r in &released {
-                eprintln!(
-                    "wasm-ipam: GC released {} from {}/{}",
-                    r.address, r.attachment.container_id, r.attachment.ifname
+                log::info!(
+                    "GC released {} from {}/{}",
+                    r.address,
+                    r.attachment.container_id,
+                    r.attachment.ifname
                 );
             }
             Ok(None)
@@ -385,7 +377,7 @@ fn transact(
             reclaimed = true;
             retries = Retries::new(conf);
             if let Err(e) = reboot::reclaim(store, sandbox, conf, &ctx.node, boot, now) {
-                eprintln!("wasm-ipam: {e}; the reclaim is left for the next call");
+                log::warn!("{e}; the reclaim is left for the next call");
             }
             continue;
         }
@@ -435,8 +427,8 @@ fn transact(
                     Some(wait) => {
                         // Reported so an operator (and the tests) can see the
                         // contention a shared store is under.
-                        eprintln!(
-                            "wasm-ipam: store conflict on attempt {}; running the policy again",
+                        log::info!(
+                            "store conflict on attempt {}; running the policy again",
                             retries.attempt()
                         );
                         std::thread::sleep(wait);

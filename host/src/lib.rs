@@ -1,8 +1,8 @@
 //! wasm-ipam: a CNI IPAM plugin whose allocation policy is a sandboxed
 //! WebAssembly component.
 //!
-//! The host owns the CNI protocol ([`cni`]): environment, config, versions,
-//! error codes and output. A policy owns only allocation decisions, made over
+//! The host owns the CNI protocol ([`cni`], over the shared `cni-protocol`
+//! crate): environment, config, versions, error codes and output. A policy owns only allocation decisions, made over
 //! a transactional key-value store ([`store`]) from inside a sandbox
 //! ([`sandbox`]). [`invoke`] runs one CNI call through all three.
 //!
@@ -14,6 +14,8 @@ pub mod cli;
 pub mod cni;
 pub mod crash;
 pub mod demo;
+pub mod diag;
+pub mod envvars;
 pub mod invoke;
 pub mod netrecord;
 pub mod reboot;

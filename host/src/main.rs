@@ -12,6 +12,7 @@ const MAX_STDIN: u64 = 16 << 20;
 
 fn main() -> ExitCode {
     let start = std::time::Instant::now();
+    wasm_ipam::diag::init();
     if std::env::args_os().len() > 1 {
         return wasm_ipam::cli::main();
     }

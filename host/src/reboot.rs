@@ -43,16 +43,14 @@ use crate::netrecord::RESERVED_PREFIX;
 use crate::sandbox::{Attachment, Context, Op, Sandbox};
 use crate::store::{Store, StoreError, Txn};
 
-/// Fixes the boot id, for tests that fake a reboot.
-pub const BOOT_ID_ENV: &str = "WASM_IPAM_BOOT_ID";
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 /// Records read per scan.
 const PAGE: u32 = 256;
 
 /// This boot's id, or `None` when the kernel does not say (no /proc).
 pub fn boot_id(lookup: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
-    let id = match lookup(BOOT_ID_ENV) {
-        Some(v) => v.to_string_lossy().into_owned(),
+    let id = match crate::envvars::boot_id(lookup) {
+        Some(id) => id,
         None => std::fs::read_to_string(BOOT_ID_FILE).ok()?,
     };
     Some(id.trim().to_string()).filter(|s| !s.is_empty())
@@ -241,9 +239,11 @@ pub fn release(
             }
             forget(&mut *txn, node, a)?;
             if let (Gone::OtherBoots(_), Mode::Commit) = (gone, mode) {
-                eprintln!(
-                    "wasm-ipam: reclaim after reboot: released {}/{} of network {} on node {node} (boot {was})",
-                    a.container_id, a.ifname, conf.name
+                log::info!(
+                    "reclaim after reboot: released {}/{} of network {} on node {node} (boot {was})",
+                    a.container_id,
+                    a.ifname,
+                    conf.name
                 );
             }
         }

@@ -57,17 +57,19 @@ pub fn with_record(
         NetworkRecord::read(&mut *txn)?
     };
     let Some(record) = record else {
-        eprintln!(
-            "wasm-ipam: DEL of {attachment} in network {}: the ipam config is unusable ({}), and the store in {} holds nothing of the network: nothing to release",
+        log::warn!(
+            "DEL of {attachment} in network {}: the ipam config is unusable ({}), and the store in {} holds nothing of the network: nothing to release",
             at.name,
             cause,
             at.data_dir.display()
         );
         return Ok(None);
     };
-    eprintln!(
-        "wasm-ipam: DEL of {attachment} in network {}: the ipam config is unusable ({}); releasing with policy {} and the config recorded at ADD",
-        at.name, cause, record.policy
+    log::warn!(
+        "DEL of {attachment} in network {}: the ipam config is unusable ({}); releasing with policy {} and the config recorded at ADD",
+        at.name,
+        cause,
+        record.policy
     );
     let mut conf = record.netconf(&at.name, &at.data_dir, Default::default());
     // The recorded ipam names the policy already (or means the default,

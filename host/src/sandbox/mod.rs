@@ -154,7 +154,7 @@ struct Compiled {
 
 /// The policy's component, from the cache or compiled into it.
 fn compile(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Compiled, CniError> {
-    let log = &mut |m| eprintln!("wasm-ipam: {m}");
+    let log = &mut |m| log::info!("{m}");
     let engine = engine()?;
     let entry = cache::entry_path(&engine, cache_dir, source.hash());
     if let Some(component) = cache::lookup(&engine, cache_dir, &entry, log) {
@@ -431,7 +431,7 @@ fn forward_output(name: &str, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPi
             .lines()
             .filter(|l| !l.is_empty())
         {
-            eprintln!("wasm-ipam: policy {name} {stream}: {line}");
+            log::info!("policy {name} {stream}: {line}");
         }
     }
     let text = String::from_utf8_lossy(&stderr.contents())

@@ -73,7 +73,7 @@ impl HostState {
             written: 0,
             log_lines: 0,
             policy_name,
-            crash_at_call: match crate::crash::point() {
+            crash_at_call: match crate::envvars::crash_point() {
                 Some(crate::crash::Point::StoreCall(n)) => Some(n),
                 _ => None,
             },
@@ -177,7 +177,16 @@ impl store::Host for HostState {
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> Result<()> {
-        if matches!(level, log::Level::Debug) && std::env::var_os("WASM_IPAM_DEBUG").is_none() {
+        // Printed with the WIT's own names for the levels.
+        let (shown, word) = match level {
+            log::Level::Debug => (::log::Level::Debug, "debug"),
+            log::Level::Info => (::log::Level::Info, "info"),
+            log::Level::Warn => (::log::Level::Warn, "warn"),
+            log::Level::Error => (::log::Level::Error, "error"),
+        };
+        // Debug lines show only with WASM_IPAM_DEBUG, and do not count
+        // against the cap when they do not.
+        if !crate::diag::shows(shown) {
             return Ok(());
         }
         self.log_lines += 1;
@@ -186,8 +195,9 @@ impl log::Host for HostState {
             while !message.is_char_boundary(end) {
                 end -= 1;
             }
-            eprintln!(
-                "wasm-ipam: policy {} {level:?}: {}",
+            ::log::log!(
+                shown,
+                "policy {} {word}: {}",
                 self.policy_name,
                 &message[..end]
             );

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::Net;
 
-const CRASH: &str = wasm_ipam::crash::ENV;
+const CRASH: &str = wasm_ipam::envvars::TEST_CRASH_AT;
 
 fn killed(out: &Outcome) -> bool {
     out.code.is_none()

@@ -514,7 +514,7 @@ fn a_host_killed_mid_call_leaves_nothing_half_applied_in_etcd() {
     fresh["ipam"]["node"] = json!("node-z");
     for point in ["call:1", "call:3", "call:6", "call:10", "commit"] {
         let mut call = Call::attach("ADD", "victim");
-        call.extra = vec![(wasm_ipam::crash::ENV.into(), point.into())];
+        call.extra = vec![(wasm_ipam::envvars::TEST_CRASH_AT.into(), point.into())];
         let out = net.run_conf(&call, &fresh);
         assert!(!out.ok(), "{point}: the process was not killed");
         assert_eq!(
@@ -525,7 +525,10 @@ fn a_host_killed_mid_call_leaves_nothing_half_applied_in_etcd() {
     }
     // Killed right after the commit: all of it is there.
     let mut call = Call::attach("ADD", "victim");
-    call.extra = vec![(wasm_ipam::crash::ENV.into(), "after-commit".into())];
+    call.extra = vec![(
+        wasm_ipam::envvars::TEST_CRASH_AT.into(),
+        "after-commit".into(),
+    )];
     assert!(!net.run_conf(&call, &fresh).ok());
     let leases = assert_consistent(&dump(&etcd, "cluster"));
     assert!(leases.values().any(|v| v == "victim"));

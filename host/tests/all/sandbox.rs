@@ -25,6 +25,54 @@ fn fails_cleanly(mode: &str, limits: Value, needle: &str) {
     );
 }
 
+/// The policy's log lines and the host's own, as the binary prints them.
+#[test]
+fn a_flood_of_log_lines_is_capped_and_debug_shows_only_when_asked() {
+    // A fresh cache: the call compiles, and Cranelift's own log records
+    // (debug and trace) must not reach stderr either.
+    let cache = tempfile::tempdir().unwrap();
+    let mut net = misbehaving("log-flood", json!({}));
+    net.conf["ipam"]["cacheDir"] = json!(cache.path());
+    let out = net.add("c1");
+    assert!(out.ok(), "{}", out.stdout);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with("wasm-ipam: ")),
+        "a line not from the host: {:?}",
+        lines.iter().find(|l| !l.starts_with("wasm-ipam: "))
+    );
+    let policy: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains(" info: info line "))
+        .collect();
+    assert_eq!(policy.len(), 200, "the cap is 200 lines a call");
+    assert!(lines.iter().all(|l| !l.contains("debug line")));
+    // Each line is cut at 4 KiB of message.
+    assert!(
+        policy.iter().all(|l| l.len() < 4096 + 100),
+        "{}",
+        policy[0].len()
+    );
+    assert!(lines.iter().any(|l| l.contains("compiled policy")));
+
+    let out = net.run(&Call::attach("ADD", "c2").env("WASM_IPAM_DEBUG", "1"));
+    assert!(out.ok(), "{}", out.stdout);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let debug = lines
+        .iter()
+        .filter(|l| l.contains(" debug: debug line "))
+        .count();
+    let info = lines
+        .iter()
+        .filter(|l| l.contains(" info: info line "))
+        .count();
+    assert_eq!(
+        (debug, info),
+        (100, 100),
+        "debug lines count against the cap"
+    );
+}
+
 #[test]
 fn a_policy_that_behaves_is_committed() {
     let net = misbehaving("none", json!({}));

@@ -3,8 +3,8 @@
 //! Every other operation behaves.
 
 use ipam_kit::{
-    Allocation, Attachment, Availability, Context, Host, IpConfig, IpamError, Policy, Released,
-    errors,
+    Allocation, Attachment, Availability, Context, Host, IpConfig, IpamError, Level, Policy,
+    Released, errors,
 };
 
 pub struct Misbehave;
@@ -45,6 +45,13 @@ impl Policy for Misbehave {
                 }
             }
             "stack" => Ok(ok(&recurse(0).to_string())),
+            "log-flood" => {
+                for i in 0..300 {
+                    host.log(Level::Debug, &format!("debug line {i}"));
+                    host.log(Level::Info, &format!("info line {i} {}", "x".repeat(5000)));
+                }
+                Ok(ok("10.0.0.2/24"))
+            }
             "trap" => panic!("this policy panics on purpose"),
             "store-spam" => {
                 for _ in 0..2_000_000u32 {

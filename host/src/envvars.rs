@@ -1,0 +1,164 @@
+//! The `WASM_IPAM_*` environment variables: every one the host reads is
+//! named and read here, and listed in [`VARIABLES`], which is the table in
+//! README.md (a test keeps the two equal).
+//!
+//! A runtime sets none of them. They exist for tests (a fixed clock, a fake
+//! reboot, a crash at a chosen point), for `simulate`, for the benchmark's
+//! stage breakdown, and for a person debugging a policy. The CNI variables
+//! themselves (`CNI_COMMAND` and the rest) belong to the protocol crate's
+//! `env` module, not here.
+//!
+//! Most are read through a lookup function rather than the process
+//! environment, so that in-process tests and the tools can give a call its
+//! own values; the two that only ever matter to a whole process (the crash
+//! point and debug logging) are read from it directly.
+
+use std::ffi::OsString;
+
+use crate::cni::CniError;
+use crate::crash;
+
+/// Fixes the clock policies see, in seconds since the Unix epoch.
+pub const NOW: &str = "WASM_IPAM_NOW";
+/// Fixes the boot id, for tests that fake a reboot.
+pub const BOOT_ID: &str = "WASM_IPAM_BOOT_ID";
+/// Prints each stage's time on stderr.
+pub const TIMINGS: &str = "WASM_IPAM_TIMINGS";
+/// Shows the policies' debug-level log lines.
+pub const DEBUG: &str = "WASM_IPAM_DEBUG";
+/// Kills the process at a chosen point of a call (the crash tests).
+pub const TEST_CRASH_AT: &str = "WASM_IPAM_TEST_CRASH_AT";
+
+/// One variable, as the README's table shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    pub name: &'static str,
+    pub value: &'static str,
+    pub effect: &'static str,
+}
+
+/// Every variable the host reads.
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: NOW,
+        value: "seconds since the epoch",
+        effect: "the clock the policies see (holds, cooldowns, lease times); for tests and `simulate`",
+    },
+    Variable {
+        name: BOOT_ID,
+        value: "any text",
+        effect: "this boot's id instead of the kernel's, so a test can fake a reboot",
+    },
+    Variable {
+        name: TIMINGS,
+        value: "anything",
+        effect: "print each stage's time on stderr as `wasm-ipam: timings [...]`, which the benchmark's breakdown reads",
+    },
+    Variable {
+        name: DEBUG,
+        value: "anything",
+        effect: "show the policies' `debug` log lines, which are dropped otherwise",
+    },
+    Variable {
+        name: TEST_CRASH_AT,
+        value: "`call:N`, `commit`, `after-commit`",
+        effect: "kill the process with SIGKILL at that point of a call (see `crash.rs`); only the crash tests set it",
+    },
+];
+
+/// The fixed clock, when [`NOW`] is set.
+pub fn now(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Option<u64>, CniError> {
+    lookup(NOW)
+        .map(|v| {
+            v.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                CniError::InvalidEnvironment(format!(
+                    "{NOW} must be seconds since the epoch, not {v:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// The boot id [`BOOT_ID`] sets, if it sets one.
+pub fn boot_id(lookup: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
+    lookup(BOOT_ID).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// Whether [`TIMINGS`] asks for the stage times.
+pub fn timings(lookup: &dyn Fn(&str) -> Option<OsString>) -> bool {
+    lookup(TIMINGS).is_some()
+}
+
+/// Whether [`DEBUG`] asks for the policies' debug lines.
+pub fn debug() -> bool {
+    std::env::var_os(DEBUG).is_some()
+}
+
+/// The crash point [`TEST_CRASH_AT`] names, if it names one.
+pub fn crash_point() -> Option<crash::Point> {
+    crash::Point::parse(&std::env::var(TEST_CRASH_AT).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_that_is_not_a_number_is_named() {
+        let bad = |k: &str| (k == NOW).then(|| OsString::from("yesterday"));
+        let err = now(&bad).unwrap_err();
+        assert_eq!(err.code(), 4);
+        assert!(err.to_string().contains("WASM_IPAM_NOW"), "{err}");
+        assert!(err.to_string().contains("yesterday"), "{err}");
+        let good = |k: &str| (k == NOW).then(|| OsString::from("1700000000"));
+        assert_eq!(now(&good).unwrap(), Some(1_700_000_000));
+        assert_eq!(now(&|_| None).unwrap(), None);
+    }
+
+    /// The rows of README.md's table, as this module would write them.
+    fn rows() -> Vec<String> {
+        VARIABLES
+            .iter()
+            .map(|v| format!("| `{}` | {} | {} |", v.name, v.value, v.effect))
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_shows_this_table() {
+        let readme = include_str!("../../README.md");
+        let shown: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `WASM_IPAM_"))
+            .collect();
+        assert_eq!(shown, rows(), "README.md's table of WASM_IPAM_* variables");
+    }
+
+    /// No other file of the host names a variable: they are read here.
+    #[test]
+    fn no_other_module_reads_a_wasm_ipam_variable() {
+        fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && !path.ends_with("envvars.rs")
+                {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    if text.contains("\"WASM_IPAM_") {
+                        found.push(path.display().to_string());
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut found,
+        );
+        assert!(found.is_empty(), "WASM_IPAM_ variables named in {found:?}");
+        for name in [NOW, BOOT_ID, TIMINGS, DEBUG, TEST_CRASH_AT] {
+            assert!(VARIABLES.iter().any(|v| v.name == name), "{name}");
+        }
+    }
+}
