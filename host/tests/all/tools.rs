@@ -489,6 +489,50 @@ fn import_refuses_a_conflict_and_imports_nothing() {
     assert_eq!(net.store_dump(), before);
 }
 
+#[test]
+fn import_refuses_what_it_cannot_carry_over_exactly_and_imports_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let from = work.path().join("pods");
+    std::fs::create_dir(&from).unwrap();
+    std::fs::write(from.join("10.9.0.2"), "r1\r\neth0").unwrap();
+    std::fs::write(from.join("10.9.0.3"), "r2\r\neth0").unwrap();
+
+    // The new config has an IPv6 range set the reference's did not: the
+    // policy would give each holder an address more than it reserved.
+    let mut wider = Net::host_local("1.0.0", "10.9.0.0/28");
+    wider.conf["name"] = json!("pods");
+    wider.conf["ipam"]["ranges"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!([{"subnet": "fd00:9::/120"}]));
+    fails_with(
+        &import(&from, &wider),
+        "gave r1/eth0 2 addresses for the 1 it held in host-local: \
+         the config's range sets differ from the reference's; nothing was imported",
+    );
+    assert_eq!(wider.store_dump(), Vec::new());
+
+    // A policy that does not export inspect cannot say what it holds
+    // already, so the import cannot tell a duplicate from a fresh one.
+    let mut bare = Net::with_ipam(
+        "1.0.0",
+        json!({"policy": test_policy("policy_bare"), "node": "node-a"}),
+    );
+    bare.conf["name"] = json!("pods");
+    fails_with(
+        &import(&from, &bare),
+        "does not export cni:ipam/inspect@0.1.0: the import needs it to see what is held already",
+    );
+    assert_eq!(bare.store_dump(), Vec::new());
+    // Both left the reference's reservations as they were.
+    let mut left: Vec<String> = std::fs::read_dir(&from)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["10.9.0.2", "10.9.0.3", "lock"]);
+}
+
 fn simulate(config: &Value, events: &str, json_out: bool) -> Output {
     let work = tempfile::tempdir().unwrap();
     let conf = work.path().join("net.conf");
