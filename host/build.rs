@@ -36,6 +36,8 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     for watched in [
         "plugins",
+        // The policies read CNI versions with the protocol crate.
+        "cni",
         "wit",
         "host/tests/policies",
         "Cargo.lock",

@@ -2,12 +2,12 @@
 //!
 //! Policies take `&mut dyn Host` rather than calling the imports directly so
 //! that their rules are unit-tested natively, against [`MemHost`], with a
-//! clock the test sets.
+//! clock the test sets. The kit's `WitHost` is the real one, over the
+//! component's imports.
 
 use std::collections::BTreeMap;
 
 use crate::Level;
-use crate::bindings::cni::ipam::{clock, log, store};
 
 /// The most entries one `scan` call returns; the host caps it there too.
 pub const SCAN_PAGE: u32 = 1000;
@@ -33,30 +33,6 @@ pub trait Host {
                 return out;
             }
         }
-    }
-}
-
-/// The real imports, for code running inside the component.
-pub struct WitHost;
-
-impl Host for WitHost {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        store::get(key)
-    }
-    fn put(&mut self, key: &str, value: &[u8]) {
-        store::put(key, value)
-    }
-    fn delete(&mut self, key: &str) {
-        store::delete(key)
-    }
-    fn scan(&self, prefix: &str, start_after: Option<&str>, limit: u32) -> Vec<(String, Vec<u8>)> {
-        store::scan(prefix, start_after, limit)
-    }
-    fn now(&self) -> u64 {
-        clock::now()
-    }
-    fn log(&self, level: Level, message: &str) {
-        log::log(level, message)
     }
 }
 

@@ -3,15 +3,15 @@
 //! through its keys.
 //!
 //! For a policy on the kit's lease layout and the host-local `ranges`, the
-//! defaults of [`crate::Policy`] already answer: every lease, and each range
+//! defaults of the kit's `Policy` already answer: every lease, and each range
 //! with its capacity and use. A policy with other pools, or addresses it
 //! keeps back, reports its own with the helpers here.
 
 use std::net::IpAddr;
 
-pub use crate::bindings::exports::cni::ipam::inspect::{Figure, Lease as LeaseInfo, PoolUsage};
 use crate::leases::{self, Lease};
 use crate::ranges::{self, Range};
+pub use crate::types::{Figure, LeaseInfo, PoolUsage};
 use crate::{Context, Host, IpamError};
 
 /// A count as the contract carries it: at most 2^64 - 1.
