@@ -57,7 +57,8 @@ fn plugin_conf(list: &Value, plugin: &Value, prev: Option<&Value>) -> Value {
 }
 
 fn missing(plugin_type: &str, path: &str) -> Outcome {
-    let msg = json!({"code": 7, "msg": format!("failed to find plugin {plugin_type:?} in path [{path}]")});
+    let text = format!("failed to find plugin {plugin_type:?} in path [{path}]");
+    let msg = json!({"code": 7, "msg": text});
     Outcome {
         stdout: msg.to_string(),
         stderr: String::new(),

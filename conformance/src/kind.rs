@@ -70,15 +70,25 @@ fn has_sandbox_interface(result: &Value) -> bool {
 pub fn detect(target: &Target) -> Result<Detected, String> {
     if target.config.is_none() {
         if target.ipam.is_none() {
-            return Err("give the plugin's network config with --config FILE (or, for an IPAM plugin, its ipam object with --ipam-config FILE)".into());
+            return Err(
+                "give the plugin's network config with --config FILE (or, for an IPAM \
+                        plugin, its ipam object with --ipam-config FILE)"
+                    .into(),
+            );
         }
         return Ok(Detected {
             kind: PluginKind::Ipam,
-            why: "only an ipam object was given (--ipam-config, --policy, or a known IPAM plugin's defaults)".into(),
+            why: "only an ipam object was given (--ipam-config, --policy, or a known IPAM \
+                  plugin's defaults)"
+                .into(),
         });
     }
     if !netns::is_root() {
-        return Err("working out the plugin's kind needs network namespaces, so root: run as root, or give --kind".into());
+        return Err(
+            "working out the plugin's kind needs network namespaces, so root: run as \
+                    root, or give --kind"
+                .into(),
+        );
     }
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
     let host = Host::new(target, "probe-host", scratch.path())?;

@@ -162,7 +162,8 @@ pub fn replay(
         );
         let shown = || {
             format!(
-                "stdin: {stdin}\nrecorded: exit {} stdout {}\ngot: exit {:?} stdout {:?} stderr {:?}",
+                "stdin: {stdin}\nrecorded: exit {} stdout {}\ngot: exit {:?} stdout {:?} stderr \
+                 {:?}",
                 rec.exit,
                 rec.stdout,
                 out.code,

@@ -72,7 +72,8 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
     writeln!(out, "Plugin: `{target}`\n").unwrap();
     writeln!(
         out,
-        "{} passed, {} failed, {} skipped, {} expected failures, {} warnings (failed should or convention rules)\n",
+        "{} passed, {} failed, {} skipped, {} expected failures, {} warnings (failed should or \
+         convention rules)\n",
         count(Status::Pass),
         count(Status::Fail),
         count(Status::Skip),
@@ -154,7 +155,8 @@ pub fn junit(target: &str, entries: &[Entry]) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     writeln!(
         out,
-        "<testsuites tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">\n  <testsuite name=\"cni-conformance: {}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
+        "<testsuites tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">\n <testsuite \
+         name=\"cni-conformance: {}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
         entries.len(),
         xml_escape(target),
         entries.len()
@@ -163,7 +165,9 @@ pub fn junit(target: &str, entries: &[Entry]) -> String {
     for e in entries {
         writeln!(
             out,
-            "    <testcase classname=\"{}\" name=\"{}\">\n      <properties><property name=\"level\" value=\"{}\"/><property name=\"spec\" value=\"{}\"/></properties>",
+            "    <testcase classname=\"{}\" name=\"{}\">\n      <properties>\
+             <property name=\"level\" value=\"{}\"/>\
+             <property name=\"spec\" value=\"{}\"/></properties>",
             xml_escape(&e.case),
             xml_escape(&e.name),
             xml_escape(&e.level),

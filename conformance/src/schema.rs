@@ -237,12 +237,16 @@ mod tests {
 
     #[test]
     fn accepts_each_versions_layout() {
-        let v1 = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}],
+        let v1 = json!({"cniVersion": "1.0.0",
+                        "ips": [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}],
                         "routes": [{"dst": "0.0.0.0/0"}], "dns": {}});
         assert!(result_problems(&v1, "1.0.0").is_empty());
-        let v04 = json!({"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "10.0.0.2/24"}], "dns": {}});
+        let v04 = json!({"cniVersion": "0.4.0",
+                         "ips": [{"version": "4", "address": "10.0.0.2/24"}], "dns": {}});
         assert!(result_problems(&v04, "0.4.0").is_empty());
-        let v02 = json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24", "routes": [{"dst": "0.0.0.0/0"}]}, "dns": {}});
+        let v02 = json!({"cniVersion": "0.2.0",
+                         "ip4": {"ip": "10.0.0.2/24", "routes": [{"dst": "0.0.0.0/0"}]},
+                         "dns": {}});
         assert!(result_problems(&v02, "0.2.0").is_empty());
     }
 
@@ -274,7 +278,8 @@ mod tests {
 
     #[test]
     fn normalise_drops_what_carries_no_meaning() {
-        let a = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}], "routes": [], "dns": {}});
+        let a = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}],
+                       "routes": [], "dns": {}});
         let b =
             json!({"ips": [{"address": "10.0.0.2/24", "gateway": null}], "cniVersion": "1.0.0"});
         assert_eq!(normalise(&a), normalise(&b));

@@ -161,8 +161,10 @@ impl Target {
                 ))
             }
             "pooled" => Some((
-                json!({"node": "conformance", "pools": [{"name": "main", "cidr": "10.201.0.0/24", "blockSize": 28}]}),
-                json!({"node": "conformance", "pools": [{"name": "small", "cidr": "10.202.0.0/29", "blockSize": 29}]}),
+                json!({"node": "conformance",
+                       "pools": [{"name": "main", "cidr": "10.201.0.0/24", "blockSize": 28}]}),
+                json!({"node": "conformance",
+                       "pools": [{"name": "small", "cidr": "10.202.0.0/29", "blockSize": 29}]}),
             )),
             _ => None,
         }
@@ -196,7 +198,8 @@ impl Target {
     pub fn netconf(&self, version: &str, ipam: &Value, data_dir: &Path) -> Value {
         let mut ipam = ipam.clone();
         self.finish_ipam(&mut ipam, data_dir);
-        json!({"cniVersion": version, "name": "conformance", "type": "ipam-under-test", "ipam": ipam})
+        json!({"cniVersion": version, "name": "conformance", "type": "ipam-under-test",
+               "ipam": ipam})
     }
 
     /// The config a case sends: for an IPAM plugin its `ipam` (or the small

@@ -31,7 +31,8 @@ fn keeps_prev_result(case: &Case) -> Result<(), String> {
         Ok(())
     } else {
         Err(step.fail(&format!(
-            "a result that keeps every interface and address of prevResult; it dropped interfaces {lost_ifs:?} and addresses {lost_ips:?}"
+            "a result that keeps every interface and address of prevResult; it dropped interfaces \
+             {lost_ifs:?} and addresses {lost_ips:?}"
         )))
     }
 }
@@ -43,7 +44,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.keeps-prev-result",
             Level::Should,
-            "SPEC.md Network Configuration Lists: for ADD, plugins SHOULD echo the contents of prevResult, unless they wish to modify or suppress it",
+            "SPEC.md Network Configuration Lists: for ADD, plugins SHOULD echo the contents of \
+             prevResult, unless they wish to modify or suppress it",
             keeps_prev_result,
         )
         .kinds(META),

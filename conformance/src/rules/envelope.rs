@@ -107,7 +107,8 @@ fn missing_ipam(case: &Case) -> Result<(), String> {
 
 fn kubernetes_args(case: &Case) -> Result<(), String> {
     let call = case.call("ADD", "c1")?.args(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE=conformance;K8S_POD_NAME=pod-0;K8S_POD_INFRA_CONTAINER_ID=c1;K8S_POD_UID=8d0b2f1e",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=conformance;K8S_POD_NAME=pod-0;\
+         K8S_POD_INFRA_CONTAINER_ID=c1;K8S_POD_UID=8d0b2f1e",
     );
     let conf = case.add_conf("c1", &case.conf())?;
     case.run(call, &conf).result(case.version).map(drop)
@@ -187,7 +188,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "config.unsupported-version",
             Level::Should,
-            "SPEC.md: if the cniVersion of the config is not supported, the plugin should return error code 1",
+            "SPEC.md: if the cniVersion of the config is not supported, the plugin should return \
+             error code 1",
             unsupported_version,
         )
         .kinds(ALL),
@@ -196,7 +198,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "config.missing-ipam",
             Level::Convention,
-            "SPEC.md: code 7 for an invalid network config (an IPAM plugin without its ipam object)",
+            "SPEC.md: code 7 for an invalid network config (an IPAM plugin without its ipam \
+             object)",
             missing_ipam,
         )
         .kinds(IPAM),
@@ -212,7 +215,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "args.unknown-key",
             Level::Convention,
-            "CONVENTIONS.md CNI_ARGS: an unknown key without IgnoreUnknown=1 is refused; SPEC.md code 2 names the unsupported field",
+            "CONVENTIONS.md CNI_ARGS: an unknown key without IgnoreUnknown=1 is refused; SPEC.md \
+             code 2 names the unsupported field",
             unknown_cni_arg,
         )
         .kinds(ALL),

@@ -303,7 +303,8 @@ fn no_address_leak(case: &Case) -> Result<(), String> {
     for i in 0..CYCLES {
         cycle(case, &format!("cycle-{i}"), &conf).map_err(|e| {
             format!(
-                "ADD/DEL cycle {} of {CYCLES} on a pool of a few addresses failed; DEL does not release them?\n{e}",
+                "ADD/DEL cycle {} of {CYCLES} on a pool of a few addresses failed; DEL does not \
+                 release them?\n{e}",
                 i + 1
             )
         })?;
@@ -315,7 +316,8 @@ fn no_address_leak(case: &Case) -> Result<(), String> {
 const FAILING_IPAM: &str = "#!/bin/sh\n\
 case \"$CNI_COMMAND\" in\n\
 ADD) echo '{\"code\": 11, \"msg\": \"cni-conformance: this IPAM plugin always fails\"}'; exit 1;;\n\
-VERSION) echo '{\"cniVersion\": \"1.1.0\", \"supportedVersions\": [\"0.1.0\", \"0.2.0\", \"0.3.0\", \"0.3.1\", \"0.4.0\", \"1.0.0\", \"1.1.0\"]}';;\n\
+VERSION) echo '{\"cniVersion\": \"1.1.0\", \"supportedVersions\": \
+[\"0.1.0\", \"0.2.0\", \"0.3.0\", \"0.3.1\", \"0.4.0\", \"1.0.0\", \"1.1.0\"]}';;\n\
 esac\n\
 exit 0\n";
 
@@ -359,14 +361,16 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.ifname-created",
             Level::Must,
-            "SPEC.md: if CNI_IFNAME exists, the plugin must use that name for the sandbox interface or return an error",
+            "SPEC.md: if CNI_IFNAME exists, the plugin must use that name for the sandbox \
+             interface or return an error",
             ifname_created,
         )
         .kinds(INTERFACE),
         Rule::new(
             "add.sandbox-reported",
             Level::Must,
-            "SPEC.md Result: sandbox must be provided for interfaces created or moved into a sandbox like a network namespace",
+            "SPEC.md Result: sandbox must be provided for interfaces created or moved into a \
+             sandbox like a network namespace",
             sandbox_reported,
         )
         .kinds(INTERFACE)
@@ -374,7 +378,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.interfaces-exist",
             Level::Must,
-            "SPEC.md Result: interfaces describes the interfaces the plugin created, with mac the hardware address of the interface",
+            "SPEC.md Result: interfaces describes the interfaces the plugin created, with mac the \
+             hardware address of the interface",
             interfaces_exist,
         )
         .kinds(INTERFACE)
@@ -385,7 +390,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.ips-on-sandbox-interface",
             Level::Should,
-            "SPEC.md ips: interface is the index into interfaces of the interface the address is applied to, the sandbox interface",
+            "SPEC.md ips: interface is the index into interfaces of the interface the address is \
+             applied to, the sandbox interface",
             ips_on_sandbox,
         )
         .kinds(INTERFACE)
@@ -393,7 +399,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.addresses-configured",
             Level::Should,
-            "SPEC.md: the plugin should assign the IP to the interface and set up the routes the IPAM plugin returned",
+            "SPEC.md: the plugin should assign the IP to the interface and set up the routes the \
+             IPAM plugin returned",
             addresses_configured,
         )
         .kinds(INTERFACE),
@@ -407,28 +414,32 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "del.removes-interface",
             Level::Should,
-            "SPEC.md DEL: a delete operation should release all resources held by the container: CNI_IFNAME and its host-side peer",
+            "SPEC.md DEL: a delete operation should release all resources held by the container: \
+             CNI_IFNAME and its host-side peer",
             del_removes_interface,
         )
         .kinds(INTERFACE),
         Rule::new(
             "del.netns-deleted",
             Level::Should,
-            "SPEC.md DEL: the bridge plugin should clean up its own resources even if the container network namespace no longer exists",
+            "SPEC.md DEL: the bridge plugin should clean up its own resources even if the \
+             container network namespace no longer exists",
             del_netns_deleted,
         )
         .kinds(NAMESPACED),
         Rule::new(
             "del.no-prev-result",
             Level::Should,
-            "SPEC.md DEL: when prevResult is not provided, the plugin should clean up as many resources as possible and return a successful response",
+            "SPEC.md DEL: when prevResult is not provided, the plugin should clean up as many \
+             resources as possible and return a successful response",
             del_no_prev_result,
         )
         .kinds(NAMESPACED),
         Rule::new(
             "check.address-removed",
             Level::Should,
-            "SPEC.md CHECK: the plugin should return an error if an address it created and listed in prevResult is missing",
+            "SPEC.md CHECK: the plugin should return an error if an address it created and listed \
+             in prevResult is missing",
             check_address_removed,
         )
         .kinds(INTERFACE)
@@ -436,7 +447,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "check.interface-removed",
             Level::Should,
-            "SPEC.md CHECK: the plugin should return an error if an interface it created and listed in prevResult is missing",
+            "SPEC.md CHECK: the plugin should return an error if an interface it created and \
+             listed in prevResult is missing",
             check_interface_removed,
         )
         .kinds(INTERFACE)
@@ -444,14 +456,16 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "leak.host-links",
             Level::Should,
-            "SPEC.md DEL: a delete operation should release all resources held by the container; an ADD/DEL cycle leaves no host link",
+            "SPEC.md DEL: a delete operation should release all resources held by the container; \
+             an ADD/DEL cycle leaves no host link",
             no_link_leak,
         )
         .kinds(INTERFACE),
         Rule::new(
             "leak.addresses",
             Level::Should,
-            "SPEC.md DEL: the plugin should delegate DEL to the IPAM plugin; ADD/DEL cycles never exhaust a small delegated pool",
+            "SPEC.md DEL: the plugin should delegate DEL to the IPAM plugin; ADD/DEL cycles never \
+             exhaust a small delegated pool",
             no_address_leak,
         )
         .kinds(INTERFACE)
@@ -463,7 +477,9 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.ipam-failure-clean",
             Level::Should,
-            "SPEC.md: if an ADD fails, the runtime should execute DEL; when the delegated IPAM plugin fails, ADD fails, and after that DEL nothing is left in the namespace or on the host",
+            "SPEC.md: if an ADD fails, the runtime should execute DEL; when the delegated IPAM \
+             plugin fails, ADD fails, and after that DEL nothing is left in the namespace or on \
+             the host",
             ipam_failure_clean,
         )
         .kinds(INTERFACE)
@@ -478,7 +494,8 @@ mod tests {
     #[test]
     fn places_each_address_on_its_interface() {
         let r = json!({"interfaces": [{"name": "br0"}, {"name": "eth0", "sandbox": "/x"}],
-                       "ips": [{"address": "10.0.0.2/24", "interface": 1}, {"address": "fd00::2/64"}],
+                       "ips": [{"address": "10.0.0.2/24", "interface": 1},
+                               {"address": "fd00::2/64"}],
                        "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}]});
         let placed = placed_addresses(&r);
         assert_eq!(placed[0].1.as_ref().unwrap()["name"], "eth0");

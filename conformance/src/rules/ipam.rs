@@ -111,7 +111,8 @@ fn concurrent_adds(case: &Case) -> Result<(), String> {
         for a in schema::addresses(&step.result(case.version)?) {
             if let Some(first) = holders.insert(a, id.clone()) {
                 return Err(step.fail(&format!(
-                    "an address no other of {CONCURRENT} concurrent ADDs got; {a} was handed out twice, to {first} and {id}"
+                    "an address no other of {CONCURRENT} concurrent ADDs got; {a} was handed out \
+                     twice, to {first} and {id}"
                 )));
             }
         }
@@ -244,7 +245,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.reuse-after-release",
             Level::Should,
-            "SPEC.md DEL: a delete operation should release all resources held by the container; a later ADD can be given the address",
+            "SPEC.md DEL: a delete operation should release all resources held by the container; a \
+             later ADD can be given the address",
             reuse_released,
         )
         .small(),
@@ -258,7 +260,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.concurrent-distinct",
             Level::Must,
-            "SPEC.md: the runtime is allowed to invoke parallel operations for different containers; concurrent ADDs get distinct addresses",
+            "SPEC.md: the runtime is allowed to invoke parallel operations for different \
+             containers; concurrent ADDs get distinct addresses",
             concurrent_adds,
         ),
         Rule::new(
@@ -271,14 +274,16 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "check.foreign-prev-result",
             Level::Should,
-            "SPEC.md CHECK: the plugin must consult prevResult, and should return an error when an address it lists is not the plugin's",
+            "SPEC.md CHECK: the plugin must consult prevResult, and should return an error when an \
+             address it lists is not the plugin's",
             check_foreign_prev,
         )
         .since("0.4.0"),
         Rule::new(
             "add.requested-ip-honoured",
             Level::Convention,
-            "CONVENTIONS.md ips capability: runtimeConfig.ips asks for an address (in CIDR notation); a free one is handed out",
+            "CONVENTIONS.md ips capability: runtimeConfig.ips asks for an address (in CIDR \
+             notation); a free one is handed out",
             requested_honoured,
         ),
         Rule::new(
@@ -290,7 +295,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "gc.releases-unlisted",
             Level::Should,
-            "SPEC.md GC: releases what belongs to attachments not in cni.dev/valid-attachments, keeps the rest",
+            "SPEC.md GC: releases what belongs to attachments not in cni.dev/valid-attachments, \
+             keeps the rest",
             gc_releases_unlisted,
         )
         .since("1.1.0"),
@@ -304,7 +310,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "status.exhausted",
             Level::Should,
-            "SPEC.md STATUS: code 50 (or 51) when the plugin cannot serve ADD, as with an exhausted pool",
+            "SPEC.md STATUS: code 50 (or 51) when the plugin cannot serve ADD, as with an \
+             exhausted pool",
             status_exhausted,
         )
         .since("1.1.0")

@@ -63,7 +63,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.result-schema",
             Level::Must,
-            "SPEC.md ADD: prints a Success result whose cniVersion matches the config's, in that version's layout",
+            "SPEC.md ADD: prints a Success result whose cniVersion matches the config's, in that \
+             version's layout",
             result_schema,
         )
         .kinds(ALL),
@@ -72,35 +73,41 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "add.second-add-fails",
             Level::Convention,
-            "SPEC.md: a runtime must not call ADD twice for one container and interface; the reference plugins refuse a second ADD",
+            "SPEC.md: a runtime must not call ADD twice for one container and interface; the \
+             reference plugins refuse a second ADD",
             second_add_fails,
         )
         .kinds(&[Ipam, Interface]),
         Rule::new(
             "del.repeated",
             Level::Should,
-            "SPEC.md DEL: plugins should handle multiple DELs permissively (DEL should be idempotent)",
+            "SPEC.md DEL: plugins should handle multiple DELs permissively (DEL should be \
+             idempotent)",
             del_repeated,
         )
         .kinds(ALL),
         Rule::new(
             "del.unknown-container",
             Level::Should,
-            "SPEC.md DEL: plugins should generally complete a DEL without error even if some resources are missing",
+            "SPEC.md DEL: plugins should generally complete a DEL without error even if some \
+             resources are missing",
             del_unknown,
         )
         .kinds(ALL),
         Rule::new(
             "del.no-netns-no-prev-result",
             Level::Should,
-            "SPEC.md DEL: when CNI_NETNS and/or prevResult are not provided, the plugin should clean up as many resources as possible (e.g. releasing IPAM allocations) and return a successful response",
+            "SPEC.md DEL: when CNI_NETNS and/or prevResult are not provided, the plugin should \
+             clean up as many resources as possible (e.g. releasing IPAM allocations) and return a \
+             successful response",
             del_bare,
         )
         .kinds(ALL),
         Rule::new(
             "check.after-add",
             Level::Must,
-            "SPEC.md CHECK: the plugin must handle CHECK being called immediately after an ADD; success prints nothing",
+            "SPEC.md CHECK: the plugin must handle CHECK being called immediately after an ADD; \
+             success prints nothing",
             check_after_add,
         )
         .kinds(ALL)
@@ -108,7 +115,8 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             "check.below-0.4.0",
             Level::Should,
-            "SPEC.md CHECK: a config older than 0.4.0 does not allow CHECK; code 1 for an incompatible version",
+            "SPEC.md CHECK: a config older than 0.4.0 does not allow CHECK; code 1 for an \
+             incompatible version",
             check_below_040,
         )
         .kinds(ALL)
