@@ -284,6 +284,17 @@ fn compile_checks_the_contract_and_warms_the_cache() {
     );
     assert_eq!(net.add_ip("c1"), "10.1.0.2/24");
     assert_eq!(cache_entries(&cache_dir), entries);
+    // The template exports inspect: the tools see its lease through it.
+    let listed = stdout(&tool(
+        &["leases", "--data-dir", &dir_arg(&net), "--json"],
+        0,
+        "",
+    ));
+    let report: Value = serde_json::from_str(&listed).unwrap();
+    let template_net = &report["networks"][0];
+    assert_eq!(template_net["reported"], true, "{listed}");
+    assert_eq!(template_net["leases"][0]["address"], "10.1.0.2", "{listed}");
+    assert_eq!(template_net["leases"][0]["containerID"], "c1", "{listed}");
     let after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&entries[0]).unwrap());
     assert_eq!(inode, after);
 
