@@ -29,6 +29,7 @@ use crate::tools;
                   wasm-ipam release-node node-7 --config /etc/cni/net.d/10-pods.conflist --dry-run\n  \
                   wasm-ipam compile ./my-policy.wasm\n  \
                   wasm-ipam install --cni-bin-dir /opt/cni/bin\n  \
+                  wasm-ipam serve\n  \
                   wasm-ipam import-host-local --from /var/lib/cni/networks/pods --network pods\n  \
                   wasm-ipam simulate --config pods.conf --events events.jsonl"
 )]
@@ -198,6 +199,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve this node's CNI calls from one resident process (optional).
+    #[command(
+        long_about = "Keep the policies loaded in one process and run the node's CNI calls in it: each CNI \
+                      process forwards its call over a root-only unix socket and prints the answer, and runs \
+                      the call itself whenever no server answers. Calls run exactly as they would alone (the \
+                      same checks, store transactions and sandbox limits); only loading the policy is saved. \
+                      SIGINT or SIGTERM removes the socket and lets the running calls finish."
+    )]
+    Serve {
+        /// The socket; CNI processes look for it at WASM_IPAM_SOCKET, by default this one.
+        #[arg(long, value_name = "PATH", default_value = crate::envvars::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Run a pod lifecycle through this binary as a runtime would, and show
     /// each CNI call and its answer.
     Demo {
@@ -299,6 +313,7 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             events,
             json,
         } => tools::simulate::run_files(&config, &events, json, out),
+        Cmd::Serve { socket } => crate::serve::server::run(&socket, out),
         Cmd::Demo { data_dir } => crate::demo::run(data_dir),
     }
 }

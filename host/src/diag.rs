@@ -17,25 +17,63 @@
 //! The binary installs the logger first thing ([`init`]). Code that links
 //! the library (tests, the benchmark) and installs none prints nothing.
 
+use std::cell::RefCell;
 use std::io::Write;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct Stderr;
 
+/// The lines of the call this thread serves, in `wasm-ipam serve`: they go
+/// back to the call's own client, whose stderr the runtime logs, not to
+/// the server's.
+struct Capture {
+    lines: Vec<String>,
+    debug: bool,
+}
+
+thread_local! {
+    static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
+}
+
 impl Log for Stderr {
     fn enabled(&self, meta: &Metadata) -> bool {
-        meta.target().starts_with("wasm_ipam") && meta.level() <= log::max_level()
+        meta.target().starts_with("wasm_ipam") && shows(meta.level())
     }
 
     fn log(&self, record: &Record) {
-        if self.enabled(record.metadata()) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("wasm-ipam: {}", record.args());
+        let kept = CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+            Some(capture) => {
+                capture.lines.push(line.clone());
+                true
+            }
+            None => false,
+        });
+        if !kept {
             // A closed stderr is no reason to fail a CNI call.
-            let _ = writeln!(std::io::stderr().lock(), "wasm-ipam: {}", record.args());
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
         }
     }
 
     fn flush(&self) {}
+}
+
+/// Runs `f` with this thread's log lines kept instead of printed, `debug`
+/// lines included only when `debug`; returns them with `f`'s value.
+pub fn captured<T>(debug: bool, f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    CAPTURE.with(|c| {
+        *c.borrow_mut() = Some(Capture {
+            lines: Vec::new(),
+            debug,
+        })
+    });
+    let value = f();
+    let lines = CAPTURE.with(|c| c.borrow_mut().take().map(|c| c.lines).unwrap_or_default());
+    (value, lines)
 }
 
 /// Installs the logger: `info` and above, `debug` too with
@@ -50,7 +88,15 @@ pub fn init() {
     }
 }
 
+/// Installs the logger for `wasm-ipam serve`, which decides for each call
+/// whether its `debug` lines show (see [`captured`]).
+pub fn init_server() {
+    init();
+    log::set_max_level(LevelFilter::Debug);
+}
+
 /// Whether a line of `level` would be printed: false until [`init`].
 pub fn shows(level: Level) -> bool {
-    level <= log::max_level()
+    let call_debug = CAPTURE.with(|c| c.borrow().as_ref().map(|c| c.debug));
+    level <= log::max_level() && (level < Level::Debug || call_debug.unwrap_or(true))
 }

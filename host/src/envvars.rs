@@ -10,14 +10,20 @@
 //!
 //! Most are read through a lookup function rather than the process
 //! environment, so that in-process tests and the tools can give a call its
-//! own values; the two that only ever matter to a whole process (the crash
-//! point and debug logging) are read from it directly.
+//! own values; the three that matter to a whole process (the crash point,
+//! debug logging and the serve socket) are read from it directly, except
+//! that `wasm-ipam serve` gives each call it serves its client's crash point
+//! and debug setting.
 
+use std::cell::Cell;
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use crate::cni::CniError;
 use crate::crash;
 
+/// What every variable of ours starts with.
+pub const PREFIX: &str = "WASM_IPAM_";
 /// Fixes the clock policies see, in seconds since the Unix epoch.
 pub const NOW: &str = "WASM_IPAM_NOW";
 /// Fixes the boot id, for tests that fake a reboot.
@@ -28,6 +34,10 @@ pub const TIMINGS: &str = "WASM_IPAM_TIMINGS";
 pub const DEBUG: &str = "WASM_IPAM_DEBUG";
 /// Kills the process at a chosen point of a call (the crash tests).
 pub const TEST_CRASH_AT: &str = "WASM_IPAM_TEST_CRASH_AT";
+/// Where the CNI binary looks for a node's `wasm-ipam serve`.
+pub const SOCKET: &str = "WASM_IPAM_SOCKET";
+/// Where `wasm-ipam serve` listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/wasm-ipam/wasm-ipam.sock";
 
 /// One variable, as the README's table shows it.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +74,11 @@ pub const VARIABLES: &[Variable] = &[
         value: "`call:N`, `commit`, `after-commit`",
         effect: "kill the process with SIGKILL at that point of a call (see `crash.rs`); only the crash tests set it",
     },
+    Variable {
+        name: SOCKET,
+        value: "a path, or empty",
+        effect: "the socket of the node's `wasm-ipam serve` that CNI calls are forwarded to (default `/run/wasm-ipam/wasm-ipam.sock`); empty: run every call in its own process",
+    },
 ];
 
 /// The fixed clock, when [`NOW`] is set.
@@ -94,9 +109,40 @@ pub fn debug() -> bool {
     std::env::var_os(DEBUG).is_some()
 }
 
+thread_local! {
+    /// In `wasm-ipam serve`, the crash point of the call this thread
+    /// serves, from its client's environment rather than the server's.
+    static CALL_CRASH_POINT: Cell<Option<Option<crash::Point>>> = const { Cell::new(None) };
+}
+
 /// The crash point [`TEST_CRASH_AT`] names, if it names one.
 pub fn crash_point() -> Option<crash::Point> {
-    crash::Point::parse(&std::env::var(TEST_CRASH_AT).ok()?)
+    CALL_CRASH_POINT
+        .get()
+        .unwrap_or_else(|| crash::Point::parse(&std::env::var(TEST_CRASH_AT).ok()?))
+}
+
+/// Runs `f` with the crash point that `lookup`, a served call's own
+/// environment, names.
+pub fn with_call_crash_point<T>(
+    lookup: &dyn Fn(&str) -> Option<OsString>,
+    f: impl FnOnce() -> T,
+) -> T {
+    let point = lookup(TEST_CRASH_AT).and_then(|v| crash::Point::parse(v.to_str()?));
+    CALL_CRASH_POINT.set(Some(point));
+    let value = f();
+    CALL_CRASH_POINT.set(None);
+    value
+}
+
+/// The socket of a node's `wasm-ipam serve`: [`SOCKET`] when set (empty:
+/// none), else [`DEFAULT_SOCKET`].
+pub fn socket() -> Option<PathBuf> {
+    match std::env::var_os(SOCKET) {
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => Some(PathBuf::from(DEFAULT_SOCKET)),
+    }
 }
 
 #[cfg(test)]
@@ -157,7 +203,8 @@ mod tests {
             &mut found,
         );
         assert!(found.is_empty(), "WASM_IPAM_ variables named in {found:?}");
-        for name in [NOW, BOOT_ID, TIMINGS, DEBUG, TEST_CRASH_AT] {
+        for name in [NOW, BOOT_ID, TIMINGS, DEBUG, TEST_CRASH_AT, SOCKET] {
+            assert!(name.starts_with(PREFIX), "{name}");
             assert!(VARIABLES.iter().any(|v| v.name == name), "{name}");
         }
     }

@@ -7,6 +7,7 @@
 
 use std::ffi::OsString;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cni::config::{NetConf, StoreConf, peek_version};
@@ -17,7 +18,7 @@ use crate::cni::{CniError, resolv};
 use crate::netrecord::NetworkRecord;
 use crate::retry::Retries;
 use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
-use crate::store::{EtcdStore, SqliteStore, Store, StoreError};
+use crate::store::{EtcdStore, Store, StoreError};
 use crate::{crash, envvars, reboot, release};
 
 /// What to do with the engine and the store when the call is done.
@@ -98,6 +99,14 @@ fn hostname() -> String {
         "localhost".into()
     } else {
         name
+    }
+}
+
+/// What a finished call prints on stdout, and its exit status.
+pub fn output(outcome: Result<Option<String>, Failure>) -> (String, u8) {
+    match outcome {
+        Ok(out) => (out.unwrap_or_default(), 0),
+        Err(f) => (f.error.to_json(&f.cni_version), 1),
     }
 }
 
@@ -189,10 +198,11 @@ pub fn run_conf(
     render(answer?, conf)
 }
 
-/// The policy the config names, compiled or from the cache.
-pub fn load_policy(conf: &NetConf) -> Result<Sandbox, CniError> {
+/// The policy the config names, compiled or from the cache; in
+/// `wasm-ipam serve`, kept loaded between calls (see `serve::policies`).
+pub fn load_policy(conf: &NetConf) -> Result<Arc<Sandbox>, CniError> {
     let source = sandbox::PolicySource::resolve(&conf.ipam.policy)?;
-    Sandbox::load(&source, &conf.ipam.cache_dir)
+    crate::serve::policies::load(&source, &conf.ipam.cache_dir)
 }
 
 /// The store the config names.
@@ -203,7 +213,7 @@ pub fn open_store(conf: &NetConf) -> Result<Box<dyn Store>, CniError> {
 /// The store `store` names, with `data_dir` its node-local folder.
 pub fn open_store_at(store: &StoreConf, data_dir: &Path) -> Result<Box<dyn Store>, CniError> {
     Ok(match store {
-        StoreConf::Embedded => Box::new(SqliteStore::open(data_dir)?),
+        StoreConf::Embedded => crate::serve::stores::open(data_dir)?,
         StoreConf::Etcd(etcd) => Box::new(EtcdStore::connect(etcd, Some(data_dir))?),
     })
 }

@@ -22,5 +22,6 @@ pub mod reboot;
 pub mod release;
 pub mod retry;
 pub mod sandbox;
+pub mod serve;
 pub mod store;
 pub mod tools;

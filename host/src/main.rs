@@ -31,22 +31,20 @@ fn main() -> ExitCode {
             )),
             cni_version: wasm_ipam::cni::version::LATEST.into(),
         }),
-        Ok(_) => invoke::run_timed(
-            &|k| std::env::var_os(k),
-            &stdin,
-            start,
-            invoke::Teardown::Exit,
-        ),
+        Ok(_) => {
+            // A node's `wasm-ipam serve` runs the call when one answers.
+            if let Some(status) = wasm_ipam::serve::client::forward(&stdin) {
+                return status;
+            }
+            invoke::run_timed(
+                &|k| std::env::var_os(k),
+                &stdin,
+                start,
+                invoke::Teardown::Exit,
+            )
+        }
     };
-    match outcome {
-        Ok(Some(out)) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(f) => {
-            print!("{}", f.error.to_json(&f.cni_version));
-            ExitCode::FAILURE
-        }
-    }
+    let (stdout, status) = invoke::output(outcome);
+    print!("{stdout}");
+    ExitCode::from(status)
 }

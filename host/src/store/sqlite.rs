@@ -76,6 +76,12 @@ impl SqliteStore {
             path,
         })
     }
+
+    /// Whether no transaction is open on the connection (a failed COMMIT
+    /// can leave one), so that it can serve another call.
+    pub fn idle(&self) -> bool {
+        Arc::strong_count(&self.conn) == 1 && self.conn.lock().is_ok_and(|c| c.is_autocommit())
+    }
 }
 
 /// Runs `f` again while SQLite reports the database busy, up to the busy

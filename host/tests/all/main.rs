@@ -17,5 +17,6 @@ mod recordings;
 mod reference;
 mod release;
 mod sandbox;
+mod serve;
 mod snapshots;
 mod tools;

@@ -1,0 +1,133 @@
+//! The server's side: accept forwarded calls and run each on its own
+//! thread, through the same code a one-shot process runs.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::wire::{self, Request, Response};
+use crate::{diag, envvars, invoke};
+
+/// How long a stopping server waits for the calls it is running.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves calls on `socket` until SIGINT or SIGTERM, then removes it and
+/// waits for the calls under way.
+pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    super::policies::keep_loaded();
+    super::stores::keep_open();
+    diag::init_server();
+    let listener = bind(socket)?;
+    let running = Arc::new(AtomicUsize::new(0));
+    {
+        let (socket, running) = (socket.to_path_buf(), running.clone());
+        ctrlc::set_handler(move || stop(&socket, &running))
+            .context("cannot handle SIGINT and SIGTERM")?;
+    }
+    writeln!(out, "serving CNI calls on {}", socket.display())?;
+    out.flush()?;
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accept on {}: {e}", socket.display());
+                continue;
+            }
+        };
+        running.fetch_add(1, Ordering::SeqCst);
+        let running = running.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = serve_one(stream) {
+                log::warn!("a forwarded call: {e:#}");
+            }
+            running.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    Ok(())
+}
+
+/// The socket, mode 0600 in a folder this user alone can enter, replacing
+/// a stale one but never a live server's.
+fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    if socket.exists() {
+        if UnixStream::connect(socket).is_ok() {
+            bail!("a server already answers on {}", socket.display());
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("cannot remove the stale socket {}", socket.display()))?;
+    }
+    // No moment where the socket is open to others: it is created under a
+    // umask that leaves only the owner's bits.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let listener = UnixListener::bind(socket);
+    rustix::process::umask(old);
+    let listener = listener.with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// SIGINT or SIGTERM: no new calls (the socket goes, so new CNI processes
+/// run their calls themselves), the running ones finish, then exit.
+fn stop(socket: &PathBuf, running: &AtomicUsize) {
+    let _ = std::fs::remove_file(socket);
+    let start = Instant::now();
+    while running.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    log::info!("stopped serving on {}", socket.display());
+    std::process::exit(0);
+}
+
+/// One forwarded call. An error here (a peer that is not us, a request
+/// that does not parse) closes the connection unanswered, and the client
+/// runs the call itself.
+fn serve_one(mut stream: UnixStream) -> anyhow::Result<()> {
+    let peer = rustix::net::sockopt::socket_peercred(&stream)?;
+    if peer.uid != rustix::process::geteuid() {
+        bail!(
+            "refused a call from user {}: only this server's user may forward calls",
+            peer.uid.as_raw()
+        );
+    }
+    let (request, stdin) = wire::receive::<Request>(&mut stream)?;
+    // This thread gets its own working directory, the client's: a
+    // relative path in the config means what it means to a one-shot call.
+    // SAFETY: CLONE_FS unshares only the cwd, root and umask; the file
+    // descriptor table stays shared.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }?;
+    rustix::process::chdir(request.cwd.as_str())
+        .with_context(|| format!("cannot enter the client's directory {}", request.cwd))?;
+    let env: HashMap<String, OsString> = request
+        .env
+        .into_iter()
+        .map(|(k, v)| (k, OsString::from(v)))
+        .collect();
+    let lookup = |k: &str| env.get(k).cloned();
+    let debug = env.contains_key(envvars::DEBUG);
+    let (outcome, stderr) = diag::captured(debug, || {
+        log::debug!("served by wasm-ipam serve (pid {})", std::process::id());
+        envvars::with_call_crash_point(&lookup, || {
+            invoke::run_timed(&lookup, &stdin, Instant::now(), invoke::Teardown::Full)
+        })
+    });
+    let (stdout, status) = invoke::output(outcome);
+    let response = Response { status, stderr };
+    wire::send(&mut stream, &response, stdout.as_bytes())?;
+    Ok(())
+}
