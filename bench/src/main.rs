@@ -27,7 +27,7 @@ use clap::Parser;
 use serde_json::json;
 
 use stats::{Summary, median, summarise};
-use systems::{System, env};
+use systems::{Server, System, env, env_to};
 
 #[derive(Parser)]
 #[command(
@@ -83,18 +83,22 @@ fn cold_starts(ours: &Path, policy: &'static str, n: usize) -> Summary {
 }
 
 /// ADDs per second with `callers` processes at a time, `total` in all.
-fn throughput(sys: &System, ours: &Path, callers: usize, total: usize, cache: &Path) -> f64 {
+fn throughput(sys: &System, ours: &Path, callers: usize, total: usize, server: &Server) -> f64 {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = sys.conf(&tmp.path().join("data"), cache).to_string();
+    let conf = sys
+        .conf(&tmp.path().join("data"), &tmp.path().join("cache"))
+        .to_string();
     let bin = sys.binary(ours);
-    spawn::run(&bin, &env("ADD", "warm-up"), conf.as_bytes());
+    let socket = sys.socket(Some(server));
+    spawn::run(&bin, &env_to("ADD", "warm-up", &socket), conf.as_bytes());
     let start = Instant::now();
     std::thread::scope(|s| {
         for c in 0..callers {
-            let (conf, bin) = (&conf, &bin);
+            let (conf, bin, socket) = (&conf, &bin, &socket);
             s.spawn(move || {
                 for i in (c..total).step_by(callers) {
-                    let r = spawn::run(bin, &env("ADD", &format!("t{i}")), conf.as_bytes());
+                    let call = env_to("ADD", &format!("t{i}"), socket);
+                    let r = spawn::run(bin, &call, conf.as_bytes());
                     assert!(r.ok, "{}", r.stderr);
                 }
             });
@@ -103,14 +107,15 @@ fn throughput(sys: &System, ours: &Path, callers: usize, total: usize, cache: &P
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-/// A warm ADD split into stages, in milliseconds (medians).
-fn breakdown(ours: &Path, n: usize, cache: &Path) -> Vec<(String, f64)> {
+/// A warm ADD split into stages, in milliseconds (medians), run by the
+/// server on `socket` (empty: in its own process).
+fn breakdown(ours: &Path, n: usize, cache: &Path, socket: &str) -> Vec<(String, f64)> {
     let tmp = tempfile::tempdir().unwrap();
     let sys = System::Ours("host-local");
     let conf = sys.conf(&tmp.path().join("data"), cache).to_string();
     let mut stages: Vec<(String, Vec<f64>)> = Vec::new();
     for i in 0..n {
-        let e = env("ADD", &format!("b{i}")).env(wasm_ipam::envvars::TIMINGS, "1");
+        let e = env_to("ADD", &format!("b{i}"), socket).env(wasm_ipam::envvars::TIMINGS, "1");
         let r = spawn::run(ours, &e, conf.as_bytes());
         let Some(line) = r
             .stderr
@@ -197,9 +202,14 @@ fn main() -> Result<()> {
         System::Ours("host-local"),
         System::Ours("pooled"),
         System::Ours("sticky"),
+        System::Served("host-local"),
+        System::Served("pooled"),
+        System::Served("sticky"),
     ]);
+    let server = Server::start(&ours)?;
 
-    let mut results = json!({"iterations": cli.iterations, "ops": [], "cold": {}, "throughput": [], "breakdown": {}});
+    let mut results = json!({"iterations": cli.iterations, "ops": [], "cold": {}, "throughput": [],
+                             "breakdown": {}, "breakdown_served": {}});
     println!(
         "ADD and DEL, one process per call ({} pairs each), milliseconds:\n",
         cli.iterations
@@ -222,6 +232,7 @@ fn main() -> Result<()> {
                 bin: sys.binary(&ours),
                 stdin: conf.to_string(),
                 label: format!("{} at {size}", sys.name()),
+                socket: sys.socket(Some(&server)),
             });
             dirs.push(tmp);
         }
@@ -254,6 +265,12 @@ fn main() -> Result<()> {
         }));
     }
     drop(dirs);
+    let server_rss = server.peak_rss_kib();
+    println!(
+        "\nThe server's own peak RSS, with every policy loaded: {:.1} MiB",
+        server_rss as f64 / 1024.0
+    );
+    results["server_max_rss_kib"] = json!(server_rss);
     if let Some(dir) = &cli.plots {
         std::fs::create_dir_all(dir)?;
         plot::add_latency(&results["ops"], &dir.join("add-latency.svg"))?;
@@ -275,8 +292,9 @@ fn main() -> Result<()> {
     let total = if cli.smoke { 4 } else { 128 };
     println!("\nThroughput, {total} ADDs, pool empty:\n");
     for callers in [2, 16] {
-        for sys in systems.iter().take(2) {
-            let ops = throughput(sys, &ours, callers, total, cache.path());
+        let served = System::Served("host-local");
+        for sys in systems.iter().take(2).chain([&served]) {
+            let ops = throughput(sys, &ours, callers, total, &server);
             println!("{:<24} {callers:>2} callers: {ops:>7.0} ADD/s", sys.name());
             results["throughput"]
                 .as_array_mut()
@@ -289,10 +307,17 @@ fn main() -> Result<()> {
     println!(
         "\nWhere a warm ADD's time goes (wasm-ipam host-local, medians of {bn}), milliseconds:\n"
     );
-    for (stage, ms) in breakdown(&ours, bn, cache.path()) {
+    for (stage, ms) in breakdown(&ours, bn, cache.path(), "") {
         println!("  {stage:<24} {ms:>7.3}");
         results["breakdown"][stage] = json!(ms);
     }
+    println!("\nThe same, served (the first stage is the CNI process and the socket):\n");
+    let socket = server.socket.display().to_string();
+    for (stage, ms) in breakdown(&ours, bn, cache.path(), &socket) {
+        println!("  {stage:<24} {ms:>7.3}");
+        results["breakdown_served"][stage] = json!(ms);
+    }
+    drop(server);
 
     if let Some(url) = &cli.etcd {
         let callers = if cli.smoke { 2 } else { 16 };

@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 
 use crate::spawn;
 use crate::stats::{Summary, summarise};
-use crate::systems::env;
+use crate::systems::env_to;
 
 /// One configuration: the binary and the network config it is given.
 pub struct Cell {
@@ -25,6 +25,8 @@ pub struct Cell {
     pub stdin: String,
     /// What the cell is, for error messages.
     pub label: String,
+    /// The server its calls are forwarded to, empty for none.
+    pub socket: String,
 }
 
 pub struct Op {
@@ -38,7 +40,8 @@ pub struct Op {
 /// compile cache). The answers come back in the order of the cells.
 pub fn interleaved(cells: &[Cell], iterations: usize) -> Result<Vec<Op>> {
     for cell in cells {
-        spawn::run(&cell.bin, &env("ADD", "warm-up"), cell.stdin.as_bytes());
+        let warm_up = env_to("ADD", "warm-up", &cell.socket);
+        spawn::run(&cell.bin, &warm_up, cell.stdin.as_bytes());
     }
     let mut samples = vec![(Vec::new(), Vec::new(), 0u64); cells.len()];
     let mut order: Vec<usize> = (0..cells.len()).collect();
@@ -50,7 +53,8 @@ pub fn interleaved(cells: &[Cell], iterations: usize) -> Result<Vec<Op>> {
             let (cell, (adds, dels, rss)) = (&cells[c], &mut samples[c]);
             let mut pair = Vec::with_capacity(2);
             for command in ["ADD", "DEL"] {
-                let run = spawn::run(&cell.bin, &env(command, &id), cell.stdin.as_bytes());
+                let call = env_to(command, &id, &cell.socket);
+                let run = spawn::run(&cell.bin, &call, cell.stdin.as_bytes());
                 if !run.ok {
                     bail!("{}: {command} failed: {}", cell.label, run.stderr);
                 }

@@ -9,12 +9,15 @@ use plotters::prelude::*;
 /// One line: its name and its points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-const COLOURS: [RGBColor; 5] = [
+const COLOURS: [RGBColor; 8] = [
     RGBColor(0, 0, 0),
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
 ];
 
 /// Labels for a chart.

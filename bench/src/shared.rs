@@ -44,6 +44,7 @@ pub fn run(
             bin: ours.to_path_buf(),
             stdin: conf("node-a", &tmp.path().join(name), cache, store).to_string(),
             label: format!("pooled on {name}"),
+            socket: String::new(),
         })
         .collect();
     for (name, op) in names.iter().zip(measure::interleaved(&cells, iterations)?) {

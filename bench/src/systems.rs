@@ -17,6 +17,8 @@ pub const NETWORK: &str = "bench";
 pub enum System {
     Reference,
     Ours(&'static str),
+    /// Ours, each call forwarded to a `wasm-ipam serve` on the node.
+    Served(&'static str),
 }
 
 impl System {
@@ -24,13 +26,24 @@ impl System {
         match self {
             System::Reference => "reference host-local".into(),
             System::Ours(p) => format!("wasm-ipam {p}"),
+            System::Served(p) => format!("wasm-ipam {p}, served"),
         }
     }
 
     pub fn binary(&self, ours: &Path) -> PathBuf {
         match self {
             System::Reference => PathBuf::from(REFERENCE),
-            System::Ours(_) => ours.to_path_buf(),
+            System::Ours(_) | System::Served(_) => ours.to_path_buf(),
+        }
+    }
+
+    /// The `WASM_IPAM_SOCKET` its calls get: `server`'s socket when served,
+    /// else none, so that a server running on this machine never answers
+    /// the one-shot cells.
+    pub fn socket(&self, server: Option<&Server>) -> String {
+        match (self, server) {
+            (System::Served(_), Some(server)) => server.socket.display().to_string(),
+            _ => String::new(),
         }
     }
 
@@ -39,16 +52,18 @@ impl System {
             System::Reference => {
                 json!({"type": "host-local", "ranges": [[{"subnet": "10.128.0.0/16"}]]})
             }
-            System::Ours("pooled") => {
+            System::Ours("pooled") | System::Served("pooled") => {
                 json!({"type": "wasm-ipam", "policy": "pooled", "node": "bench-node",
                                              "pools": [{"name": "p", "cidr": "10.128.0.0/16"}]})
             }
-            System::Ours(p) => json!({"type": "wasm-ipam", "policy": p, "holdSeconds": 0,
-                                      "ranges": [[{"subnet": "10.128.0.0/16"}]]}),
+            System::Ours(p) | System::Served(p) => {
+                json!({"type": "wasm-ipam", "policy": p, "holdSeconds": 0,
+                                      "ranges": [[{"subnet": "10.128.0.0/16"}]]})
+            }
         };
         let mut ipam = ipam;
         ipam["dataDir"] = json!(data_dir);
-        if matches!(self, System::Ours(_)) {
+        if !matches!(self, System::Reference) {
             ipam["cacheDir"] = json!(cache_dir);
         }
         json!({"cniVersion": "1.0.0", "name": NETWORK, "type": "bridge", "ipam": ipam})
@@ -76,8 +91,8 @@ impl System {
                     }
                 }
             }
-            System::Ours(_) if n == 0 => {}
-            System::Ours(_) => {
+            System::Ours(_) | System::Served(_) if n == 0 => {}
+            System::Ours(_) | System::Served(_) => {
                 let me = std::env::current_exe().expect("the benchmark's own path");
                 let mut helper = Command::new(me)
                     .arg(format!("--prefill-stdin={n}"))
@@ -121,10 +136,73 @@ pub fn prefill_in_process(n: usize) {
     }
 }
 
+/// A call's environment, with no server to forward to: see [`env_to`].
 pub fn env(command: &str, id: &str) -> Call {
+    env_to(command, id, "")
+}
+
+/// A call's environment, forwarded to the server on `socket` (empty:
+/// none).
+pub fn env_to(command: &str, id: &str, socket: &str) -> Call {
     Call {
         netns: Some("/var/run/netns/bench".into()),
         ..Call::attach(command, id)
     }
     .env("CNI_PATH", "/usr/lib/cni")
+    .env(wasm_ipam::envvars::SOCKET, socket)
+}
+
+/// A `wasm-ipam serve` for the served cells, on a socket of its own;
+/// stopped (SIGTERM, as a node would) when dropped.
+pub struct Server {
+    pub socket: PathBuf,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(ours: &Path) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("serve").join("wasm-ipam.sock");
+        let mut child = Command::new(ours)
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(Stdio::piped())
+            .spawn()?;
+        // It prints one line once it listens.
+        let mut line = [0u8; 1];
+        child
+            .stdout
+            .as_mut()
+            .expect("piped")
+            .read_exact(&mut line)?;
+        Ok(Server {
+            socket,
+            child,
+            _dir: dir,
+        })
+    }
+
+    /// The server's peak RSS so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
 }
