@@ -13,7 +13,7 @@ mod sqlite;
 
 pub use etcd::EtcdStore;
 pub use memory::MemoryStore;
-pub use sqlite::{DB_FILE, SqliteStore};
+pub use sqlite::{DB_FILE, Journal, SqliteStore};
 
 use crate::cni::CniError;
 

@@ -8,6 +8,11 @@
 //!   remove the log on close, which cost more than the rollback journal's
 //!   extra fsync (BENCHMARKS.md). A database an older version left in WAL
 //!   mode is switched on its next open.
+//! - WAL for the connections `wasm-ipam serve` keeps ([`Journal::Wal`]):
+//!   they live, so WAL's set-up is paid once, and a commit is one fsync.
+//!   One-shot calls that run meanwhile join the WAL instead of waiting to
+//!   switch it back; the first one alone after the server is gone switches
+//!   it.
 //! - `BEGIN IMMEDIATE` takes the write lock before the policy runs, so
 //!   concurrent processes on one node are serialized, never interleaved, and
 //!   a transaction never fails half-way on a lock upgrade.
@@ -56,9 +61,28 @@ fn disk_full(path: &Path) -> bool {
     rustix::fs::statvfs(dir).is_ok_and(|st| st.f_bavail.saturating_mul(st.f_frsize) < 64 * 1024)
 }
 
+/// How a connection journals its commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journal {
+    /// The rollback journal: for a connection that lives for one call.
+    /// A database in WAL mode is switched back, unless another connection
+    /// (a `wasm-ipam serve`) has it open: then this one joins the WAL.
+    Rollback,
+    /// WAL: for connections that live (`wasm-ipam serve` keeps them), where
+    /// WAL's set-up is paid once and a commit is one fsync of the log
+    /// instead of five.
+    Wal,
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed, mode 0700) `data_dir` and the database in it.
+    /// Opens (creating if needed, mode 0700) `data_dir` and the database in
+    /// it, with a rollback journal.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(data_dir, Journal::Rollback)
+    }
+
+    /// [`SqliteStore::open`], journaling as `journal` says.
+    pub fn open_with(data_dir: &Path, journal: Journal) -> Result<SqliteStore, StoreError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -70,7 +94,7 @@ impl SqliteStore {
                 ))
             })?;
         let path = data_dir.join(DB_FILE);
-        let conn = retry_busy(|| connect(&path))?;
+        let conn = retry_busy(|| connect(&path, journal))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -103,7 +127,7 @@ fn retry_busy<T>(mut f: impl FnMut() -> Result<T, StoreError>) -> Result<T, Stor
     }
 }
 
-fn connect(path: &Path) -> Result<Connection, StoreError> {
+fn connect(path: &Path, journal: Journal) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -111,12 +135,17 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| io(path, e))?;
+    match journal {
+        Journal::Rollback => rollback_journal(&conn, path)?,
+        // Entering WAL needs an exclusive lock: the busy handler waits for
+        // the one-shot calls under way.
+        Journal::Wal => {
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| io(path, e))?;
+        }
+    }
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
-    // Only WAL is recorded in the database file; any other journal mode is
-    // per connection and set on every open. Leaving WAL needs an exclusive
-    // lock, which `retry_busy` waits for.
-    conn.pragma_update(None, "journal_mode", JOURNAL_MODE)
-        .map_err(|e| io(path, e))?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|e| io(path, e))?;
     conn.execute_batch(
@@ -129,6 +158,37 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| io(path, e))?;
     Ok(conn)
+}
+
+/// Sets the rollback journal. Only WAL is recorded in the database file;
+/// any other journal mode is per connection and set on every open. Leaving
+/// WAL needs the only connection to the database, so it is asked for
+/// without waiting: while other connections have it open (a
+/// `wasm-ipam serve`, an operator's `metrics --listen`, or the first calls
+/// after an upgrade all switching an older version's WAL at once), this
+/// one joins the WAL, and a later call that finds itself alone switches
+/// it. Joining costs little while a server is up, since the server keeps
+/// the WAL's index set up. Busy for any other reason is waited out by
+/// `retry_busy`.
+fn rollback_journal(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.busy_timeout(Duration::ZERO).map_err(|e| io(path, e))?;
+    match conn.pragma_update(None, "journal_mode", JOURNAL_MODE) {
+        Ok(()) => Ok(()),
+        Err(e) => match io(path, e) {
+            StoreError::Busy(why) => {
+                conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
+                let mode: String = conn
+                    .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                    .map_err(|e| io(path, e))?;
+                if mode == "wal" {
+                    Ok(())
+                } else {
+                    Err(StoreError::Busy(why))
+                }
+            }
+            other => Err(other),
+        },
+    }
 }
 
 impl Store for SqliteStore {

@@ -239,7 +239,7 @@ fn a_server_killed_during_a_call_leaves_nothing_and_the_call_runs_itself() {
         drop(held);
         call.join().unwrap()
     });
-    assert!(waiting.ok(), "{}", waiting.stderr);
+    assert!(waiting.ok(), "{} {}", waiting.stdout, waiting.stderr);
     assert!(!served(&waiting), "{}", waiting.stderr);
     assert!(
         waiting.stderr.contains("did not answer the call"),
@@ -408,4 +408,35 @@ fn a_served_add_killed_at_every_point_keeps_all_or_nothing() {
     assert_eq!(net.leased(), ["10.148.0.2", "10.148.0.3", "10.148.0.4"]);
     assert!(net.run(&via(Call::attach("DEL", "d"), "")).ok());
     assert_eq!(net.leased(), ["10.148.0.2", "10.148.0.3"]);
+}
+
+/// The journal mode a fresh connection finds in the store's file.
+fn journal_mode(net: &Net) -> String {
+    rusqlite::Connection::open(net.data_dir().join("wasm-ipam.db"))
+        .unwrap()
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn one_shot_calls_join_the_servers_wal_and_switch_it_back_once_it_is_gone() {
+    let mut server = Server::start();
+    let net = Net::host_local("1.0.0", "10.149.0.0/24");
+    let out = net.run(&via(Call::attach("ADD", "c1"), server.path()));
+    assert!(out.ok() && served(&out), "{}", out.stderr);
+    assert_eq!(journal_mode(&net), "wal");
+    // A call that runs itself meanwhile neither waits for the server's
+    // connections to go nor fails.
+    let out = net.run(&via(Call::attach("ADD", "c2"), ""));
+    assert!(out.ok() && !served(&out), "{}", out.stderr);
+    assert_eq!(journal_mode(&net), "wal");
+    server.signal("-TERM");
+    assert!(server.wait().0.success());
+    let out = net.run(&via(Call::attach("ADD", "c3"), server.path()));
+    assert!(out.ok() && !served(&out), "{}", out.stderr);
+    assert_eq!(journal_mode(&net), "delete");
+    for gone in ["wasm-ipam.db-wal", "wasm-ipam.db-shm"] {
+        assert!(!net.data_dir().join(gone).exists(), "{gone} left behind");
+    }
+    assert_eq!(net.leased(), ["10.149.0.2", "10.149.0.3", "10.149.0.4"]);
 }
