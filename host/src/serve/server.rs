@@ -6,8 +6,7 @@ use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,6 +17,44 @@ use crate::{diag, envvars, invoke};
 /// How long a stopping server waits for the calls it is running.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Calls run at once, at most; more wait in the socket's backlog. Writers
+/// of one store take turns anyway (SQLite's lock), and each call holds a
+/// policy instance's memory, so a burst of pods must not become hundreds
+/// of threads.
+const MAX_CALLS: usize = 32;
+
+/// The calls under way.
+#[derive(Default)]
+struct Running {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Running {
+    /// Waits until fewer than `limit` calls run, then counts one more.
+    fn enter(&self, limit: usize) {
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= limit {
+            n = self.changed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+    }
+
+    fn leave(&self) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits, at most `limit`, for every call to end.
+    fn drain(&self, limit: Duration) {
+        let n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .changed
+            .wait_timeout_while(n, limit, |n| *n > 0)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
 /// Serves calls on `socket` until SIGINT or SIGTERM, then removes it and
 /// waits for the calls under way.
 pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
@@ -25,7 +62,7 @@ pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     super::stores::keep_open();
     diag::init_server();
     let listener = bind(socket)?;
-    let running = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(Running::default());
     {
         let (socket, running) = (socket.to_path_buf(), running.clone());
         ctrlc::set_handler(move || stop(&socket, &running))
@@ -41,13 +78,13 @@ pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
                 continue;
             }
         };
-        running.fetch_add(1, Ordering::SeqCst);
+        running.enter(MAX_CALLS);
         let running = running.clone();
         std::thread::spawn(move || {
             if let Err(e) = serve_one(stream) {
                 log::warn!("a forwarded call: {e:#}");
             }
-            running.fetch_sub(1, Ordering::SeqCst);
+            running.leave();
         });
     }
     Ok(())
@@ -84,12 +121,9 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
 
 /// SIGINT or SIGTERM: no new calls (the socket goes, so new CNI processes
 /// run their calls themselves), the running ones finish, then exit.
-fn stop(socket: &PathBuf, running: &AtomicUsize) {
+fn stop(socket: &PathBuf, running: &Running) {
     let _ = std::fs::remove_file(socket);
-    let start = Instant::now();
-    while running.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    running.drain(DRAIN);
     log::info!("stopped serving on {}", socket.display());
     std::process::exit(0);
 }
@@ -130,4 +164,28 @@ fn serve_one(mut stream: UnixStream) -> anyhow::Result<()> {
     let response = Response { status, stderr };
     wire::send(&mut stream, &response, stdout.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_past_the_limit_waits_for_one_to_end() {
+        let running = Arc::new(Running::default());
+        running.enter(1);
+        let waiter = {
+            let running = running.clone();
+            std::thread::spawn(move || {
+                running.enter(1);
+                running.leave();
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "entered past the limit");
+        running.leave();
+        waiter.join().unwrap();
+        running.drain(Duration::from_secs(1));
+        assert_eq!(*running.count.lock().unwrap(), 0);
+    }
 }
