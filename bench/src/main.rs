@@ -215,7 +215,7 @@ fn main() -> Result<()> {
         cli.iterations
     );
     println!(
-        "{:<24} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>8} | {:>9}",
+        "{:<28} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>8} | {:>9}",
         "plugin", "pool", "ADD p50", "p95", "p99", "DEL p50", "p95", "p99", "RSS MiB", "ADD ratio"
     );
     // Every cell is set up before any is timed, so the timed pairs can be
@@ -245,7 +245,7 @@ fn main() -> Result<()> {
         }
         let ratio = reference_add.map_or("-".into(), |r| format!("{:.2}x", op.add.median_ms / r));
         println!(
-            "{:<24} {:>7} | {:>7.2} {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>7.2} | {:>8.1} | {:>9}",
+            "{:<28} {:>7} | {:>7.2} {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>7.2} | {:>8.1} | {:>9}",
             sys.name(),
             size,
             op.add.median_ms,
@@ -295,7 +295,7 @@ fn main() -> Result<()> {
         let served = System::Served("host-local");
         for sys in systems.iter().take(2).chain([&served]) {
             let ops = throughput(sys, &ours, callers, total, &server);
-            println!("{:<24} {callers:>2} callers: {ops:>7.0} ADD/s", sys.name());
+            println!("{:<28} {callers:>2} callers: {ops:>7.0} ADD/s", sys.name());
             results["throughput"]
                 .as_array_mut()
                 .unwrap()
