@@ -20,8 +20,9 @@ fn manifest(name: &str) -> String {
 }
 
 /// Each `command:` of a manifest, a JSON array on one line, with the
-/// image's binary replaced by ours, the node's `/host/...` paths moved
-/// under `root`, and the metrics port by a free one on loopback.
+/// image's binary replaced by ours, the node's `/host/...` and `/run/...`
+/// paths moved under `root`, and the metrics port by a free one on
+/// loopback.
 fn commands(yaml: &str, root: &Path) -> Vec<(PathBuf, Vec<String>)> {
     yaml.lines()
         .filter_map(|l| l.trim().strip_prefix("command: "))
@@ -30,11 +31,13 @@ fn commands(yaml: &str, root: &Path) -> Vec<(PathBuf, Vec<String>)> {
             assert_eq!(argv[0], "/usr/local/bin/wasm-ipam", "{json}");
             let args = argv[1..]
                 .iter()
-                .map(|a| match a.strip_prefix("/host/") {
-                    Some(rest) => root.join(rest).display().to_string(),
-                    None if a == "0.0.0.0:9942" => "127.0.0.1:0".to_string(),
-                    None => a.clone(),
-                })
+                .map(
+                    |a| match a.strip_prefix("/host/").or(a.strip_prefix("/run/")) {
+                        Some(rest) => root.join(rest).display().to_string(),
+                        None if a == "0.0.0.0:9942" => "127.0.0.1:0".to_string(),
+                        None => a.clone(),
+                    },
+                )
                 .collect();
             (plugin().to_path_buf(), args)
         })
@@ -42,13 +45,13 @@ fn commands(yaml: &str, root: &Path) -> Vec<(PathBuf, Vec<String>)> {
 }
 
 #[test]
-fn the_daemonset_installs_the_plugin_and_serves_metrics() {
+fn the_daemonset_installs_the_plugin_serves_metrics_and_serves_calls() {
     let root = tempfile::tempdir().unwrap();
     let cmds = commands(&manifest("daemonset.yaml"), root.path());
     assert_eq!(
         cmds.len(),
-        2,
-        "the init container and the metrics container"
+        3,
+        "the init container, the metrics container and the server"
     );
     let (bin, install) = &cmds[0];
     assert_eq!(install[0], "install");
@@ -88,6 +91,35 @@ fn the_daemonset_installs_the_plugin_and_serves_metrics() {
         scraped.contains("wasm_ipam_network_leases{network=\"pods\",policy=\"host-local\"} 1.0"),
         "{scraped}"
     );
+
+    // The server: the installed plugin forwards the next pod's call to it.
+    let (bin, serve) = &cmds[2];
+    assert_eq!(serve[..2], ["serve", "--socket"]);
+    let mut server = Command::new(bin)
+        .args(serve)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("serving CNI calls on"), "{line}");
+    let call = Call::attach("ADD", "c2")
+        .env(wasm_ipam::envvars::SOCKET, &serve[2])
+        .env(wasm_ipam::envvars::DEBUG, "1");
+    let added = exec::run(&installed, &call, conf.to_string().as_bytes()).unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(added.ok(), "{} {}", added.stdout, added.stderr);
+    assert!(
+        added.stderr.contains("served by wasm-ipam serve"),
+        "{}",
+        added.stderr
+    );
+    assert_eq!(added.json()["ips"][0]["address"], "10.150.0.3/24");
 }
 
 /// The JSON config of the NetworkAttachmentDefinition.
