@@ -7,44 +7,31 @@ use ipam_alloc::types as plain;
 use crate::bindings::cni::ipam::{log, types as wit};
 use crate::bindings::exports::cni::ipam::inspect as wit_inspect;
 
-impl From<wit::Attachment> for plain::Attachment {
-    fn from(a: wit::Attachment) -> Self {
-        plain::Attachment {
-            container_id: a.container_id,
-            ifname: a.ifname,
+/// `From` both ways between a WIT record and its plain mirror, field by
+/// field; `Into` on each field is the identity for the types both sides
+/// share.
+macro_rules! mirror {
+    ($($ty:ident { $($field:ident),+ $(,)? })+) => {$(
+        impl From<wit::$ty> for plain::$ty {
+            fn from(v: wit::$ty) -> Self {
+                plain::$ty { $($field: v.$field.into()),+ }
+            }
         }
-    }
+
+        impl From<plain::$ty> for wit::$ty {
+            fn from(v: plain::$ty) -> Self {
+                wit::$ty { $($field: v.$field.into()),+ }
+            }
+        }
+    )+};
 }
 
-impl From<plain::Attachment> for wit::Attachment {
-    fn from(a: plain::Attachment) -> Self {
-        wit::Attachment {
-            container_id: a.container_id,
-            ifname: a.ifname,
-        }
-    }
-}
-
-impl From<wit::Dns> for plain::Dns {
-    fn from(d: wit::Dns) -> Self {
-        plain::Dns {
-            nameservers: d.nameservers,
-            domain: d.domain,
-            search: d.search,
-            options: d.options,
-        }
-    }
-}
-
-impl From<plain::Dns> for wit::Dns {
-    fn from(d: plain::Dns) -> Self {
-        wit::Dns {
-            nameservers: d.nameservers,
-            domain: d.domain,
-            search: d.search,
-            options: d.options,
-        }
-    }
+mirror! {
+    Attachment { container_id, ifname }
+    Dns { nameservers, domain, search, options }
+    IpConfig { address, gateway }
+    Route { dst, gw, mtu, advmss, priority, table, scope }
+    Released { attachment, address }
 }
 
 impl From<wit::Context> for plain::Context {
@@ -59,52 +46,6 @@ impl From<wit::Context> for plain::Context {
             netns: c.netns,
             node: c.node,
             dns: c.dns.map(Into::into),
-        }
-    }
-}
-
-impl From<wit::IpConfig> for plain::IpConfig {
-    fn from(ip: wit::IpConfig) -> Self {
-        plain::IpConfig {
-            address: ip.address,
-            gateway: ip.gateway,
-        }
-    }
-}
-
-impl From<plain::IpConfig> for wit::IpConfig {
-    fn from(ip: plain::IpConfig) -> Self {
-        wit::IpConfig {
-            address: ip.address,
-            gateway: ip.gateway,
-        }
-    }
-}
-
-impl From<wit::Route> for plain::Route {
-    fn from(r: wit::Route) -> Self {
-        plain::Route {
-            dst: r.dst,
-            gw: r.gw,
-            mtu: r.mtu,
-            advmss: r.advmss,
-            priority: r.priority,
-            table: r.table,
-            scope: r.scope,
-        }
-    }
-}
-
-impl From<plain::Route> for wit::Route {
-    fn from(r: plain::Route) -> Self {
-        wit::Route {
-            dst: r.dst,
-            gw: r.gw,
-            mtu: r.mtu,
-            advmss: r.advmss,
-            priority: r.priority,
-            table: r.table,
-            scope: r.scope,
         }
     }
 }
@@ -125,15 +66,6 @@ impl From<plain::Allocation> for wit::Allocation {
             ips: a.ips.into_iter().map(Into::into).collect(),
             routes: a.routes.into_iter().map(Into::into).collect(),
             dns: a.dns.map(Into::into),
-        }
-    }
-}
-
-impl From<plain::Released> for wit::Released {
-    fn from(r: plain::Released) -> Self {
-        wit::Released {
-            attachment: r.attachment.into(),
-            address: r.address,
         }
     }
 }
