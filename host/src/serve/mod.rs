@@ -23,8 +23,9 @@
 //!   commit), exactly as a killed process would. The client then runs the
 //!   call itself; an ADD whose commit landed before the server died is
 //!   found by the policy, as a runtime's retry would find it.
-//! - Root only: the socket is created mode 0600 in a 0700 folder, and the
-//!   server answers only peers with its own user id (`SO_PEERCRED`).
+//! - Root only: the socket is created mode 0600 (in a 0700 folder when the
+//!   server creates the folder), and the server answers only peers with
+//!   its own user id (`SO_PEERCRED`).
 
 pub mod client;
 pub mod policies;

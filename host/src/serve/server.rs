@@ -55,6 +55,15 @@ impl Running {
     }
 }
 
+/// Leaves [`Running`] when dropped.
+struct Leave<'a>(&'a Running);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
 /// Serves calls on `socket` until SIGINT or SIGTERM, then removes it and
 /// waits for the calls under way.
 pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
@@ -81,10 +90,12 @@ pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
         running.enter(MAX_CALLS);
         let running = running.clone();
         std::thread::spawn(move || {
+            // Counted out even if the call panics (its client then runs
+            // the call itself): a lost count would shrink the server.
+            let _left = Leave(&running);
             if let Err(e) = serve_one(stream) {
                 log::warn!("a forwarded call: {e:#}");
             }
-            running.leave();
         });
     }
     Ok(())
@@ -173,6 +184,17 @@ mod tests {
     #[test]
     fn a_call_past_the_limit_waits_for_one_to_end() {
         let running = Arc::new(Running::default());
+        // A call that panics is counted out too.
+        running.enter(1);
+        let panicked = {
+            let running = running.clone();
+            std::thread::spawn(move || {
+                let _left = Leave(&running);
+                panic!("a call's bug");
+            })
+        };
+        assert!(panicked.join().is_err());
+        assert_eq!(*running.count.lock().unwrap(), 0);
         running.enter(1);
         let waiter = {
             let running = running.clone();
