@@ -135,17 +135,15 @@ fn connect(path: &Path, journal: Journal) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| io(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
     match journal {
         Journal::Rollback => rollback_journal(&conn, path)?,
         // Entering WAL needs an exclusive lock: the busy handler waits for
         // the one-shot calls under way.
-        Journal::Wal => {
-            conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(|e| io(path, e))?;
-        }
+        Journal::Wal => conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| io(path, e))?,
     }
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|e| io(path, e))?;
     conn.execute_batch(
@@ -172,22 +170,20 @@ fn connect(path: &Path, journal: Journal) -> Result<Connection, StoreError> {
 /// `retry_busy`.
 fn rollback_journal(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.busy_timeout(Duration::ZERO).map_err(|e| io(path, e))?;
-    match conn.pragma_update(None, "journal_mode", JOURNAL_MODE) {
-        Ok(()) => Ok(()),
-        Err(e) => match io(path, e) {
-            StoreError::Busy(why) => {
-                conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
-                let mode: String = conn
-                    .pragma_query_value(None, "journal_mode", |r| r.get(0))
-                    .map_err(|e| io(path, e))?;
-                if mode == "wal" {
-                    Ok(())
-                } else {
-                    Err(StoreError::Busy(why))
-                }
+    let switched = conn.pragma_update(None, "journal_mode", JOURNAL_MODE);
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
+    match switched.map_err(|e| io(path, e)) {
+        Err(StoreError::Busy(why)) => {
+            let mode: String = conn
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .map_err(|e| io(path, e))?;
+            if mode == "wal" {
+                Ok(())
+            } else {
+                Err(StoreError::Busy(why))
             }
-            other => Err(other),
-        },
+        }
+        other => other,
     }
 }
 
