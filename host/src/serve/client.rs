@@ -6,24 +6,24 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
 use super::wire::{self, Request, Response};
+use crate::cni::env::{Command, Env};
 use crate::envvars;
-
-/// The commands a server runs; VERSION is answered at once by any process.
-const FORWARDED: &[&str] = &["ADD", "DEL", "CHECK", "GC", "STATUS"];
 
 /// Forwards the call whose config is `stdin` and prints the server's
 /// answer: `None` when no server answers (or the call cannot be forwarded
 /// faithfully), and the caller runs the call itself.
 pub fn forward(stdin: &[u8]) -> Option<ExitCode> {
     let socket = envvars::socket()?;
-    let command = std::env::var("CNI_COMMAND").ok()?;
-    if !FORWARDED.contains(&command.as_str()) {
-        return None;
+    // VERSION is answered at once by any process, and a missing or unknown
+    // command is an error the process reports itself.
+    match Env::command(&|k| std::env::var_os(k)) {
+        Ok(Command::Version) | Err(_) => return None,
+        Ok(_) => {}
     }
-    let request = request()?;
     // No server (no file, or a stale one that refuses): the common case on
-    // a node without one, and quiet.
+    // a node without one, and quiet; nothing else is gathered before it.
     let mut stream = UnixStream::connect(&socket).ok()?;
+    let request = request()?;
     let answer = wire::send(&mut stream, &request, stdin)
         .and_then(|()| wire::receive::<Response>(&mut stream));
     let (response, stdout) = match answer {
