@@ -6,12 +6,24 @@
 //! install a missing target on a toolchain rustup already has, so this script
 //! adds `wasm32-wasip2` itself when it is missing: `cargo build` then works on
 //! a fresh machine with only rustup and cargo.
+//!
+//! Each built-in policy is also compiled here, ahead of time, with the same
+//! engine settings the host uses (`src/sandbox/settings.rs`, included
+//! below), and the artifact is embedded beside the component. A node's
+//! first call then writes that artifact into its cache instead of running
+//! Cranelift: the compile was 250 to 370 ms of a cold call on two cores
+//! (BENCHMARKS.md). The artifact is built for the target's baseline CPU,
+//! with no feature detected on the build machine, so the binary runs on any
+//! machine of its architecture; wasmtime checks it again when it maps it.
 
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[path = "src/sandbox/settings.rs"]
+mod settings;
 
 const TARGET: &str = "wasm32-wasip2";
 /// (policy name, cargo package, library file stem)
@@ -59,6 +71,7 @@ fn main() {
         target_dir.join(TARGET).join("policy").display()
     );
 
+    let compiler = precompiler();
     let mut src = String::from("pub static BUILTINS: &[Builtin] = &[\n");
     for (name, _, stem) in BUILTINS {
         let built = target_dir
@@ -69,9 +82,20 @@ fn main() {
         let embedded = out_dir.join(format!("{name}.wasm"));
         fs::write(&embedded, &bytes).unwrap();
         let hash = blake3::hash(&bytes);
+        let precompiled = match &compiler {
+            Some(engine) => {
+                let artifact = engine
+                    .precompile_component(&bytes)
+                    .unwrap_or_else(|e| panic!("precompiling the built-in policy {name}: {e:#}"));
+                let path = out_dir.join(format!("{name}.cwasm"));
+                fs::write(&path, artifact).unwrap();
+                format!("Some(include_bytes!({:?}))", path.display().to_string())
+            }
+            None => "None".to_string(),
+        };
         writeln!(
             src,
-            "    Builtin {{ name: {name:?}, wasm: include_bytes!({:?}), hash: {:?} }},",
+            "    Builtin {{ name: {name:?}, wasm: include_bytes!({:?}), hash: {:?}, precompiled: {precompiled} }},",
             embedded.display().to_string(),
             hash.as_bytes()
         )
@@ -79,6 +103,31 @@ fn main() {
     }
     src.push_str("];\n");
     fs::write(out_dir.join("builtins.rs"), src).unwrap();
+}
+
+/// The engine that precompiles the built-in policies for the target being
+/// built, or `None` when this wasmtime cannot compile for it (a cross build
+/// to an architecture Cranelift was not built with): the first call on a
+/// node then compiles, as it does for a policy file.
+fn precompiler() -> Option<wasmtime::Engine> {
+    let target = env::var("TARGET").unwrap();
+    // For the test that checks the embedded artifacts.
+    println!("cargo:rustc-env=BUILTINS_PRECOMPILED_FOR={target}");
+    let mut config = settings::compiler_config();
+    // An explicit target turns off the detection of the build machine's
+    // CPU features: the artifact uses only the architecture's baseline.
+    let engine = config
+        .target(&target)
+        .and_then(|config| wasmtime::Engine::new(config));
+    match engine {
+        Ok(engine) => Some(engine),
+        Err(e) => {
+            println!(
+                "cargo:warning=the built-in policies are not precompiled for {target} ({e}); each node compiles them on its first call"
+            );
+            None
+        }
+    }
 }
 
 fn rustc_sysroot() -> PathBuf {

@@ -22,7 +22,10 @@
 //!
 //! Anything else is a miss: the policy is compiled again and the entry is
 //! replaced atomically (write a temp file, fsync, rename), so a reader never
-//! sees a half-written file and a file is never changed while mapped.
+//! sees a half-written file and a file is never changed while mapped. A
+//! built-in policy is not compiled on a miss: the artifact `build.rs`
+//! compiled into this binary is written instead ([`install`]), as trusted as
+//! the binary itself, and goes through the same checks when it is mapped.
 
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -188,6 +191,45 @@ pub fn lookup(
         Err(_) => {}
     }
     None
+}
+
+/// Writes `artifact`, compiled at build time, into the cache at `path` and
+/// maps it with `engine`, as if a call had compiled it. An unwritable cache
+/// maps it from memory instead. `None` if wasmtime refuses it (an artifact
+/// of another build's settings): the caller then compiles.
+pub fn install(
+    engine: &Engine,
+    dir: &Path,
+    path: &Path,
+    artifact: &[u8],
+    log: &mut dyn FnMut(String),
+) -> Option<Component> {
+    if let Err(e) = write_atomically(dir, path, artifact) {
+        log(format!(
+            "cannot cache the precompiled policy in {}: {e}",
+            dir.display()
+        ));
+        // SAFETY: the artifact is part of this binary, compiled by its own
+        // build with the host's settings; wasmtime checks its header, its
+        // settings and the CPU features it needs.
+        return match unsafe { Component::deserialize(engine, artifact) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log(format!(
+                    "the precompiled policy was refused: {e}; compiling"
+                ));
+                None
+            }
+        };
+    }
+    let component = lookup(engine, dir, path, log);
+    if component.is_none() {
+        log(format!(
+            "the precompiled policy in {} was refused; compiling",
+            path.display()
+        ));
+    }
+    component
 }
 
 /// Compiles `wasm` with `compiler` and caches the artifact at `path`. A

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::types::ComponentItem;
 
-use super::{Compiled, PolicySource, Sandbox, compile};
+use super::{Compiled, Origin, PolicySource, Sandbox, compile};
 use crate::cni::CniError;
 
 /// WASI 0.2 packages the sandbox links. A policy's standard library imports
@@ -30,8 +30,9 @@ pub struct Inspection {
     /// Each exported interface and its functions.
     pub exports: Vec<(String, Vec<String>)>,
     pub cache_entry: PathBuf,
-    /// Whether the cache held it already; if not, how long compiling took.
-    pub compiled_in: Option<Duration>,
+    /// Where the code came from, and how long it took to get it.
+    pub origin: Origin,
+    pub took: Duration,
 }
 
 pub fn classify(name: &str) -> ImportKind {
@@ -59,9 +60,9 @@ pub fn inspect(source: &PolicySource, cache_dir: &Path) -> Result<Inspection, Cn
         engine,
         component,
         entry: cache_entry,
-        cached,
+        origin,
     } = compile(source, cache_dir)?;
-    let compiled_in = (!cached).then(|| start.elapsed());
+    let took = start.elapsed();
     let ty = component.component_type();
     let imports: Vec<(String, ImportKind)> = ty
         .imports(&engine)
@@ -107,7 +108,8 @@ pub fn inspect(source: &PolicySource, cache_dir: &Path) -> Result<Inspection, Cn
         imports,
         exports,
         cache_entry,
-        compiled_in,
+        origin,
+        took,
     })
 }
 

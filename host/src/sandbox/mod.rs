@@ -11,6 +11,7 @@ mod bindings;
 mod cache;
 mod convert;
 mod inspect;
+mod settings;
 mod source;
 mod state;
 mod wasi;
@@ -103,17 +104,6 @@ pub enum Answer {
     Usage(Vec<PoolUsage>),
 }
 
-/// The settings every policy runs under. They are baked into compiled
-/// artifacts, so they never vary at run time: limits are set per store.
-fn config() -> Config {
-    let mut config = Config::new();
-    config
-        .epoch_interruption(true)
-        .consume_fuel(true)
-        .max_wasm_stack(512 << 10);
-    config
-}
-
 fn new_engine(config: &Config) -> Result<Engine, CniError> {
     Engine::new(config)
         .map_err(|e| CniError::internal(format!("cannot start the wasm engine: {e}")))
@@ -125,21 +115,25 @@ fn new_engine(config: &Config) -> Result<Engine, CniError> {
 /// compiles. Cache entries are named for this engine's settings; wasmtime
 /// checks an artifact's compiler flags against the CPU when it maps it.
 fn engine() -> Result<Engine, CniError> {
-    let mut config = config();
+    let mut config = settings::config();
     config.enable_compiler(false);
     new_engine(&config)
 }
 
 /// The engine that compiles a policy the cache does not hold.
 fn compiler() -> Result<Engine, CniError> {
-    let mut config = config();
-    // Cranelift's optimisations cost a quarter of the compile (0.60 ->
-    // 0.45 s of CPU for host-local) and buy nothing measurable here: a
-    // policy call is a few hundred microseconds of instantiation and host
-    // calls either way (BENCHMARKS.md). The cold first call is the one that
-    // waits for the compiler.
-    config.cranelift_opt_level(wasmtime::OptLevel::None);
-    new_engine(&config)
+    new_engine(&settings::compiler_config())
+}
+
+/// Where a call found its policy's compiled code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The cache held a valid entry.
+    Cached,
+    /// The artifact built into this binary, written into the cache.
+    Precompiled,
+    /// Compiled by Cranelift in this call, and cached.
+    Compiled,
 }
 
 /// A policy's component and the engine it belongs to.
@@ -148,38 +142,45 @@ struct Compiled {
     component: Component,
     /// Its cache entry.
     entry: std::path::PathBuf,
-    /// Whether the entry was used as it was, not compiled (again).
-    cached: bool,
+    origin: Origin,
 }
 
-/// The policy's component, from the cache or compiled into it.
+/// The policy's component, from the cache, or from the artifact built into
+/// the binary, or compiled; the last two are written into the cache.
 fn compile(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Compiled, CniError> {
     let log = &mut |m| log::info!("{m}");
     let engine = engine()?;
     let entry = cache::entry_path(&engine, cache_dir, source.hash());
+    let found = |engine, component, origin| Compiled {
+        engine,
+        component,
+        entry: entry.clone(),
+        origin,
+    };
     if let Some(component) = cache::lookup(&engine, cache_dir, &entry, log) {
-        return Ok(Compiled {
-            engine,
-            component,
-            entry,
-            cached: true,
-        });
+        return Ok(found(engine, component, Origin::Cached));
     }
-    // A miss: one call of the node compiles, the others wait for it and
-    // then find its entry.
+    // A miss: one call of the node fills the entry, the others wait for it
+    // and then find it.
     let turn = cache::compile_turn(cache_dir, &entry);
     if turn.is_some()
         && let Some(component) = cache::lookup(&engine, cache_dir, &entry, log)
     {
-        return Ok(Compiled {
-            engine,
-            component,
-            entry,
-            cached: true,
-        });
+        return Ok(found(engine, component, Origin::Cached));
+    }
+    let started = std::time::Instant::now();
+    if let Some(artifact) = source.precompiled()
+        && let Some(component) = cache::install(&engine, cache_dir, &entry, artifact, log)
+    {
+        log(format!(
+            "installed the precompiled policy {} in {} ms into {}",
+            source.name(),
+            started.elapsed().as_millis(),
+            cache_dir.display()
+        ));
+        return Ok(found(engine, component, Origin::Precompiled));
     }
     let compiler = compiler()?;
-    let started = std::time::Instant::now();
     let component =
         cache::compile(&compiler, cache_dir, &entry, source.wasm(), log).map_err(|e| {
             CniError::InvalidConfig(format!(
@@ -195,12 +196,7 @@ fn compile(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Compile
         started.elapsed().as_millis(),
         cache_dir.display()
     ));
-    Ok(Compiled {
-        engine: compiler,
-        component,
-        entry,
-        cached: false,
-    })
+    Ok(found(compiler, component, Origin::Compiled))
 }
 
 /// A policy ready to run: compiled (or loaded from the cache) and linked.

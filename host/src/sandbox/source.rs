@@ -11,6 +11,10 @@ pub struct Builtin {
     pub name: &'static str,
     pub wasm: &'static [u8],
     pub hash: [u8; 32],
+    /// Its artifact, compiled by `build.rs` with the host's settings for the
+    /// target's baseline CPU; `None` when the build could not compile for
+    /// the target.
+    pub precompiled: Option<&'static [u8]>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
@@ -78,10 +82,38 @@ impl PolicySource {
         }
     }
 
+    /// The artifact compiled at build time, for a built-in policy.
+    pub fn precompiled(&self) -> Option<&'static [u8]> {
+        match self {
+            PolicySource::Builtin(b) => b.precompiled,
+            PolicySource::File { .. } => None,
+        }
+    }
+
     pub fn hash(&self) -> &[u8; 32] {
         match self {
             PolicySource::Builtin(b) => &b.hash,
             PolicySource::File { hash, .. } => hash,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `build.rs` compiles with its own wasmtime (the compiler alone): its
+    /// artifacts must be exactly what the host's settings give for the
+    /// target's baseline CPU, or the host would refuse them and compile.
+    #[test]
+    fn the_built_in_artifacts_are_the_host_settings_for_the_baseline_cpu() {
+        let mut config = super::super::settings::compiler_config();
+        config.target(env!("BUILTINS_PRECOMPILED_FOR")).unwrap();
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        for b in BUILTINS {
+            let ours = engine.precompile_component(b.wasm).unwrap();
+            let embedded = b.precompiled.expect("this target is precompiled");
+            assert!(embedded == ours.as_slice(), "{} differs", b.name);
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::sandbox::{ImportKind, PolicySource, inspect};
+use crate::sandbox::{ImportKind, Origin, PolicySource, inspect};
 
 pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let source = PolicySource::resolve(policy).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -51,14 +51,14 @@ pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Resul
             "  (WASI is there for the language's standard library: the sandbox gives it no files, sockets, environment or real clock)"
         )?;
     }
-    match found.compiled_in {
-        Some(t) => writeln!(
+    let (entry, ms) = (found.cache_entry.display(), found.took.as_millis());
+    match found.origin {
+        Origin::Compiled => writeln!(out, "  compiled in {ms} ms into {entry}")?,
+        Origin::Precompiled => writeln!(
             out,
-            "  compiled in {} ms into {}",
-            t.as_millis(),
-            found.cache_entry.display()
+            "  precompiled into this binary; installed in {ms} ms into {entry}"
         )?,
-        None => writeln!(out, "  already compiled: {}", found.cache_entry.display())?,
+        Origin::Cached => writeln!(out, "  already compiled: {entry}")?,
     }
     Ok(())
 }

@@ -6,9 +6,10 @@
 //! disk and renamed over the plugin: a runtime that starts `wasm-ipam`
 //! meanwhile runs either the old binary or the new one, never half of
 //! one, and a copy over a binary that is running cannot fail with "text
-//! file busy" the way an in-place write does. Compiling the built-in
-//! policies into the cache means the first pod does not wait a quarter of a
-//! second for the compiler.
+//! file busy" the way an in-place write does. The built-in policies are
+//! then put into the cache: their artifacts, compiled when the binary was
+//! built, or compiled here if the build could not (a cross build), so the
+//! first pod never waits for the compiler.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +17,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::sandbox::{PolicySource, builtin_names, inspect};
+use crate::sandbox::{Origin, PolicySource, builtin_names, inspect};
 
 /// The plugin's name on the CNI path.
 const PLUGIN: &str = "wasm-ipam";
@@ -45,9 +46,13 @@ pub fn run(cni_bin_dir: &Path, cache_dir: &Path, out: &mut dyn Write) -> anyhow:
     for name in builtin_names() {
         let source = PolicySource::resolve(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         let found = inspect(&source, cache_dir).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        match found.compiled_in {
-            Some(t) => writeln!(out, "compiled policy {name} in {} ms", t.as_millis())?,
-            None => writeln!(out, "policy {name} was already compiled")?,
+        let ms = found.took.as_millis();
+        match found.origin {
+            Origin::Compiled => writeln!(out, "compiled policy {name} in {ms} ms")?,
+            Origin::Precompiled => {
+                writeln!(out, "installed the precompiled policy {name} in {ms} ms")?
+            }
+            Origin::Cached => writeln!(out, "policy {name} was already compiled")?,
         }
     }
     writeln!(out, "compile cache: {}", cache_dir.display())?;

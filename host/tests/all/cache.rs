@@ -1,18 +1,69 @@
 //! The compile cache: entries are reused, and a damaged, foreign or exposed
-//! entry is never trusted: the policy is compiled again and still answers.
+//! entry is never trusted: the policy is compiled again (or, built in, its
+//! precompiled artifact written again) and still answers.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::common::{Net, cache_entries};
+use crate::common::{Net, cache_entries, test_policy};
 
 fn net_with_cache(cache: &Path) -> Net {
+    net_with_policy(cache, json!("host-local"))
+}
+
+fn net_with_policy(cache: &Path, policy: Value) -> Net {
     Net::with_ipam(
         "1.0.0",
-        json!({"policy": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]], "cacheDir": cache}),
+        json!({"policy": policy, "ranges": [[{"subnet": "10.9.0.0/24"}]], "cacheDir": cache}),
     )
+}
+
+/// The same host-local twice: built in, whose artifact was compiled with the
+/// binary, and as a policy file, which Cranelift compiles on a miss; each
+/// with what its first call logs.
+fn both_origins() -> [(Value, String); 2] {
+    let file = test_policy("policy_host_local");
+    [
+        (
+            json!("host-local"),
+            "installed the precompiled policy host-local in".to_string(),
+        ),
+        (
+            json!(file),
+            format!("compiled policy {} in", file.display()),
+        ),
+    ]
+}
+
+#[test]
+fn a_built_in_policy_never_waits_for_the_compiler() {
+    for policy in ["host-local", "pooled", "sticky"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let mut ipam = json!({"policy": policy, "cacheDir": cache});
+        if policy == "pooled" {
+            ipam["pools"] = json!([{"name": "p", "cidr": "10.9.0.0/24"}]);
+        } else {
+            ipam["ranges"] = json!([[{"subnet": "10.9.0.0/24"}]]);
+        }
+        let net = Net::with_ipam("1.0.0", ipam);
+        let out = net.add("c1");
+        assert!(out.ok(), "{policy}: {} {}", out.stdout, out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("installed the precompiled policy {policy} in")),
+            "{policy}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("wasm-ipam: compiled policy"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(cache_entries(&cache).len(), 1, "{policy}");
+    }
 }
 
 #[test]
@@ -49,9 +100,15 @@ fn the_first_call_fills_a_private_cache_and_later_calls_reuse_it() {
 fn cold_calls_racing_on_one_node_compile_the_policy_once() {
     // A cold node's first pods all miss the cache at once: one compiles,
     // the others wait for its entry, and every one of them succeeds.
+    for (policy, first) in both_origins() {
+        cold_calls_race(policy, &first);
+    }
+}
+
+fn cold_calls_race(policy: Value, first: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let net = net_with_cache(&cache);
+    let net = net_with_policy(&cache, policy);
     let outs: Vec<_> = std::thread::scope(|s| {
         let calls: Vec<_> = (0..6)
             .map(|i| {
@@ -64,19 +121,22 @@ fn cold_calls_racing_on_one_node_compile_the_policy_once() {
     for out in &outs {
         assert!(out.ok(), "{} {}", out.stdout, out.stderr);
     }
-    let compiled = outs
-        .iter()
-        .filter(|o| o.stderr.contains("compiled policy host-local in"))
-        .count();
-    assert_eq!(compiled, 1, "one compile for six racing calls");
+    let compiled = outs.iter().filter(|o| o.stderr.contains(first)).count();
+    assert_eq!(compiled, 1, "one {first:?} for six racing calls");
     assert_eq!(cache_entries(&cache).len(), 1);
 }
 
 #[test]
 fn damaged_truncated_and_foreign_entries_are_rebuilt() {
+    for (policy, first) in both_origins() {
+        entries_are_rebuilt(policy, &first);
+    }
+}
+
+fn entries_are_rebuilt(policy: Value, first: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let net = net_with_cache(&cache);
+    let net = net_with_policy(&cache, policy);
     net.add_ip("c0");
     let entry = cache_entries(&cache).remove(0);
     let good = std::fs::read(&entry).unwrap();
@@ -102,6 +162,7 @@ fn damaged_truncated_and_foreign_entries_are_rebuilt() {
         let out = net.add(&format!("c{}", i + 1));
         assert!(out.ok(), "{why}: {} {}", out.stdout, out.stderr);
         assert!(out.stderr.contains(why), "{why}: {}", out.stderr);
+        assert!(out.stderr.contains(first), "{why}: {}", out.stderr);
         assert_eq!(
             std::fs::read(&entry).unwrap().len(),
             good.len(),
@@ -160,4 +221,21 @@ fn data_dir_and_cache_are_created_private_to_the_user_running_the_plugin() {
         0,
         "nobody else may write the store"
     );
+}
+
+#[test]
+fn a_cache_that_cannot_be_written_still_answers() {
+    // A cacheDir under a regular file can never be created, even by root:
+    // the call runs from memory and says why nothing was cached.
+    for (policy, first) in both_origins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let net = net_with_policy(&file.join("cache"), policy);
+        let out = net.add("c1");
+        assert!(out.ok(), "{first}: {} {}", out.stdout, out.stderr);
+        assert!(out.stderr.contains("cannot cache the"), "{}", out.stderr);
+        let out = net.add("c2");
+        assert!(out.ok(), "{first}: {} {}", out.stdout, out.stderr);
+    }
 }
