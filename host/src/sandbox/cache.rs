@@ -206,7 +206,7 @@ pub fn install(
 ) -> Option<Component> {
     if let Err(e) = write_atomically(dir, path, artifact) {
         log(format!(
-            "cannot cache the precompiled policy in {}: {e}",
+            "cannot cache the precompiled policy in {}: {e}; mapping it from the binary",
             dir.display()
         ));
         // SAFETY: the artifact is part of this binary, compiled by its own

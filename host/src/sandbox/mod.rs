@@ -173,10 +173,9 @@ fn compile(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Compile
         && let Some(component) = cache::install(&engine, cache_dir, &entry, artifact, log)
     {
         log(format!(
-            "installed the precompiled policy {} in {} ms into {}",
+            "installed the precompiled policy {} in {} ms",
             source.name(),
             started.elapsed().as_millis(),
-            cache_dir.display()
         ));
         return Ok(found(engine, component, Origin::Precompiled));
     }
