@@ -102,7 +102,7 @@ pub fn run(data_dir: Option<PathBuf>) -> Result<()> {
         true,
     )?;
     let a = demo.call(
-        "Pod a starts (the first call compiles the policy into the cache)",
+        "Pod a starts (the first call puts the policy's code, compiled with the binary, into the cache)",
         Call::attach("ADD", "pod-a"),
         &v1,
         true,
