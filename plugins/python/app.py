@@ -106,17 +106,25 @@ def cni_args(ctx):
 
 
 def requested(ctx):
-    """Addresses asked for by CNI_ARGS IP=, args.cni.ips or runtimeConfig.ips."""
+    """Addresses asked for by CNI_ARGS IP=, args.cni.ips or runtimeConfig.ips.
+
+    Where args.cni.ips is given, CNI_ARGS IP= is ignored (CONVENTIONS.md: the
+    plugin "must ignore the CNI_ARGS Field")."""
+
+    def field(raw, path):
+        if not raw:
+            return []
+        value = json.loads(raw)
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value or []
+
+    from_args = field(ctx.args, ("cni", "ips"))
     asked = []
     ip_arg = cni_args(ctx).get("IP")
-    if ip_arg:
+    if ip_arg and not from_args:
         asked += ip_arg.split(",")
-    for raw, path in ((ctx.args, ("cni", "ips")), (ctx.runtime_config, ("ips",))):
-        if raw:
-            value = json.loads(raw)
-            for key in path:
-                value = value.get(key) if isinstance(value, dict) else None
-            asked += value or []
+    asked += from_args + field(ctx.runtime_config, ("ips",))
     try:
         return [ipaddress.ip_interface(a.strip()).ip for a in asked]
     except ValueError as e:
@@ -126,9 +134,11 @@ def requested(ctx):
 class Policy(exports.Policy):
     def add(self, ctx, attachment):
         args = cni_args(ctx)
-        unknown = sorted(k for k in args if k != "IP")
+        # SPEC.md, code 2: "The error message must contain the key and value
+        # of the unsupported field."
+        unknown = sorted(f"{k}={v}" for k, v in args.items() if k not in ("IP", "IgnoreUnknown"))
         if unknown and args.get("IgnoreUnknown", "").lower() not in ("1", "true"):
-            raise Err(IpamError_UnsupportedField(f"CNI_ARGS: unknown args {unknown}"))
+            raise Err(IpamError_UnsupportedField(f"CNI_ARGS: unknown args {', '.join(unknown)}"))
         subnet, gateway = config(ctx)
         held = held_by(attachment)
         if held:

@@ -24,22 +24,25 @@ fn truthy(v: &str) -> bool {
 }
 
 /// Rejects `CNI_ARGS` keys outside `known` unless `IgnoreUnknown` is set, as
-/// the reference plugins do.
+/// the reference plugins do, with code 2 and a message that names each key
+/// and value: "The error message must contain the key and value of the
+/// unsupported field" (SPEC.md, Error codes).
 pub fn reject_unknown_cni_args(ctx: &Context, known: &[&str]) -> Result<(), IpamError> {
     if cni_arg(ctx, "IgnoreUnknown").is_some_and(truthy) {
         return Ok(());
     }
-    let unknown: Vec<&str> = ctx
+    let unknown: Vec<String> = ctx
         .cni_args
         .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| *k != "IgnoreUnknown" && !known.contains(k))
+        .filter(|(k, _)| k != "IgnoreUnknown" && !known.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
         .collect();
     if unknown.is_empty() {
         Ok(())
     } else {
         Err(unsupported(format!(
-            "CNI_ARGS: unknown args {unknown:?} (set IgnoreUnknown=1 to ignore them)"
+            "CNI_ARGS: unknown args {} (set IgnoreUnknown=1 to ignore them)",
+            unknown.join(", ")
         )))
     }
 }
@@ -66,22 +69,27 @@ fn ip_list(field: &str, v: Option<&Value>) -> Result<Vec<IpAddr>, IpamError> {
         .collect()
 }
 
-/// Requested addresses from all three sources, in the reference host-local's
-/// order: `CNI_ARGS` `IP=`, then `args.cni.ips`, then `runtimeConfig.ips`.
+/// Requested addresses, in the reference host-local's order: `CNI_ARGS`
+/// `IP=`, then `args.cni.ips`, then `runtimeConfig.ips`. Where `args.cni.ips`
+/// is given, `CNI_ARGS` `IP=` is ignored: "If a runtime passes an
+/// equivalent key via `args` ... and the plugin understands `args`, the
+/// plugin must ignore the CNI_ARGS Field" (CONVENTIONS.md). The reference
+/// takes both, and then fails for asking two addresses of one range set.
 pub fn requested_ips(ctx: &Context) -> Result<Vec<IpAddr>, IpamError> {
-    let mut out = Vec::new();
-    if let Some(ip) = cni_arg(ctx, "IP") {
-        out.push(parse_ip_loose(ip).ok_or_else(|| {
-            invalid_config(format!("cannot understand ip {ip:?} in CNI_ARGS IP"))
-        })?);
-    }
     let args = raw_json("args", ctx.args.as_deref())?;
-    out.extend(ip_list(
+    let from_args = ip_list(
         "args.cni.ips",
         args.as_ref()
             .and_then(|a| a.get("cni"))
             .and_then(|c| c.get("ips")),
-    )?);
+    )?;
+    let mut out = Vec::new();
+    if let Some(ip) = cni_arg(ctx, "IP").filter(|_| from_args.is_empty()) {
+        out.push(parse_ip_loose(ip).ok_or_else(|| {
+            invalid_config(format!("cannot understand ip {ip:?} in CNI_ARGS IP"))
+        })?);
+    }
+    out.extend(from_args);
     let rc = raw_json("runtimeConfig", ctx.runtime_config.as_deref())?;
     out.extend(ip_list(
         "runtimeConfig.ips",
@@ -96,21 +104,26 @@ mod tests {
     use crate::testing::context as test_context;
     use serde_json::json;
 
+    fn requested(ctx: &Context) -> Vec<String> {
+        requested_ips(ctx)
+            .unwrap()
+            .iter()
+            .map(|i| i.to_string())
+            .collect()
+    }
+
     #[test]
-    fn requested_ips_come_from_all_three_sources_in_order() {
+    fn requested_ips_come_from_cni_args_or_args_then_the_capability() {
         let mut ctx = test_context(json!({}));
         ctx.cni_args = vec![
             ("IgnoreUnknown".into(), "1".into()),
             ("IP".into(), "10.1.0.9".into()),
         ];
-        ctx.args = Some(json!({"cni": {"ips": ["10.1.0.10/24"]}}).to_string());
         ctx.runtime_config = Some(json!({"ips": ["fd00::5/64"]}).to_string());
-        let ips: Vec<String> = requested_ips(&ctx)
-            .unwrap()
-            .iter()
-            .map(|i| i.to_string())
-            .collect();
-        assert_eq!(ips, ["10.1.0.9", "10.1.0.10", "fd00::5"]);
+        assert_eq!(requested(&ctx), ["10.1.0.9", "fd00::5"]);
+        // args.cni.ips is the equivalent of CNI_ARGS IP, and beats it.
+        ctx.args = Some(json!({"cni": {"ips": ["10.1.0.10/24"]}}).to_string());
+        assert_eq!(requested(&ctx), ["10.1.0.10", "fd00::5"]);
     }
 
     #[test]
@@ -130,7 +143,7 @@ mod tests {
         ctx.cni_args = vec![("K8S_POD_NAME".into(), "p".into())];
         assert!(matches!(
             reject_unknown_cni_args(&ctx, &["IP"]),
-            Err(IpamError::UnsupportedField(m)) if m.contains("K8S_POD_NAME")
+            Err(IpamError::UnsupportedField(m)) if m.contains("K8S_POD_NAME=p")
         ));
         ctx.cni_args.push(("IgnoreUnknown".into(), "true".into()));
         assert!(reject_unknown_cni_args(&ctx, &["IP"]).is_ok());
