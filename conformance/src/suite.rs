@@ -9,7 +9,7 @@ use libtest_mimic::{Completion, Failed, Trial};
 use crate::expectations::{self, Expectations};
 use crate::recordings::{self, Mode};
 use crate::report::{Entry, Results, Status};
-use crate::rules::{self, Case, Level, Rule};
+use crate::rules::{self, Case, Finding, Level, Rule};
 use crate::target::Target;
 use cni::version::VERSIONS;
 
@@ -28,7 +28,9 @@ pub struct Suite {
 /// What one case came to, before expectations.
 enum Verdict {
     Pass,
-    Fail(String),
+    /// Failed, judged at this level (`None`: a recording, whose every
+    /// mismatch counts).
+    Fail(String, Option<Level>),
     Skip(String),
 }
 
@@ -37,10 +39,11 @@ struct Meta {
     name: String,
     case: String,
     version: String,
-    /// The rule's level; `None` for a recording, whose every mismatch counts.
+    /// The rule's level at this version; `None` for a recording.
     level: Option<Level>,
-    /// The spec text the rule cites.
-    spec: &'static str,
+    /// The spec text the rule rests on at this version, with why its level
+    /// is what it is.
+    spec: String,
 }
 
 /// A trial that applies the expectation for its name and records the outcome.
@@ -50,17 +53,18 @@ fn trial(meta: Meta, suite: &Suite, run: impl FnOnce() -> Verdict + Send + 'stat
     let strict = suite.strict;
     let name = meta.name.clone();
     Trial::ignorable_test(name, move || {
-        let record = |status: Status, detail: &str| {
+        let record_at = |status: Status, detail: &str, level: Option<Level>| {
             results.push(Entry {
                 name: meta.name.clone(),
                 case: meta.case.clone(),
                 version: meta.version.clone(),
-                level: meta.level.map_or("-", Level::word).to_string(),
-                spec: meta.spec.to_string(),
+                level: level.or(meta.level).map_or("-", Level::word).to_string(),
+                spec: meta.spec.clone(),
                 status,
                 detail: detail.to_string(),
             })
         };
+        let record = |status: Status, detail: &str| record_at(status, detail, None);
         if let Some(e) = expected
             .as_ref()
             .filter(|e| e.status == expectations::Status::Skip)
@@ -89,20 +93,20 @@ fn trial(meta: Meta, suite: &Suite, run: impl FnOnce() -> Verdict + Send + 'stat
                 record(Status::Fail, &msg);
                 Err(Failed::from(msg))
             }
-            (Verdict::Fail(msg), Some(e)) => {
+            (Verdict::Fail(msg, _), Some(e)) => {
                 record(Status::XFail, &format!("{}\n{msg}", e.reason));
                 Ok(Completion::Completed)
             }
-            (Verdict::Fail(msg), None) => match meta.level {
+            (Verdict::Fail(msg, level), None) => match level {
                 Some(level) if level != Level::Must && !strict => {
-                    record(Status::Warn, &msg);
+                    record_at(Status::Warn, &msg, Some(level));
                     Ok(Completion::ignored_with(format!(
                         "failed a {level} rule, fatal only with --strict: {}",
                         msg.lines().nth(1).unwrap_or_default()
                     )))
                 }
                 _ => {
-                    record(Status::Fail, &msg);
+                    record_at(Status::Fail, &msg, level);
                     Err(Failed::from(msg))
                 }
             },
@@ -117,10 +121,11 @@ fn rule_verdict(target: &Target, version: &str, rule: &Rule) -> Verdict {
     let case = Case::new(target, version, rule);
     match (rule.check)(&case) {
         Ok(()) => Verdict::Pass,
-        Err(msg) => Verdict::Fail(format!(
-            "rule {} ({}): {}\n{msg}",
-            rule.id, rule.level, rule.spec
-        )),
+        Err(Finding::NotApplicable(why)) => Verdict::Skip(why),
+        Err(finding) => Verdict::Fail(
+            rule.failure_text(&finding, version),
+            Some(rule.level_of(&finding, version)),
+        ),
     }
 }
 
@@ -138,8 +143,8 @@ impl Suite {
                 name: format!("spec::{}", rule.id),
                 case: rule.id.into(),
                 version: "-".into(),
-                level: Some(rule.level),
-                spec: rule.spec,
+                level: Some(rule.standing(&version).level),
+                spec: rule.cited_text(&version),
             };
             trials.push(trial(meta, self, move || {
                 rule_verdict(&target, &version, &rule)
@@ -156,8 +161,8 @@ impl Suite {
                     name: format!("spec::{}@{version}", rule.id),
                     case: rule.id.into(),
                     version: version.to_string(),
-                    level: Some(rule.level),
-                    spec: rule.spec,
+                    level: Some(rule.standing(version).level),
+                    spec: rule.cited_text(version),
                 };
                 trials.push(trial(meta, self, move || {
                     if claims {
@@ -185,7 +190,7 @@ impl Suite {
                     case: format!("recording {stem} ({})", mode.name()),
                     version: "-".into(),
                     level: None,
-                    spec: "",
+                    spec: String::new(),
                 };
                 trials.push(trial(meta, self, move || {
                     if !records.iter().any(|r| r.plugin == plugin) {
@@ -195,7 +200,7 @@ impl Suite {
                     }
                     match recordings::replay(&target, &records, &plugin, mode) {
                         Ok(_) => Verdict::Pass,
-                        Err(msg) => Verdict::Fail(msg),
+                        Err(msg) => Verdict::Fail(msg, None),
                     }
                 }));
             }

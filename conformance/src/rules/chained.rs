@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Case, Level, META, Rule};
+use super::{Case, Checked, Cite, META, Rule};
 
 /// What identifies an interface or an address across a chain.
 fn keys(result: &Value) -> (Vec<Value>, Vec<Value>) {
@@ -18,7 +18,7 @@ fn keys(result: &Value) -> (Vec<Value>, Vec<Value>) {
     )
 }
 
-fn keeps_prev_result(case: &Case) -> Result<(), String> {
+fn keeps_prev_result(case: &Case) -> Checked {
     let conf = case.add_conf("c1", &case.conf())?;
     let prev = conf["prevResult"].clone();
     let step = case.run(case.call("ADD", "c1")?, &conf);
@@ -30,24 +30,35 @@ fn keeps_prev_result(case: &Case) -> Result<(), String> {
     if lost_ifs.is_empty() && lost_ips.is_empty() {
         Ok(())
     } else {
-        Err(step.fail(&format!(
-            "a result that keeps every interface and address of prevResult; it dropped interfaces \
-             {lost_ifs:?} and addresses {lost_ips:?}"
-        )))
+        Err(step
+            .fail(&format!(
+                "a result that keeps every interface and address of prevResult; it dropped \
+                 interfaces {lost_ifs:?} and addresses {lost_ips:?}"
+            ))
+            .into())
     }
 }
 
-// The spec lets a plugin "modify or suppress all or part of a prevResult"
-// on purpose, and says plugins SHOULD echo it: a recommendation.
+// SPEC 0.3 and 0.4 let a plugin "modify or suppress all or part of a
+// prevResult" and say it SHOULD echo it; 1.0 made passing it on, modified
+// or not, a MUST. The version under test decides.
 pub fn rules() -> Vec<Rule> {
     vec![
-        Rule::new(
-            "add.keeps-prev-result",
-            Level::Should,
-            "SPEC.md Network Configuration Lists: for ADD, plugins SHOULD echo the contents of \
-             prevResult, unless they wish to modify or suppress it",
-            keeps_prev_result,
-        )
-        .kinds(META),
+        Rule::new("add.keeps-prev-result", keeps_prev_result)
+            .cites(const { &[
+                Cite::full("spec/result.prev"),
+                Cite::partly(
+                    "spec/result.prev-unchanged",
+                    "interfaces and addresses kept; the suite does not know which changes a \
+                     plugin means to make",
+                ),
+                Cite::partly(
+                    "spec/add.prev-result",
+                    "passing prevResult on (1.x); 0.3 and 0.4 also allow suppressing it",
+                )
+                .aside(),
+                Cite::full("spec/add.prev-echo"),
+            ] })
+            .kinds(META),
     ]
 }

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
-use super::{Case, INTERFACE, Level, NAMESPACED, Rule};
+use super::spy::Spy;
+use super::{Case, Checked, Cite, Finding, INTERFACE, Level, NAMESPACED, Rule};
 use crate::netns::{Link, Netns};
 
 /// The result's interface entries (none before 0.3.0).
@@ -57,7 +58,7 @@ fn placed_addresses(result: &Value) -> Vec<(IpNet, Option<Value>)> {
     out
 }
 
-fn ifname_created(case: &Case) -> Result<(), String> {
+fn ifname_created(case: &Case) -> Checked {
     let step = case.add_step("c1", &case.conf())?;
     step.result(case.version)?;
     let ns = case.sandbox("c1")?;
@@ -69,25 +70,170 @@ fn ifname_created(case: &Case) -> Result<(), String> {
             "a link named eth0 (CNI_IFNAME) in {}; it has {}",
             ns.path().display(),
             names(&links)
-        )))
+        )).into())
     }
 }
 
-fn sandbox_reported(case: &Case) -> Result<(), String> {
+fn sandbox_reported(case: &Case) -> Checked {
     let step = case.add_step("c1", &case.conf())?;
     let r = step.result(case.version)?;
-    let path = case.sandbox("c1")?.path().display().to_string();
+    let path = case.sandbox("c1")?.path();
     let entry = interfaces(&r).into_iter().find(|i| i["name"] == "eth0");
-    match entry {
-        Some(e) if e["sandbox"].as_str().is_some_and(|s| !s.is_empty()) => Ok(()),
-        Some(_) => Err(step.fail(&format!(
-            "the interfaces entry for eth0 to carry \"sandbox\": {path:?}; it has none"
-        ))),
-        None => Err(step.fail("an interfaces entry named eth0 (CNI_IFNAME)")),
+    let Some(entry) = entry else {
+        return Err(step
+            .fail("an interfaces entry named eth0 (CNI_IFNAME)")
+            .into());
+    };
+    let same = |s: &str| {
+        let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+        std::path::Path::new(s) == path || canonical(s.as_ref()) == canonical(&path)
+    };
+    match entry["sandbox"].as_str().filter(|s| !s.is_empty()) {
+        None => Err(Finding::at(
+            "spec/result.sandbox",
+            step.fail(&format!(
+                "the interfaces entry for eth0 to carry \"sandbox\": {path:?}; it has none"
+            )),
+        )),
+        Some(s) if !same(s) => {
+            // 1.x asks for CNI_NETNS; 0.3 and 0.4 for the namespace's path.
+            let id = if cni::version::at_least(case.version, "1.0.0") {
+                "spec/result.sandbox"
+            } else {
+                "spec/result.sandbox-path"
+            };
+            Err(Finding::at(
+                id,
+                step.fail(&format!(
+                    "\"sandbox\": {path:?} (CNI_NETNS) for eth0; it says {s:?}"
+                )),
+            ))
+        }
+        Some(_) => Ok(()),
     }
 }
 
-fn interfaces_exist(case: &Case) -> Result<(), String> {
+fn existing_interface(case: &Case) -> Checked {
+    let ns = case.sandbox("c1")?;
+    // A veth pair, both ends in the container: every kernel has veth, not
+    // every kernel has dummy links.
+    ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "cnict-eth0p"])
+        .map_err(|e| Finding::not_applicable(format!("cannot make an eth0 first: {e}")))?;
+    let step = case.add_step("c1", &case.conf())?;
+    if step.out.ok() {
+        return Err(step
+            .fail("an error: an interface named eth0 (CNI_IFNAME) already exists in the container")
+            .into());
+    }
+    step.error(&[])
+        .map_err(|e| Finding::at("spec/errors.structure", e))?;
+    Ok(())
+}
+
+fn ifname_unusable(case: &Case) -> Checked {
+    // 16 characters: Linux takes at most 15.
+    let call = case.call("ADD", "c1")?.ifname("cnictlongname016");
+    let step = case.run(call, &case.add_conf("c1", &case.conf())?);
+    if step.out.ok() {
+        return Err(step
+            .fail("an error: Linux cannot name an interface with 16 characters")
+            .into());
+    }
+    step.error(&[])
+        .map_err(|e| Finding::at("spec/errors.structure", e))?;
+    Ok(())
+}
+
+/// A route to a documentation network that no plugin of the suite's makes.
+const LATER_ROUTE: &str = "198.51.100.0/24";
+const LATER_MAC: &str = "02:c0:ff:ee:00:01";
+
+fn check_after_chained_change(case: &Case) -> Checked {
+    let conf = case.conf();
+    let r = case.add("c1", &conf)?;
+    let ns = case.sandbox("c1")?;
+    let suite_could_not = |what: &str, e: String| {
+        Finding::not_applicable(format!("the suite could not {what} as a later plugin would: {e}"))
+    };
+    ns.ip(&["route", "add", LATER_ROUTE, "dev", "eth0"])
+        .map_err(|e| suite_could_not("add a route", e))?;
+    // A later plugin that sets the MAC address (tuning) reports it in the
+    // result, which is the prevResult CHECK gets.
+    let mut prev = r.clone();
+    ns.ip(&["link", "set", "dev", "eth0", "address", LATER_MAC])
+        .map_err(|e| suite_could_not("change eth0's MAC address", e))?;
+    for entry in prev["interfaces"].as_array_mut().into_iter().flatten() {
+        if entry["name"] == "eth0" && entry["sandbox"].is_string() {
+            entry["mac"] = json!(LATER_MAC);
+        }
+    }
+    let step = case.run(case.call("CHECK", "c1")?, &case.with_prev(&conf, &prev));
+    step.quiet_success().map_err(|e| {
+        format!(
+            "after a later plugin added a route to {LATER_ROUTE} and set eth0's MAC address to \
+             {LATER_MAC} (reported in prevResult), CHECK passes: {e}"
+        )
+    })?;
+    Ok(())
+}
+
+/// Four: enough to collide on a shared resource taken without a lock, and
+/// what a small pool serves (the reference dhcp test's dnsmasq has four
+/// addresses, so that its leak rule proves DEL releases each lease).
+const CONCURRENT: usize = 4;
+
+fn concurrent_interfaces(case: &Case) -> Checked {
+    let conf = case.conf();
+    // A plugin that serves one attachment at a time (host-device moves its
+    // one device) cannot serve concurrent ones either.
+    let first = case.add("serial-0", &conf)?;
+    let second = case.add_step("serial-1", &conf)?;
+    if !second.out.ok() {
+        return Err(Finding::not_applicable(
+            "the plugin serves one attachment at a time: a second ADD for another container \
+             fails with the first in place",
+        ));
+    }
+    case.del("serial-0", &conf, &first)?;
+    case.del("serial-1", &conf, &second.result(case.version)?)?;
+    let ids: Vec<String> = (0..CONCURRENT).map(|i| format!("parallel-{i}")).collect();
+    for id in &ids {
+        case.sandbox(id)?;
+    }
+    let steps: Vec<(String, Result<super::Step, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let conf = &conf;
+                s.spawn(move || (id.clone(), case.add_step(id, conf)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    let mut holders: std::collections::BTreeMap<IpNet, String> = Default::default();
+    for (id, step) in steps {
+        let step = step?;
+        let r = step.result(case.version).map_err(|e| {
+            format!("{CONCURRENT} ADDs for different containers ran at once; {id} failed:\n{e}")
+        })?;
+        for (net, _) in placed_addresses(&r) {
+            if let Some(other) = holders.insert(net, id.clone()) {
+                return Err(step
+                    .fail(&format!(
+                        "an address no other of {CONCURRENT} concurrent ADDs got; {net} went to \
+                         {other} and {id}"
+                    ))
+                    .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn interfaces_exist(case: &Case) -> Checked {
     let step = case.add_step("c1", &case.conf())?;
     let r = step.result(case.version)?;
     for entry in interfaces(&r) {
@@ -97,7 +243,7 @@ fn interfaces_exist(case: &Case) -> Result<(), String> {
             return Err(step.fail(&format!(
                 "the interface {name} the result lists, in {path}; it has {}",
                 names(&links)
-            )));
+            )).into());
         };
         if let Some(mac) = entry["mac"].as_str().filter(|m| !m.is_empty())
             && link.mac.as_deref() != Some(mac.to_ascii_lowercase().as_str())
@@ -105,13 +251,13 @@ fn interfaces_exist(case: &Case) -> Result<(), String> {
             return Err(step.fail(&format!(
                 "{name} with the MAC address the result names, {mac}; it has {}",
                 link.mac.as_deref().unwrap_or("none")
-            )));
+            )).into());
         }
     }
     Ok(())
 }
 
-fn ips_on_sandbox(case: &Case) -> Result<(), String> {
+fn ips_on_sandbox(case: &Case) -> Checked {
     let step = case.add_step("c1", &case.conf())?;
     let r = step.result(case.version)?;
     let entries = interfaces(&r);
@@ -123,13 +269,13 @@ fn ips_on_sandbox(case: &Case) -> Result<(), String> {
         {
             return Err(step.fail(&format!(
                 "ips[{i}].interface ({idx}) to index an interface with a sandbox"
-            )));
+            )).into());
         }
     }
     Ok(())
 }
 
-fn addresses_configured(case: &Case) -> Result<(), String> {
+fn addresses_configured(case: &Case) -> Checked {
     let step = case.add_step("c1", &case.conf())?;
     let r = step.result(case.version)?;
     for (net, entry) in placed_addresses(&r) {
@@ -141,7 +287,7 @@ fn addresses_configured(case: &Case) -> Result<(), String> {
             return Err(step.fail(&format!(
                 "{net} configured on {name} in {path}; it has {:?}",
                 link.map(|l| l.addresses).unwrap_or_default()
-            )));
+            )).into());
         }
     }
     Ok(())
@@ -160,7 +306,7 @@ fn result_routes(result: &Value) -> Vec<(IpNet, Option<IpAddr>)> {
         .collect()
 }
 
-fn routes_present(case: &Case) -> Result<(), String> {
+fn routes_present(case: &Case) -> Checked {
     let step = case.add_step("c1", &case.conf())?;
     let r = step.result(case.version)?;
     let ns = case.sandbox("c1")?;
@@ -178,13 +324,13 @@ fn routes_present(case: &Case) -> Result<(), String> {
                 "a route to {dst}{} in {}; it has {shown:?}",
                 gw.map(|g| format!(" via {g}")).unwrap_or_default(),
                 ns.path().display()
-            )));
+            )).into());
         }
     }
     Ok(())
 }
 
-fn del_removes_interface(case: &Case) -> Result<(), String> {
+fn del_removes_interface(case: &Case) -> Checked {
     let conf = case.conf();
     let before = host_links(case)?;
     let r = case.add("c1", &conf)?;
@@ -205,7 +351,7 @@ fn del_removes_interface(case: &Case) -> Result<(), String> {
     let step = case.run(case.call("DEL", "c1")?, &case.with_prev(&conf, &r));
     step.quiet_success()?;
     if ns.link("eth0")?.is_some() {
-        return Err(step.fail("eth0 gone from the container's namespace after DEL"));
+        return Err(step.fail("eth0 gone from the container's namespace after DEL").into());
     }
     if let Some(peer) = peer
         && host.links()?.iter().any(|l| l.name == peer.name)
@@ -213,39 +359,42 @@ fn del_removes_interface(case: &Case) -> Result<(), String> {
         return Err(step.fail(&format!(
             "eth0's host-side peer {} gone after DEL",
             peer.name
-        )));
+        )).into());
     }
     Ok(())
 }
 
-fn del_netns_deleted(case: &Case) -> Result<(), String> {
+fn del_netns_deleted(case: &Case) -> Checked {
     let conf = case.conf();
     let r = case.add("c1", &conf)?;
     let call = case.call("DEL", "c1")?;
     case.delete_sandbox("c1")?;
-    case.run(call, &case.with_prev(&conf, &r)).quiet_success()
+    case.run(call, &case.with_prev(&conf, &r)).quiet_success()?;
+    Ok(())
 }
 
-fn del_no_prev_result(case: &Case) -> Result<(), String> {
+fn del_no_prev_result(case: &Case) -> Checked {
     let conf = case.conf();
     case.add("c1", &conf)?;
-    case.run(case.call("DEL", "c1")?, &conf).quiet_success()
+    case.run(case.call("DEL", "c1")?, &conf).quiet_success()?;
+    Ok(())
 }
 
 /// ADD then CHECK after `spoil` broke what ADD made: CHECK must fail.
 fn check_fails_after(
     case: &Case,
     spoil: impl Fn(&Netns, &Value) -> Result<(), String>,
-) -> Result<(), String> {
+) -> Checked {
     let conf = case.conf();
     let r = case.add("c1", &conf)?;
     spoil(&*case.sandbox("c1")?, &r)?;
     case.run(case.call("CHECK", "c1")?, &case.with_prev(&conf, &r))
         .error(&[])
-        .map(drop)
+        .map(drop)?;
+    Ok(())
 }
 
-fn check_address_removed(case: &Case) -> Result<(), String> {
+fn check_address_removed(case: &Case) -> Checked {
     check_fails_after(case, |ns, r| {
         let (net, entry) = placed_addresses(r)
             .into_iter()
@@ -263,7 +412,7 @@ fn check_address_removed(case: &Case) -> Result<(), String> {
     })
 }
 
-fn check_interface_removed(case: &Case) -> Result<(), String> {
+fn check_interface_removed(case: &Case) -> Checked {
     check_fails_after(case, |ns, _| ns.ip(&["link", "del", "eth0"]).map(drop))
 }
 
@@ -278,7 +427,7 @@ fn cycle(case: &Case, id: &str, conf: &Value) -> Result<(), String> {
     case.del(id, conf, &r)
 }
 
-fn no_link_leak(case: &Case) -> Result<(), String> {
+fn no_link_leak(case: &Case) -> Checked {
     let conf = case.conf();
     // The first cycle may leave what every attachment shares, such as a
     // bridge; the second must leave nothing of its own.
@@ -292,13 +441,14 @@ fn no_link_leak(case: &Case) -> Result<(), String> {
     } else {
         Err(format!(
             "after ADD and DEL of c1 the host has links it did not have before: {leaked:?}"
-        ))
+        )
+        .into())
     }
 }
 
 const CYCLES: usize = 12;
 
-fn no_address_leak(case: &Case) -> Result<(), String> {
+fn no_address_leak(case: &Case) -> Checked {
     let conf = case.small_conf();
     for i in 0..CYCLES {
         cycle(case, &format!("cycle-{i}"), &conf).map_err(|e| {
@@ -312,178 +462,179 @@ fn no_address_leak(case: &Case) -> Result<(), String> {
     Ok(())
 }
 
-/// A CNI IPAM plugin that always fails ADD, and succeeds at everything else.
-const FAILING_IPAM: &str = "#!/bin/sh\n\
-case \"$CNI_COMMAND\" in\n\
-ADD) echo '{\"code\": 11, \"msg\": \"cni-conformance: this IPAM plugin always fails\"}'; exit 1;;\n\
-VERSION) echo '{\"cniVersion\": \"1.1.0\", \"supportedVersions\": \
-[\"0.1.0\", \"0.2.0\", \"0.3.0\", \"0.3.1\", \"0.4.0\", \"1.0.0\", \"1.1.0\"]}';;\n\
-esac\n\
-exit 0\n";
-
-fn ipam_failure_clean(case: &Case) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
+fn ipam_failure_clean(case: &Case) -> Checked {
     let conf = case.conf();
     cycle(case, "warm-up", &conf)?;
     let before = host_links(case)?;
-    let bin = case.scratch("failing-ipam")?;
-    let script = bin.join("cni-conformance-failing-ipam");
-    std::fs::write(&script, FAILING_IPAM).map_err(|e| e.to_string())?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
-    let mut failing = conf.clone();
-    failing["ipam"]["type"] = json!("cni-conformance-failing-ipam");
-    let path = format!("{}:{}", bin.display(), case.target.cni_path_var());
-    let step = case.run(case.call("ADD", "c1")?.env("CNI_PATH", &path), &failing);
+    let spy = Spy::new(case, &["ADD"])?;
+    let failing = spy.conf(&conf);
+    let step = case.run(spy.call(case.call("ADD", "c1")?, case), &failing);
     step.error(&[])?;
     // What the runtime does next: DEL, with no result to give.
-    let del = case.run(case.call("DEL", "c1")?.env("CNI_PATH", &path), &failing);
+    let del = case.run(spy.call(case.call("DEL", "c1")?, case), &failing);
     del.quiet_success()?;
     let inside = case.sandbox("c1")?.links()?;
     if inside.iter().any(|l| l.name != "lo") {
-        return Err(del.fail(&format!(
-            "nothing left in the namespace after the failed ADD and its DEL; it has {}",
-            names(&inside)
-        )));
+        return Err(del
+            .fail(&format!(
+                "nothing left in the namespace after the failed ADD and its DEL; it has {}",
+                names(&inside)
+            ))
+            .into());
     }
     let after = host_links(case)?;
     let leaked: Vec<&String> = after.difference(&before).collect();
     if !leaked.is_empty() {
-        return Err(del.fail(&format!(
-            "nothing left on the host after the failed ADD and its DEL; new links {leaked:?}"
-        )));
+        return Err(del
+            .fail(&format!(
+                "nothing left on the host after the failed ADD and its DEL; new links {leaked:?}"
+            ))
+            .into());
     }
     Ok(())
 }
 
 pub fn rules() -> Vec<Rule> {
+    const CONFIGURED_LOWERED: &str = "SPEC 1.x no longer says the plugin should assign the \
+                                      address: its result, which it must print, lists the IPs \
+                                      and routes \"assigned by this attachment\". The suite \
+                                      holds them to the namespace as a recommendation, since a \
+                                      later plugin or a DHCP client may own them.";
     vec![
-        Rule::new(
-            "add.ifname-created",
-            Level::Must,
-            "SPEC.md: if CNI_IFNAME exists, the plugin must use that name for the sandbox \
-             interface or return an error",
-            ifname_created,
-        )
-        .kinds(INTERFACE),
-        Rule::new(
-            "add.sandbox-reported",
-            Level::Must,
-            "SPEC.md Result: sandbox must be provided for interfaces created or moved into a \
-             sandbox like a network namespace",
-            sandbox_reported,
-        )
-        .kinds(INTERFACE)
-        .since("0.3.0"),
-        Rule::new(
-            "add.interfaces-exist",
-            Level::Must,
-            "SPEC.md Result: interfaces describes the interfaces the plugin created, with mac the \
-             hardware address of the interface",
-            interfaces_exist,
-        )
-        .kinds(INTERFACE)
-        .since("0.3.0"),
-        // The spec defines ips[].interface as the interface the address
-        // should be applied to; it does not forbid an address on a host
-        // interface, so this is a recommendation.
-        Rule::new(
-            "add.ips-on-sandbox-interface",
-            Level::Should,
-            "SPEC.md ips: interface is the index into interfaces of the interface the address is \
-             applied to, the sandbox interface",
-            ips_on_sandbox,
-        )
-        .kinds(INTERFACE)
-        .since("0.3.0"),
-        Rule::new(
-            "add.addresses-configured",
-            Level::Should,
-            "SPEC.md: the plugin should assign the IP to the interface and set up the routes the \
-             IPAM plugin returned",
-            addresses_configured,
-        )
-        .kinds(INTERFACE),
-        Rule::new(
-            "add.routes-present",
-            Level::Should,
-            "SPEC.md: the plugin should set up the routes of its result in the container",
-            routes_present,
-        )
-        .kinds(INTERFACE),
-        Rule::new(
-            "del.removes-interface",
-            Level::Should,
-            "SPEC.md DEL: a delete operation should release all resources held by the container: \
-             CNI_IFNAME and its host-side peer",
-            del_removes_interface,
-        )
-        .kinds(INTERFACE),
-        Rule::new(
-            "del.netns-deleted",
-            Level::Should,
-            "SPEC.md DEL: the bridge plugin should clean up its own resources even if the \
-             container network namespace no longer exists",
-            del_netns_deleted,
-        )
-        .kinds(NAMESPACED),
-        Rule::new(
-            "del.no-prev-result",
-            Level::Should,
-            "SPEC.md DEL: when prevResult is not provided, the plugin should clean up as many \
-             resources as possible and return a successful response",
-            del_no_prev_result,
-        )
-        .kinds(NAMESPACED),
-        Rule::new(
-            "check.address-removed",
-            Level::Should,
-            "SPEC.md CHECK: the plugin should return an error if an address it created and listed \
-             in prevResult is missing",
-            check_address_removed,
-        )
-        .kinds(INTERFACE)
-        .since("0.4.0"),
-        Rule::new(
-            "check.interface-removed",
-            Level::Should,
-            "SPEC.md CHECK: the plugin should return an error if an interface it created and \
-             listed in prevResult is missing",
-            check_interface_removed,
-        )
-        .kinds(INTERFACE)
-        .since("0.4.0"),
-        Rule::new(
-            "leak.host-links",
-            Level::Should,
-            "SPEC.md DEL: a delete operation should release all resources held by the container; \
-             an ADD/DEL cycle leaves no host link",
-            no_link_leak,
-        )
-        .kinds(INTERFACE),
-        Rule::new(
-            "leak.addresses",
-            Level::Should,
-            "SPEC.md DEL: the plugin should delegate DEL to the IPAM plugin; ADD/DEL cycles never \
-             exhaust a small delegated pool",
-            no_address_leak,
-        )
-        .kinds(INTERFACE)
-        .small(),
+        Rule::new("add.ifname-created", ifname_created)
+            .cites(const { &[
+                Cite::full("spec/params.ifname"),
+                Cite::full("spec/result.ifname-used"),
+                Cite::partly(
+                    "spec/add.create-or-adjust",
+                    "creating the interface; adjusting one is the chained rules'",
+                ),
+            ] })
+            .kinds(INTERFACE),
+        Rule::new("add.ifname-unusable", ifname_unusable)
+            .cites(const { &[
+                Cite::partly("spec/params.ifname", "a name Linux cannot take (16 characters)"),
+                Cite::full("spec/result.ifname-used"),
+            ] })
+            .kinds(INTERFACE),
+        Rule::new("add.existing-interface", existing_interface)
+            .cites(const { &[Cite::full("spec/add.existing-interface")] })
+            .kinds(INTERFACE),
+        Rule::new("add.sandbox-reported", sandbox_reported)
+            .cites(const { &[
+                Cite::full("spec/result.sandbox"),
+                Cite::full("spec/result.sandbox-path").aside(),
+            ] })
+            .kinds(INTERFACE)
+            .since("0.3.0"),
+        Rule::new("add.interfaces-exist", interfaces_exist)
+            .cites(const { &[Cite::partly(
+                "spec/result.add-keys",
+                "interfaces: every entry exists where it says, with the MAC it names",
+            )] })
+            .kinds(INTERFACE)
+            .since("0.3.0"),
+        Rule::new("add.ips-on-sandbox-interface", ips_on_sandbox)
+            .cites(const { &[Cite::partly(
+                "spec/result.add-keys",
+                "ips[].interface: the interface an address is applied to",
+            )] })
+            .lowered(
+                Level::Should,
+                "The spec defines ips[].interface as the interface the address is applied to; it \
+                 does not forbid an address on a host interface, so an index to one is a \
+                 recommendation missed.",
+            )
+            .kinds(INTERFACE)
+            .since("0.3.0"),
+        Rule::new("add.addresses-configured", addresses_configured)
+            .cites(const { &[
+                Cite::full("spec/overview.assign-ip"),
+                Cite::partly("spec/result.add-keys", "ips: configured on their interfaces"),
+                Cite::full("spec/result.ips-from-ipam").aside(),
+            ] })
+            .lowered(Level::Should, CONFIGURED_LOWERED)
+            .kinds(INTERFACE),
+        Rule::new("add.routes-present", routes_present)
+            .cites(const { &[
+                Cite::full("spec/overview.assign-ip"),
+                Cite::partly("spec/result.add-keys", "routes: present in the container"),
+            ] })
+            .lowered(Level::Should, CONFIGURED_LOWERED)
+            .kinds(INTERFACE),
+        Rule::new("add.concurrent-interfaces", concurrent_interfaces)
+            .cites(const { &[
+                Cite::full("spec/lifecycle.concurrent"),
+                Cite::partly(
+                    "spec/lifecycle.locking",
+                    "judged by its effect: every concurrent ADD succeeds, with its own address",
+                ),
+            ] })
+            .kinds(INTERFACE),
+        Rule::new("del.removes-interface", del_removes_interface)
+            .cites(const { &[Cite::partly(
+                "spec/del.undo",
+                "the container interface and its host-side veth peer",
+            )] })
+            .kinds(INTERFACE),
+        Rule::new("del.netns-deleted", del_netns_deleted)
+            .cites(const { &[
+                Cite::full("spec/del.tolerate-missing"),
+                Cite::partly(
+                    "spec/del.bridge-delegates",
+                    "a successful DEL with the namespace gone; delegate.del sees the IPAM DEL",
+                ),
+            ] })
+            .kinds(NAMESPACED),
+        Rule::new("del.no-prev-result", del_no_prev_result)
+            .cites(const { &[
+                Cite::partly("spec/del.tolerate-missing", "prevResult missing"),
+                Cite::partly("spec/del.bare", "prevResult left out"),
+            ] })
+            .kinds(NAMESPACED),
+        Rule::new("check.address-removed", check_address_removed)
+            .cites(const { &[
+                Cite::partly("spec/check.listed-resources", "an address"),
+                Cite::partly(
+                    "spec/check.prev-result",
+                    "judged by CHECK missing an address prevResult lists",
+                )
+                .aside(),
+            ] })
+            .kinds(INTERFACE)
+            .since("0.4.0"),
+        Rule::new("check.interface-removed", check_interface_removed)
+            .cites(const { &[Cite::partly("spec/check.listed-resources", "an interface")] })
+            .kinds(INTERFACE)
+            .since("0.4.0"),
+        Rule::new("check.after-chained-change", check_after_chained_change)
+            .cites(const { &[Cite::full("spec/check.later-changes")] })
+            .kinds(INTERFACE)
+            .since("0.4.0"),
+        Rule::new("leak.host-links", no_link_leak)
+            .cites(const { &[Cite::partly("spec/del.undo", "the host links an ADD made")] })
+            .kinds(INTERFACE),
+        Rule::new("leak.addresses", no_address_leak)
+            .cites(const { &[
+                Cite::partly(
+                    "spec/delegation.execute",
+                    "DEL reaching the IPAM plugin, judged by a small pool never running out",
+                ),
+                Cite::partly("spec/del.bridge-delegates", "with the namespace there"),
+            ] })
+            .kinds(INTERFACE)
+            .small(),
         // Bridge, macvlan and host-device 1.1.1 leave the interface in the
         // namespace after their IPAM plugin fails, and the spec has the
         // runtime clean up with DEL: so the rule is what is left after
-        // that DEL, and it is a SHOULD, as the runtime's DEL is.
-        Rule::new(
-            "add.ipam-failure-clean",
-            Level::Should,
-            "SPEC.md: if an ADD fails, the runtime should execute DEL; when the delegated IPAM \
-             plugin fails, ADD fails, and after that DEL nothing is left in the namespace or on \
-             the host",
-            ipam_failure_clean,
-        )
-        .kinds(INTERFACE)
-        .delegates(),
+        // that DEL.
+        Rule::new("add.ipam-failure-clean", ipam_failure_clean)
+            .cites(const { &[Cite::partly(
+                "spec/del.undo",
+                "after an ADD whose IPAM plugin failed, and the runtime's DEL",
+            )] })
+            .kinds(INTERFACE)
+            .delegates(),
     ]
 }
 

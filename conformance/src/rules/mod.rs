@@ -1,27 +1,35 @@
-//! Spec-derived scenarios. Each rule cites the text it checks (CNI 1.1.0,
-//! SPEC.md and CONVENTIONS.md), carries a level, names the plugin kinds it
-//! judges, runs once per version the plugin claims, and fails with the
-//! invocation, what was expected and what came back.
+//! Spec-derived scenarios. Each rule names the statements of the spec it
+//! tests ([`Cite`], into [`crate::spec`]), takes its level from their words
+//! at the version under test, names the plugin kinds it judges, runs once
+//! per version the plugin claims, and fails with the invocation, what was
+//! expected, what came back and the statement broken.
 //!
-//! The levels keep the suite fair. `must` is the spec's required
-//! behaviour, and only a `must` failure fails a run unless `--strict` is
-//! given. `should` is a recommendation of the spec. `convention` is
-//! CONVENTIONS.md or a habit of the reference plugins: a plugin that
-//! differs breaks nothing the spec requires. A rule placed below `must`
-//! says why beside it.
+//! The levels keep the suite fair. A rule is `must` where the strongest
+//! statement it tests says MUST at that version, `should` where it says
+//! SHOULD; only a `must` failure fails a run unless `--strict` is given. A
+//! rule that tests no statement, such as a habit of the reference plugins,
+//! is `convention` and says where the habit comes from. A rule put below
+//! its statements' level says why ([`Rule::lowered`]), and the report shows
+//! it. One check may find faults of different weight: a failure names the
+//! statement it breaks ([`Finding::at`]) and is judged at that statement's
+//! level, so a `convention` rule can still fail a run on the MUST it meets
+//! along the way.
 //!
 //! One module per part of the spec: [`envelope`] (VERSION, the
-//! environment, the config, CNI_ARGS), [`lifecycle`] (ADD, DEL and CHECK as
-//! every kind of plugin sees them), [`ipam`] (allocation), [`interface`]
-//! (links, addresses and routes in the namespace) and [`chained`]
-//! (`prevResult`).
+//! environment, the config, CNI_ARGS and `args`), [`lifecycle`] (ADD, DEL
+//! and CHECK as every kind of plugin sees them), [`ipam`] (allocation),
+//! [`interface`] (links, addresses and routes in the namespace),
+//! [`delegation`] (what reaches the IPAM plugin an interface plugin calls)
+//! and [`chained`] (`prevResult`).
 
 mod case;
 pub mod chained;
+pub mod delegation;
 pub mod envelope;
 pub mod interface;
 pub mod ipam;
 pub mod lifecycle;
+mod spy;
 
 use std::fmt;
 
@@ -29,6 +37,7 @@ pub use case::{Case, Step};
 
 use crate::kind::PluginKind;
 use crate::netns;
+use crate::spec::{self, Statement, Wording};
 use crate::target::Target;
 use cni::version::at_least;
 
@@ -66,12 +75,123 @@ pub const META: &[PluginKind] = &[PluginKind::Meta];
 /// Plugins that act on the container's namespace.
 pub const NAMESPACED: &[PluginKind] = &[PluginKind::Interface, PluginKind::Meta];
 
+/// How much of a statement a rule checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    Full,
+    /// Part of it; the text says what is left unchecked.
+    Partly(&'static str),
+}
+
+/// A statement a rule tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Cite {
+    /// Its id in [`crate::spec`].
+    pub id: &'static str,
+    pub extent: Extent,
+    /// Whether it sets the rule's level. A statement checked on the side
+    /// (an error object's layout, on a rule about something else) is
+    /// judged at its own level through [`Finding::at`], not the rule's.
+    pub basis: bool,
+}
+
+impl Cite {
+    pub const fn full(id: &'static str) -> Cite {
+        Cite {
+            id,
+            extent: Extent::Full,
+            basis: true,
+        }
+    }
+
+    pub const fn partly(id: &'static str, unchecked: &'static str) -> Cite {
+        Cite {
+            id,
+            extent: Extent::Partly(unchecked),
+            basis: true,
+        }
+    }
+
+    /// Checked on the side: it does not set the rule's level.
+    pub const fn aside(mut self) -> Cite {
+        self.basis = false;
+        self
+    }
+}
+
+/// A rule put below its statements' level, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Lowered {
+    pub to: Level,
+    pub why: &'static str,
+}
+
+/// What a rule's check found.
+#[derive(Debug, Clone)]
+pub enum Finding {
+    /// A failure, judged at the level of what it breaks.
+    Fail { against: Against, msg: String },
+    /// The rule does not apply to this plugin, for this reason (a skip).
+    NotApplicable(String),
+}
+
+/// What a failure breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Against {
+    /// The rule as a whole, at its level.
+    Rule,
+    /// One statement, at its level at the version under test.
+    Statement(&'static str),
+}
+
+impl Finding {
+    /// A failure of the statement `id`, judged at its level.
+    pub fn at(id: &'static str, msg: impl Into<String>) -> Finding {
+        Finding::Fail {
+            against: Against::Statement(id),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn not_applicable(why: impl Into<String>) -> Finding {
+        Finding::NotApplicable(why.into())
+    }
+
+    /// The message, whatever the finding.
+    pub fn message(&self) -> &str {
+        match self {
+            Finding::Fail { msg, .. } | Finding::NotApplicable(msg) => msg,
+        }
+    }
+}
+
+impl From<String> for Finding {
+    fn from(msg: String) -> Finding {
+        Finding::Fail {
+            against: Against::Rule,
+            msg,
+        }
+    }
+}
+
+impl From<&str> for Finding {
+    fn from(msg: &str) -> Finding {
+        Finding::from(msg.to_string())
+    }
+}
+
+/// What a rule's check returns.
+pub type Checked = Result<(), Finding>;
+
 /// One rule of the suite.
 pub struct Rule {
     pub id: &'static str,
-    pub level: Level,
-    /// The spec text the rule checks.
-    pub spec: &'static str,
+    /// The statements it tests.
+    pub cites: &'static [Cite],
+    /// Set when the rule sits below its statements' level.
+    pub lowered: Option<Lowered>,
+    /// Where a rule that rests on no statement comes from.
+    pub habit: Option<&'static str>,
     /// The kinds of plugin it judges.
     pub kinds: &'static [PluginKind],
     /// The oldest version the rule applies to.
@@ -82,22 +202,28 @@ pub struct Rule {
     pub small: bool,
     /// Needs a config that delegates to an IPAM plugin (has `ipam`).
     pub delegates: bool,
-    pub check: fn(&Case) -> Result<(), String>,
+    pub check: fn(&Case) -> Checked,
+}
+
+/// A rule's level at one version, and what it rests on.
+pub struct Standing {
+    pub level: Level,
+    /// The basis statements in that version's text, with their wording.
+    pub basis: Vec<(&'static Statement, &'static Wording)>,
+    /// Why the level is not the statements' own: a lowering, a habit, or
+    /// statements the version's text lacks.
+    pub why: Option<String>,
 }
 
 impl Rule {
     /// A rule for every version and, until [`Rule::kinds`] says otherwise,
-    /// IPAM plugins.
-    pub const fn new(
-        id: &'static str,
-        level: Level,
-        spec: &'static str,
-        check: fn(&Case) -> Result<(), String>,
-    ) -> Rule {
+    /// IPAM plugins. It rests on nothing until [`Rule::cites`] says so.
+    pub const fn new(id: &'static str, check: fn(&Case) -> Checked) -> Rule {
         Rule {
             id,
-            level,
-            spec,
+            cites: &[],
+            lowered: None,
+            habit: None,
             kinds: IPAM,
             since: None,
             before: None,
@@ -105,6 +231,23 @@ impl Rule {
             delegates: false,
             check,
         }
+    }
+
+    pub const fn cites(mut self, cites: &'static [Cite]) -> Rule {
+        self.cites = cites;
+        self
+    }
+
+    /// Puts the rule below its statements' level, saying why.
+    pub const fn lowered(mut self, to: Level, why: &'static str) -> Rule {
+        self.lowered = Some(Lowered { to, why });
+        self
+    }
+
+    /// Where the habit a `convention` rule checks comes from.
+    pub const fn habit(mut self, source: &'static str) -> Rule {
+        self.habit = Some(source);
+        self
     }
 
     pub const fn kinds(mut self, kinds: &'static [PluginKind]) -> Rule {
@@ -136,6 +279,87 @@ impl Rule {
 
     pub fn judges(&self, kind: PluginKind) -> bool {
         self.kinds.contains(&kind)
+    }
+
+    /// The rule's level at `version`, from the words of its statements
+    /// there.
+    pub fn standing(&self, version: &str) -> Standing {
+        let basis: Vec<(&'static Statement, &'static Wording)> = self
+            .cites
+            .iter()
+            .filter(|c| c.basis)
+            .filter_map(|c| {
+                let s = spec::find(c.id)?;
+                Some((s, s.at(version)?))
+            })
+            .collect();
+        let strongest = basis.iter().map(|(_, w)| w.word.level()).min();
+        let (mut level, mut why) = match strongest {
+            Some(level) => (level, None),
+            None if self.cites.iter().any(|c| c.basis) => (
+                Level::Convention,
+                Some(format!(
+                    "SPEC {version} has no statement of what this rule tests{}",
+                    self.habit
+                        .map(|h| format!("; the habit: {h}"))
+                        .unwrap_or_default()
+                )),
+            ),
+            None => (Level::Convention, self.habit.map(str::to_string)),
+        };
+        if let Some(l) = self.lowered
+            && l.to > level
+        {
+            level = l.to;
+            why = Some(l.why.to_string());
+        }
+        Standing { level, basis, why }
+    }
+
+    /// The level of `finding` at `version`: the statement it names, else
+    /// the rule's own.
+    pub fn level_of(&self, finding: &Finding, version: &str) -> Level {
+        match finding {
+            Finding::Fail {
+                against: Against::Statement(id),
+                ..
+            } => spec::find(id)
+                .and_then(|s| s.at(version))
+                .map_or(Level::Convention, |w| w.word.level()),
+            _ => self.standing(version).level,
+        }
+    }
+
+    /// The spec text the rule rests on at `version`, for reports.
+    pub fn cited_text(&self, version: &str) -> String {
+        let standing = self.standing(version);
+        let mut parts: Vec<String> = standing
+            .basis
+            .iter()
+            .map(|(s, _)| s.cite(version))
+            .collect();
+        if let Some(why) = standing.why {
+            parts.push(format!("level: {why}"));
+        }
+        parts.join("; ")
+    }
+
+    /// The message of a failure: the rule, the level it was judged at,
+    /// what it breaks, and what the check found.
+    pub fn failure_text(&self, finding: &Finding, version: &str) -> String {
+        let level = self.level_of(finding, version);
+        let against = match finding {
+            Finding::Fail {
+                against: Against::Statement(id),
+                ..
+            } => spec::find(id).map_or_else(|| id.to_string(), |s| s.cite(version)),
+            _ => self.cited_text(version),
+        };
+        format!(
+            "rule {} ({level}): {against}\n{}",
+            self.id,
+            finding.message()
+        )
     }
 }
 
@@ -191,6 +415,7 @@ pub fn version_rules() -> Vec<Rule> {
     all.extend(lifecycle::rules());
     all.extend(ipam::rules());
     all.extend(interface::rules());
+    all.extend(delegation::rules());
     all.extend(chained::rules());
     all
 }
