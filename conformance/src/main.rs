@@ -83,6 +83,16 @@ struct Cli {
     /// must rules.
     #[arg(long)]
     strict: bool,
+    /// Print, for every statement of SPEC.md and CONVENTIONS.md (1.1.0)
+    /// that binds a plugin with MUST or SHOULD, whether the suite covers it,
+    /// and exit.
+    #[arg(long)]
+    coverage: bool,
+    /// Do not put a dataDir of the suite's into the ipam objects (for a
+    /// plugin that refuses fields it does not know). Cases then share the
+    /// plugin's own state.
+    #[arg(long)]
+    no_data_dir: bool,
     /// A wasm-ipam policy to test: a built-in name or a .wasm file.
     #[arg(long)]
     policy: Option<String>,
@@ -224,6 +234,7 @@ fn build_target(cli: &Cli, cache: &Path) -> Result<Target> {
     t.timeout = Some(Duration::from_millis(cli.timeout_ms));
     t.host_links = cli.host_link.clone();
     t.host_daemons = cli.host_daemon.clone();
+    t.data_dir = !cli.no_data_dir;
     Ok(t.with_defaults())
 }
 
@@ -275,9 +286,18 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
             eprintln!("cni-conformance: removed {name}, left by a run that was killed");
         }
     }
+    if cli.coverage {
+        print!("{}", cni_conformance::coverage::text("1.1.0"));
+        return Ok(ExitCode::SUCCESS);
+    }
     let cache = tempfile::tempdir()?;
     let mut target = build_target(&cli, cache.path())?;
-    let note = settle_kind(&cli, &mut target)?;
+    let mut note = settle_kind(&cli, &mut target)?;
+    let newest = target.versions().ok().and_then(|v| v.last().cloned());
+    if let Some(why) = newest.and_then(|v| target.probe_data_dir(&v)) {
+        eprintln!("cni-conformance: {why}");
+        note = format!("{note}; {why}");
+    }
     let replay_plugin = cli
         .replay_plugin
         .clone()

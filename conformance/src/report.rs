@@ -86,12 +86,29 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
         columns.insert(0, "-");
     }
     let mut rows: BTreeMap<&str, BTreeMap<&str, Status>> = BTreeMap::new();
-    let mut cited: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    // Per rule, the versions that rest on each (level, text).
+    let mut cited: BTreeMap<&str, Vec<(&str, &str, Vec<&str>)>> = BTreeMap::new();
     for e in entries {
         rows.entry(&e.case)
             .or_default()
             .insert(&e.version, e.status);
-        cited.insert(&e.case, (&e.level, &e.spec));
+        if e.status == Status::Skip || e.spec.is_empty() {
+            continue;
+        }
+        let groups = cited.entry(&e.case).or_default();
+        match groups
+            .iter_mut()
+            .find(|(l, s, _)| *l == e.level && *s == e.spec)
+        {
+            Some(g) => g.2.push(&e.version),
+            None => groups.push((&e.level, &e.spec, vec![&e.version])),
+        }
+    }
+    let order = |v: &&str| VERSIONS.iter().position(|x| x == v).unwrap_or(usize::MAX);
+    for groups in cited.values_mut() {
+        for g in groups.iter_mut() {
+            g.2.sort_by_key(order);
+        }
     }
     writeln!(out, "| rule | level | {} |", columns.join(" | ")).unwrap();
     writeln!(out, "|---|---|{}", "---|".repeat(columns.len())).unwrap();
@@ -100,12 +117,41 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
             .iter()
             .map(|c| cells.get(c).map_or("", |s| s.word()))
             .collect();
-        let level = cited.get(case).map_or("-", |c| c.0);
+        let levels: Vec<String> = cited.get(case).map_or_else(Vec::new, |groups| {
+            groups
+                .iter()
+                .map(|(l, _, vs)| {
+                    if groups.len() == 1 {
+                        l.to_string()
+                    } else {
+                        format!("{l} ({})", vs.join(", "))
+                    }
+                })
+                .collect()
+        });
+        let level = if levels.is_empty() {
+            "-".to_string()
+        } else {
+            levels.join("; ")
+        };
         writeln!(out, "| {case} | {level} | {} |", row.join(" | ")).unwrap();
     }
-    writeln!(out, "\n## Rules\n\n| rule | level | spec |\n|---|---|---|").unwrap();
-    for (case, (level, spec)) in cited.iter().filter(|(_, c)| !c.1.is_empty()) {
-        writeln!(out, "| {case} | {level} | {} |", spec.replace('|', "\\|")).unwrap();
+    writeln!(
+        out,
+        "\n## Rules\n\nWhat each rule rests on at the versions it ran at, and why its level is \
+         what it is.\n\n| rule | versions | level | spec |\n|---|---|---|---|"
+    )
+    .unwrap();
+    for (case, groups) in &cited {
+        for (level, spec, versions) in groups {
+            writeln!(
+                out,
+                "| {case} | {} | {level} | {} |",
+                versions.join(", "),
+                spec.replace('|', "\\|")
+            )
+            .unwrap();
+        }
     }
     let notes: Vec<&Entry> = entries
         .iter()
@@ -129,6 +175,8 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
             }
         }
     }
+    out.push('\n');
+    out.push_str(&crate::coverage::markdown("1.1.0"));
     out
 }
 
@@ -238,9 +286,10 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| add.result-schema | must | SPEC.md: the text |"),
+            md.contains("| add.result-schema | 0.4.0, 1.0.0 | must | SPEC.md: the text |"),
             "{md}"
         );
+        assert!(md.contains("## Coverage of CNI 1.1.0"), "{md}");
         let xml = junit("p", &entries);
         assert!(xml.contains("failures=\"1\" skipped=\"1\""));
         assert!(xml.contains("expected &lt;x&gt; &amp; &quot;y&quot;"));

@@ -52,6 +52,10 @@ pub struct Target {
     /// Commands to start in each case's host namespace, such as a DHCP
     /// server (see [`crate::host::Host`]).
     pub host_daemons: Vec<String>,
+    /// Whether each case's `ipam` gets a `dataDir` of its own. A plugin
+    /// may refuse fields it does not know (a MAY of the spec), so this can
+    /// be turned off ([`Target::probe_data_dir`], `--no-data-dir`).
+    pub data_dir: bool,
 }
 
 impl Target {
@@ -68,6 +72,7 @@ impl Target {
             timeout: None,
             host_links: Vec::new(),
             host_daemons: Vec::new(),
+            data_dir: true,
         }
     }
 
@@ -188,7 +193,9 @@ impl Target {
         if self.plugin_kind == PluginKind::Ipam {
             ipam["type"] = json!(self.ipam_type());
         }
-        ipam["dataDir"] = json!(data_dir);
+        if self.data_dir {
+            ipam["dataDir"] = json!(data_dir);
+        }
         for (k, v) in &self.set {
             ipam[k] = v.clone();
         }
@@ -282,6 +289,44 @@ impl Target {
         match self.binary() {
             Some(binary) => exec::run_with(binary, &call, &stdin_bytes(conf), &spawn),
             None => chain::run(self, &call, conf, &spawn),
+        }
+    }
+
+    /// Whether an IPAM plugin refuses the `dataDir` the suite adds: an ADD
+    /// that fails naming `dataDir` and succeeds without it. Then the suite
+    /// leaves the field out, and says why; the spec lets a plugin refuse
+    /// fields it does not know. The probe's attachment is deleted.
+    pub fn probe_data_dir(&mut self, version: &str) -> Option<String> {
+        if self.plugin_kind != PluginKind::Ipam || !self.data_dir || self.ipam.is_none() {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let call = Call::attach("ADD", "cnict-data-dir-probe");
+        let conf = self.case_conf(version, false, &dir.path().join("data"));
+        let out = self.run(&call, &conf).ok()?;
+        let del = Call { command: "DEL".into(), ..call.clone() };
+        if out.ok() {
+            let _ = self.run(&del, &conf);
+            return None;
+        }
+        let said = format!("{} {}", out.stdout, out.stderr).to_ascii_lowercase();
+        if !said.contains("datadir") {
+            return None;
+        }
+        self.data_dir = false;
+        let bare = self.case_conf(version, false, &dir.path().join("data"));
+        let again = self.run(&call, &bare).ok()?;
+        if again.ok() {
+            let _ = self.run(&del, &bare);
+            Some(format!(
+                "the plugin refuses the ipam.dataDir the suite adds for fresh state (\"{}\"), \
+                 which the spec allows (spec/config.unknown-fields); the suite leaves it out, so \
+                 cases share the plugin's own state",
+                out.stdout.trim()
+            ))
+        } else {
+            self.data_dir = true;
+            None
         }
     }
 
