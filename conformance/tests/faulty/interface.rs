@@ -4,15 +4,38 @@
 //!
 //! - `no-interface`: ADD creates nothing but reports eth0;
 //! - `wrong-name`: the interface is created as eth9;
+//! - `truncates-ifname`: a name too long for Linux is cut to 15 characters;
+//! - `reuses-interface`: an eth0 already in the container is taken over;
 //! - `no-sandbox`: the result's container interface has no `sandbox`;
+//! - `wrong-sandbox`: its `sandbox` is not the `CNI_NETNS` path;
+//! - `idempotent-add`: a second ADD for an attachment answers the first's
+//!   result again;
 //! - `wrong-mac`: the result names a MAC address the interface lacks;
-//! - `no-addresses`: the addresses are not configured;
+//! - `ips-on-host`: `ips[].interface` points at the host-side interface;
+//! - `no-addresses`: the addresses are not configured (and CHECK does not
+//!   look for them);
+//! - `no-routes`: the routes are not set up;
+//! - `racy-links`: host links are numbered from a counter without a lock,
+//!   so concurrent ADDs collide;
 //! - `del-needs-netns`: DEL fails when the namespace is gone;
+//! - `del-needs-prev`: DEL of an interface that is there fails without
+//!   `prevResult`;
 //! - `del-leaves-interface`: DEL leaves the interface behind;
 //! - `leaks-host-link`: ADD also makes a host link DEL never removes;
 //! - `no-ipam-release`: DEL never calls the IPAM plugin's DEL;
 //! - `ipam-failure-leaks`: a failed IPAM ADD leaves a host link that no DEL
 //!   removes;
+//! - `no-del-on-ipam-failure`: a failed IPAM ADD is not followed by its DEL;
+//! - `delegate-env`: the IPAM plugin runs without `CNI_ARGS`;
+//! - `delegate-edits-config`: the IPAM plugin gets the config with a field
+//!   added;
+//! - `swallows-stderr`: the IPAM plugin's stderr is dropped;
+//! - `check-trusts`: CHECK looks at nothing in the namespace;
+//! - `check-exact`: CHECK fails on any route it did not make;
+//! - `check-no-delegate` and `check-hides-ipam-error`: CHECK does not call
+//!   the IPAM plugin, or drops its error;
+//! - `gc-no-delegate`, `gc-hides-ipam-error`, `status-no-delegate`,
+//!   `status-hides-ipam-error`: the same for GC and STATUS;
 //! - `drops-prev-result` (meta): ADD returns a result without prevResult's
 //!   interfaces and addresses.
 //!
@@ -67,8 +90,10 @@ fn mac(netns: Option<&str>, link: &str) -> Result<String, Fail> {
     Ok(v[0]["address"].as_str().unwrap_or_default().to_string())
 }
 
-/// Runs the delegated IPAM plugin with this call's environment.
+/// Runs the delegated IPAM plugin with this call's environment and config,
+/// and passes its stderr on.
 fn ipam(conf: &Value, command: &str, stdin: &[u8]) -> Result<Value, Fail> {
+    let fault = conf["fault"].as_str().unwrap_or("");
     let plugin_type = conf["ipam"]["type"]
         .as_str()
         .ok_or(Fail(7, "no ipam.type".into()))?;
@@ -78,12 +103,33 @@ fn ipam(conf: &Value, command: &str, stdin: &[u8]) -> Result<Value, Fail> {
     let call = Call {
         command: command.into(),
         container_id: env("CNI_CONTAINERID"),
-        ifname: env("CNI_IFNAME"),
+        ifname: env("CNI_IFNAME").map(|mut n| {
+            if fault == "truncates-ifname" {
+                n.truncate(15);
+            }
+            n
+        }),
         netns: env("CNI_NETNS"),
-        args: env("CNI_ARGS"),
+        args: if fault == "delegate-env" {
+            None
+        } else {
+            env("CNI_ARGS")
+        },
         extra: vec![("CNI_PATH".into(), path.clone())],
     };
+    let edited;
+    let stdin = if fault == "delegate-edits-config" {
+        let mut c = conf.clone();
+        c["faultyAdded"] = json!(true);
+        edited = c.to_string();
+        edited.as_bytes()
+    } else {
+        stdin
+    };
     let out = exec::run(&binary, &call, stdin).map_err(|e| Fail(5, e.to_string()))?;
+    if fault != "swallows-stderr" {
+        eprint!("{}", out.stderr);
+    }
     let v = out.parsed().unwrap_or(Value::Null);
     if out.ok() {
         Ok(v)
@@ -112,15 +158,78 @@ fn leak_link(prefix: &str, id: &str, ifname: &str) -> Result<(), Fail> {
     ip(&["link", "add", &leak, "type", "veth", "peer", "name", &peer]).map(drop)
 }
 
-pub fn run(cmd: &str, conf: &Value, version: &str, stdin: &[u8]) -> Result<Option<Value>, Fail> {
+/// A host-side name numbered from a counter in the IPAM plugin's data
+/// folder, read and written without a lock (the `racy-links` fault).
+fn racy_name(conf: &Value) -> Result<String, Fail> {
+    let dir = conf["ipam"]["dataDir"].as_str().unwrap_or("/tmp");
+    std::fs::create_dir_all(dir).map_err(|e| Fail(5, e.to_string()))?;
+    let counter = Path::new(dir).join("racy-counter");
+    let n: u32 = std::fs::read_to_string(&counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::write(&counter, (n + 1).to_string()).map_err(|e| Fail(5, e.to_string()))?;
+    Ok(format!("fr{n}"))
+}
+
+/// The routes in `netns` that no result of the plugin made: any route that
+/// is not a connected one (`proto kernel`) and not in `prev`.
+fn foreign_routes(netns: &str, prev: &Value) -> Result<Vec<String>, Fail> {
+    let text = ip_in(netns, &["-j", "route", "show"])?;
+    let routes: Value = serde_json::from_str(&text).map_err(|e| Fail(5, e.to_string()))?;
+    let listed: Vec<&str> = prev["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["dst"].as_str())
+        .collect();
+    Ok(routes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["protocol"] != "kernel")
+        .filter_map(|r| r["dst"].as_str().map(str::to_string))
+        .map(|d| if d == "default" { "0.0.0.0/0".to_string() } else { d })
+        .filter(|d| !listed.contains(&d.as_str()))
+        .collect())
+}
+
+/// The delegated call of a network-wide command (GC, STATUS), with its
+/// error passed on unless the fault hides it.
+fn delegate_network_call(conf: &Value, cmd: &str, stdin: &[u8]) -> Result<Option<Value>, Fail> {
     let fault = conf["fault"].as_str().unwrap_or("");
-    let id = env("CNI_CONTAINERID").ok_or(Fail(4, "CNI_CONTAINERID missing".into()))?;
-    let ifname = env("CNI_IFNAME").ok_or(Fail(4, "CNI_IFNAME missing".into()))?;
+    let lower = cmd.to_ascii_lowercase();
+    if !conf["ipam"].is_object() || fault == format!("{lower}-no-delegate") {
+        return Ok(None);
+    }
+    match ipam(conf, cmd, stdin) {
+        Err(_) if fault == format!("{lower}-hides-ipam-error") => Ok(None),
+        Err(e) => Err(e),
+        Ok(_) => Ok(None),
+    }
+}
+
+pub fn run(
+    cmd: &str,
+    conf: &Value,
+    version: &str,
+    stdin: &[u8],
+    (id, ifname): (String, String),
+) -> Result<Option<Value>, Fail> {
+    let fault = conf["fault"].as_str().unwrap_or("");
     let netns = env("CNI_NETNS");
     if conf["mode"] == "meta" {
         return meta(cmd, conf, version, fault);
     }
-    let host = host_name("fv", &id, &ifname);
+    if matches!(cmd, "GC" | "STATUS") {
+        return delegate_network_call(conf, cmd, stdin);
+    }
+    let host = if fault == "racy-links" && cmd == "ADD" {
+        racy_name(conf)?
+    } else {
+        host_name("fv", &id, &ifname)
+    };
     match cmd {
         "ADD" => {
             let netns = netns.ok_or(Fail(4, "CNI_NETNS missing".into()))?;
@@ -129,7 +238,21 @@ pub fn run(cmd: &str, conf: &Value, version: &str, stdin: &[u8]) -> Result<Optio
             } else {
                 ifname.as_str()
             };
-            if fault != "no-interface" {
+            let exists = ip_in(&netns, &["link", "show", name]).is_ok();
+            let answered = Path::new(conf["ipam"]["dataDir"].as_str().unwrap_or("/tmp"))
+                .join(format!("result-{id}-{ifname}.json"));
+            if fault == "idempotent-add"
+                && exists
+                && let Some(first) = std::fs::read(&answered)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            {
+                return Ok(Some(first));
+            }
+            let taken_over = fault == "reuses-interface" && exists;
+            if taken_over {
+                ip_in(&netns, &["link", "set", name, "up"])?;
+            } else if fault != "no-interface" {
                 ip(&[
                     "link", "add", &host, "type", "veth", "peer", "name", name, "netns", &netns,
                 ])?;
@@ -142,6 +265,9 @@ pub fn run(cmd: &str, conf: &Value, version: &str, stdin: &[u8]) -> Result<Optio
             let mut result = match ipam(conf, "ADD", stdin) {
                 Ok(r) => r,
                 Err(e) => {
+                    if fault != "no-del-on-ipam-failure" {
+                        let _ = ipam(conf, "DEL", stdin);
+                    }
                     let _ = ip(&["link", "del", &host]);
                     if fault == "ipam-failure-leaks" {
                         leak_link("fi", &id, &ifname)?;
@@ -178,6 +304,9 @@ pub fn run(cmd: &str, conf: &Value, version: &str, stdin: &[u8]) -> Result<Optio
                     &result["ip4"]["routes"]
                 };
                 for route in routes.as_array().into_iter().flatten() {
+                    if fault == "no-routes" {
+                        break;
+                    }
                     let dst = route["dst"].as_str().unwrap_or_default();
                     match route["gw"].as_str().map(str::to_string).or(gateway.clone()) {
                         Some(gw) => ip_in(&netns, &["route", "add", dst, "via", &gw, "dev", name])?,
@@ -193,7 +322,7 @@ pub fn run(cmd: &str, conf: &Value, version: &str, stdin: &[u8]) -> Result<Optio
                 } else {
                     mac(Some(&netns), name)?
                 };
-                let host_mac = if fault == "no-interface" {
+                let host_mac = if fault == "no-interface" || taken_over {
                     String::new()
                 } else {
                     mac(None, &host)?
@@ -202,14 +331,28 @@ pub fn run(cmd: &str, conf: &Value, version: &str, stdin: &[u8]) -> Result<Optio
                 if fault == "no-sandbox" {
                     container.as_object_mut().expect("object").remove("sandbox");
                 }
-                result["interfaces"] = json!([{"name": host, "mac": host_mac}, container]);
-                for ip in result["ips"].as_array_mut().into_iter().flatten() {
-                    ip["interface"] = json!(1);
+                if fault == "wrong-sandbox" {
+                    container["sandbox"] = json!("/var/run/netns/somewhere-else");
                 }
+                result["interfaces"] = json!([{"name": host, "mac": host_mac}, container]);
+                let index = if fault == "ips-on-host" { 0 } else { 1 };
+                for ip in result["ips"].as_array_mut().into_iter().flatten() {
+                    ip["interface"] = json!(index);
+                }
+            }
+            if fault == "idempotent-add" {
+                let _ = std::fs::create_dir_all(answered.parent().expect("a folder"));
+                let _ = std::fs::write(&answered, result.to_string());
             }
             Ok(Some(result))
         }
         "DEL" => {
+            let there = netns
+                .as_deref()
+                .is_some_and(|n| Path::new(n).exists() && ip_in(n, &["link", "show", &ifname]).is_ok());
+            if fault == "del-needs-prev" && there && !conf["prevResult"].is_object() {
+                return Err(Fail(100, "DEL needs prevResult".into()));
+            }
             if fault != "no-ipam-release" && conf["ipam"].is_object() {
                 ipam(conf, "DEL", stdin)?;
             }
@@ -228,17 +371,30 @@ pub fn run(cmd: &str, conf: &Value, version: &str, stdin: &[u8]) -> Result<Optio
         "CHECK" => {
             let netns = netns.ok_or(Fail(4, "CNI_NETNS missing".into()))?;
             let prev = &conf["prevResult"];
-            let shown = ip_in(&netns, &["-j", "addr", "show", "dev", &ifname])
-                .map_err(|_| Fail(100, format!("{ifname} is missing")))?;
-            for address in prev["ips"].as_array().into_iter().flatten() {
-                let a = address["address"].as_str().unwrap_or_default();
-                let bare = a.split('/').next().unwrap_or(a);
-                if !shown.contains(&format!("\"{bare}\"")) {
-                    return Err(Fail(100, format!("{a} is missing from {ifname}")));
+            if fault != "check-trusts" && fault != "no-addresses" {
+                let shown = ip_in(&netns, &["-j", "addr", "show", "dev", &ifname])
+                    .map_err(|_| Fail(100, format!("{ifname} is missing")))?;
+                for address in prev["ips"].as_array().into_iter().flatten() {
+                    let a = address["address"].as_str().unwrap_or_default();
+                    let bare = a.split('/').next().unwrap_or(a);
+                    if !shown.contains(&format!("\"{bare}\"")) {
+                        return Err(Fail(100, format!("{a} is missing from {ifname}")));
+                    }
                 }
             }
-            if conf["ipam"].is_object() {
-                ipam(conf, "CHECK", stdin)?;
+            if fault == "check-exact" {
+                let foreign = foreign_routes(&netns, prev)?;
+                if !foreign.is_empty() {
+                    return Err(Fail(100, format!("routes it did not make: {foreign:?}")));
+                }
+            }
+            if conf["ipam"].is_object() && fault != "check-no-delegate" {
+                match ipam(conf, "CHECK", stdin) {
+                    Err(_) if fault == "check-hides-ipam-error" => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
             Ok(None)
         }

@@ -1,8 +1,9 @@
 //! A small, correct CNI plugin with one fault switched on, for the suite's
-//! tests of itself: every fault must be caught by the rule it breaks, and
-//! the plugin without a fault must pass. It is an IPAM plugin (the fault in
-//! `ipam.fault`), or with `"mode": "interface"` or `"mode": "meta"` an
-//! interface or chained plugin (the fault in `fault`; see [`interface`]).
+//! tests of itself: every fault must be caught by the rule it breaks, at
+//! that rule's level, and the plugin without a fault must pass. It is an
+//! IPAM plugin (the fault in `ipam.fault`; see [`ipam`]), or with
+//! `"mode": "interface"` or `"mode": "meta"` an interface or chained plugin
+//! (the fault in `fault`; see [`interface`]).
 //!
 //! Faults of a bad plugin of any mode, on ADD:
 //! - `hang`: never finishes;
@@ -10,26 +11,19 @@
 //! - `garbage`: prints something that is not JSON and exits 0;
 //! - `leaves-netns`: makes a network namespace of its own and leaves it.
 //!
-//! IPAM faults:
-//! - `race`: no lock around its state, so concurrent ADDs collide;
-//! - `del-once`: DEL of something already gone fails;
-//! - `stderr-errors`: errors go to stderr only, stdout stays empty;
-//! - `wrong-version`: the result's cniVersion is not the config's;
-//! - `interfaces`: the IPAM result carries interfaces;
-//! - `check-below-040`: CHECK is accepted for configs older than 0.4.0.
+//! Run as `faulty-version-echo` (a link to this binary), VERSION answers
+//! 1.0.0 whatever version it was asked in.
 
-use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use cni::env::valid_id;
 use cni::version::{VERSIONS, at_least};
-use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
 mod interface;
+mod ipam;
 
 struct Fail(u32, String);
 
@@ -37,100 +31,72 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
-type Leases = BTreeMap<String, String>;
-
-fn load(path: &Path) -> Leases {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+/// The file name this binary was run as.
+fn called_as() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_default()
 }
 
-fn save(path: &Path, leases: &Leases) {
-    std::fs::write(path, serde_json::to_vec(leases).unwrap()).unwrap();
-}
-
-fn result(version: &str, ip: Ipv4Addr, net: &Ipv4Net, ipam: &Value) -> Value {
-    let fault = ipam["fault"].as_str().unwrap_or("");
-    let gateway = net.hosts().next().map(|g| g.to_string());
-    let routes = ipam.get("routes").cloned();
-    let printed = if fault == "wrong-version" {
-        if version == "1.0.0" { "0.4.0" } else { "1.0.0" }
-    } else {
-        version
-    };
-    let address = format!("{ip}/{}", net.prefix_len());
-    if !at_least(version, "0.3.0") {
-        let mut ip4 = json!({"ip": address, "gateway": gateway});
-        if let Some(r) = routes {
-            ip4["routes"] = r;
-        }
-        return json!({"cniVersion": printed, "ip4": ip4, "dns": {}});
-    }
-    let mut entry = json!({"address": address, "gateway": gateway});
-    if !at_least(version, "1.0.0") {
-        entry["version"] = json!("4");
-    }
-    let mut r = json!({"cniVersion": printed, "ips": [entry], "dns": {}});
-    if let Some(routes) = routes {
-        r["routes"] = routes;
-    }
-    if fault == "interfaces" {
-        r["interfaces"] = json!([{"name": "eth0", "sandbox": "/var/run/netns/x"}]);
-        r["ips"][0]["interface"] = json!(0);
-    }
-    r
-}
-
-fn prev_addresses(conf: &Value) -> Vec<String> {
-    let prev = &conf["prevResult"];
-    let mut v: Vec<String> = prev["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            e["address"]
-                .as_str()
-                .map(|a| a.split('/').next().unwrap_or(a).to_string())
-        })
-        .collect();
-    if let Some(a) = prev["ip4"]["ip"].as_str() {
-        v.push(a.split('/').next().unwrap_or(a).to_string());
-    }
-    v
+/// The `CNI_ARGS` pairs.
+fn cni_args() -> Vec<(String, String)> {
+    env("CNI_ARGS")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The environment of an attachment call, and CNI_ARGS; the container id
-/// and ifname (empty for GC and STATUS).
-fn check_env(cmd: &str) -> Result<(String, String), Fail> {
+/// and ifname (empty for GC and STATUS). `fault` may name the variables
+/// vaguely, or let an overlong ifname through.
+fn check_env(cmd: &str, fault: &str) -> Result<(String, String), Fail> {
+    let named = |var: &str, what: &str| {
+        if fault == "vague-env" {
+            Fail(4, "the environment is not right".into())
+        } else {
+            Fail(4, format!("{what} {var}"))
+        }
+    };
     let attach = matches!(cmd, "ADD" | "DEL" | "CHECK");
     let ids = if attach {
         let id = env("CNI_CONTAINERID")
             .filter(|i| valid_id(i))
-            .ok_or(Fail(4, "bad CNI_CONTAINERID".into()))?;
-        let ifname = env("CNI_IFNAME")
-            .filter(|i| i.len() <= 15 && !i.contains(['/', ':']))
-            .ok_or(Fail(4, "bad CNI_IFNAME".into()))?;
+            .ok_or(named("CNI_CONTAINERID", "bad"))?;
+        let long_ok = fault == "truncates-ifname";
+        let mut ifname = env("CNI_IFNAME")
+            .filter(|i| (long_ok || i.len() <= 15) && !i.contains(['/', ':']))
+            .ok_or(named("CNI_IFNAME", "bad"))?;
+        ifname.truncate(15);
         if cmd != "DEL" && env("CNI_NETNS").is_none() {
-            return Err(Fail(4, "CNI_NETNS missing".into()));
+            return Err(named("CNI_NETNS", "missing"));
         }
         (id, ifname)
     } else {
         Default::default()
     };
-    let cni_args = env("CNI_ARGS").unwrap_or_default();
-    let pairs: Vec<(&str, &str)> = cni_args
-        .split(';')
-        .filter_map(|p| p.split_once('='))
-        .collect();
+    let pairs = cni_args();
     let ignore_unknown = pairs
         .iter()
-        .any(|(k, v)| *k == "IgnoreUnknown" && (*v == "1" || *v == "true"));
+        .any(|(k, v)| k == "IgnoreUnknown" && (v == "1" || v == "true"));
     if let Some((k, v)) = pairs
         .iter()
-        .find(|(k, _)| !ignore_unknown && *k != "IgnoreUnknown")
+        .find(|(k, _)| !ignore_unknown && k != "IgnoreUnknown" && k != "IP")
     {
-        return Err(Fail(2, format!("unsupported CNI_ARGS key {k}={v}")));
+        return Err(Fail(
+            2,
+            if fault == "vague-args" {
+                "unsupported CNI_ARGS".into()
+            } else {
+                format!("unsupported CNI_ARGS key {k}={v}")
+            },
+        ));
     }
     Ok(ids)
 }
@@ -159,28 +125,58 @@ fn bad_plugin(fault: &str) -> Result<(), Fail> {
 }
 
 fn run(stdin: &[u8]) -> Result<Option<Value>, Fail> {
-    let cmd = env("CNI_COMMAND").ok_or(Fail(4, "CNI_COMMAND missing".into()))?;
+    let conf: Option<Value> = serde_json::from_slice(stdin).ok();
+    let fault_of = |c: &Value| {
+        c["ipam"]["fault"]
+            .as_str()
+            .or(c["fault"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let early_fault = conf.as_ref().map(fault_of).unwrap_or_default();
+    let vague = early_fault == "vague-env";
+    let cmd = env("CNI_COMMAND").ok_or_else(|| {
+        Fail(
+            4,
+            if vague {
+                "the environment is not right".into()
+            } else {
+                "CNI_COMMAND missing".into()
+            },
+        )
+    })?;
     if cmd == "VERSION" {
+        let asked = conf
+            .as_ref()
+            .and_then(|c| c["cniVersion"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "1.1.0".into());
+        let printed = if called_as() == "faulty-version-echo" {
+            "1.0.0".to_string()
+        } else {
+            asked
+        };
         return Ok(Some(
-            json!({"cniVersion": "1.1.0", "supportedVersions": VERSIONS}),
+            json!({"cniVersion": printed, "supportedVersions": VERSIONS}),
         ));
     }
     if !["ADD", "DEL", "CHECK", "GC", "STATUS"].contains(&cmd.as_str()) {
-        return Err(Fail(4, format!("unknown CNI_COMMAND {cmd}")));
+        return Err(if vague {
+            Fail(4, "the environment is not right".into())
+        } else {
+            Fail(4, format!("unknown CNI_COMMAND {cmd}"))
+        });
     }
-    let conf: Value = serde_json::from_slice(stdin).map_err(|e| Fail(6, e.to_string()))?;
+    let conf = conf.ok_or(Fail(6, "stdin is not JSON".into()))?;
     let version = conf["cniVersion"].as_str().unwrap_or("0.1.0").to_string();
     if !VERSIONS.contains(&version.as_str()) {
         return Err(Fail(1, format!("unsupported version {version}")));
     }
+    if conf.get("mode").is_some_and(|m| !m.is_string()) {
+        return Err(Fail(7, format!("mode must be a string, not {}", conf["mode"])));
+    }
     // Called as `faulty-ipam` (a link to this binary), it is the IPAM
     // plugin of an interface-mode faulty plugin, whatever the config says.
-    let as_ipam = std::env::args_os().next().is_some_and(|a| {
-        Path::new(&a)
-            .file_name()
-            .is_some_and(|n| n == "faulty-ipam")
-    });
-    let mode = if as_ipam {
+    let mode = if called_as() == "faulty-ipam" {
         "ipam"
     } else {
         conf["mode"].as_str().unwrap_or("ipam")
@@ -199,111 +195,11 @@ fn run(stdin: &[u8]) -> Result<Option<Value>, Fail> {
     if matches!(cmd.as_str(), "GC" | "STATUS") && !at_least(&version, "1.1.0") {
         return Err(Fail(1, format!("{cmd} needs 1.1.0")));
     }
-    if mode != "ipam" {
-        check_env(&cmd)?;
-        return interface::run(&cmd, &conf, &version, stdin);
-    }
-    let ipam = conf
-        .get("ipam")
-        .filter(|i| i.is_object())
-        .ok_or(Fail(7, "no ipam".into()))?;
-    let net: Ipv4Net = ipam["subnet"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or(Fail(7, "bad subnet".into()))?;
-    let dir = PathBuf::from(
-        ipam["dataDir"]
-            .as_str()
-            .ok_or(Fail(7, "no dataDir".into()))?,
-    );
-    let (id, ifname) = check_env(&cmd)?;
-    std::fs::create_dir_all(&dir).map_err(|e| Fail(5, e.to_string()))?;
-    let lock = std::fs::File::create(dir.join("lock")).map_err(|e| Fail(5, e.to_string()))?;
-    if fault != "race" {
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Fail(5, e.to_string()))?;
-    }
-    let state = dir.join("leases.json");
-    let mut leases = load(&state);
-    let owner = format!("{id}/{ifname}");
-    let hosts: Vec<Ipv4Addr> = net.hosts().skip(1).collect();
-    match cmd.as_str() {
-        "ADD" => {
-            if leases.values().any(|o| *o == owner) {
-                return Err(Fail(100, format!("{owner} already has an address")));
-            }
-            let requested = conf["runtimeConfig"]["ips"][0]
-                .as_str()
-                .map(|s| {
-                    s.split('/')
-                        .next()
-                        .unwrap_or(s)
-                        .parse::<Ipv4Addr>()
-                        .map_err(|_| Fail(7, format!("bad ip {s}")))
-                })
-                .transpose()?;
-            let ip = match requested {
-                Some(ip) if hosts.contains(&ip) && !leases.contains_key(&ip.to_string()) => ip,
-                Some(ip) => return Err(Fail(101, format!("{ip} is not available"))),
-                None => *hosts
-                    .iter()
-                    .find(|h| !leases.contains_key(&h.to_string()))
-                    .ok_or(Fail(11, "no address left".into()))?,
-            };
-            if fault == "race" {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                leases = load(&state);
-            }
-            leases.insert(ip.to_string(), owner);
-            save(&state, &leases);
-            Ok(Some(result(&version, ip, &net, ipam)))
-        }
-        "DEL" => {
-            let before = leases.len();
-            leases.retain(|_, o| *o != owner);
-            if before == leases.len() && fault == "del-once" {
-                return Err(Fail(3, format!("{owner} is unknown")));
-            }
-            save(&state, &leases);
-            Ok(None)
-        }
-        "CHECK" => {
-            let mine: Vec<&String> = leases
-                .iter()
-                .filter(|(_, o)| **o == owner)
-                .map(|(ip, _)| ip)
-                .collect();
-            if mine.is_empty() || prev_addresses(&conf).iter().any(|a| !mine.contains(&a)) {
-                return Err(Fail(
-                    102,
-                    format!("{owner} does not hold what prevResult says"),
-                ));
-            }
-            Ok(None)
-        }
-        "GC" => {
-            let valid: Vec<String> = conf["cni.dev/valid-attachments"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|a| {
-                    format!(
-                        "{}/{}",
-                        a["containerID"].as_str().unwrap_or(""),
-                        a["ifname"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
-            leases.retain(|_, o| valid.contains(o));
-            save(&state, &leases);
-            Ok(None)
-        }
-        _ => {
-            if hosts.iter().all(|h| leases.contains_key(&h.to_string())) {
-                return Err(Fail(50, "no address left".into()));
-            }
-            Ok(None)
-        }
+    let ids = check_env(&cmd, fault)?;
+    if mode == "ipam" {
+        ipam::run(&cmd, &conf, &version, fault, ids)
+    } else {
+        interface::run(&cmd, &conf, &version, stdin, ids)
     }
 }
 
