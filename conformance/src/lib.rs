@@ -12,6 +12,7 @@
 //! so the list stays honest.
 
 pub mod chain;
+pub mod coverage;
 pub mod expectations;
 pub mod host;
 pub mod kind;
@@ -20,7 +21,6 @@ pub mod prev;
 pub mod record;
 pub mod recordings;
 pub mod report;
-pub mod coverage;
 pub mod rules;
 pub mod schema;
 pub mod spec;

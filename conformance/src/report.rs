@@ -87,7 +87,8 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
     }
     let mut rows: BTreeMap<&str, BTreeMap<&str, Status>> = BTreeMap::new();
     // Per rule, the versions that rest on each (level, text).
-    let mut cited: BTreeMap<&str, Vec<(&str, &str, Vec<&str>)>> = BTreeMap::new();
+    type Group<'a> = (&'a str, &'a str, Vec<&'a str>);
+    let mut cited: BTreeMap<&str, Vec<Group>> = BTreeMap::new();
     for e in entries {
         rows.entry(&e.case)
             .or_default()

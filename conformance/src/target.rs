@@ -304,7 +304,10 @@ impl Target {
         let call = Call::attach("ADD", "cnict-data-dir-probe");
         let conf = self.case_conf(version, false, &dir.path().join("data"));
         let out = self.run(&call, &conf).ok()?;
-        let del = Call { command: "DEL".into(), ..call.clone() };
+        let del = Call {
+            command: "DEL".into(),
+            ..call.clone()
+        };
         if out.ok() {
             let _ = self.run(&del, &conf);
             return None;

@@ -9,10 +9,14 @@ use cni::version::at_least;
 
 pub fn version_output() -> Rule {
     Rule::new("version.output", version_output_check)
-        .cites(const { &[
-            Cite::full("spec/result.version"),
-            Cite::full("spec/version.output"),
-        ] })
+        .cites(
+            const {
+                &[
+                    Cite::full("spec/result.version"),
+                    Cite::full("spec/version.output"),
+                ]
+            },
+        )
         .kinds(ALL)
 }
 
@@ -86,10 +90,7 @@ fn refused(step: &Step, code: u64, names: &[&str], must: &'static str) -> Checke
         error["msg"].as_str().unwrap_or_default(),
         error["details"].as_str().unwrap_or_default()
     );
-    let missing: Vec<&&str> = names
-        .iter()
-        .filter(|n| !names_variable(&text, n))
-        .collect();
+    let missing: Vec<&&str> = names.iter().filter(|n| !names_variable(&text, n)).collect();
     if missing.is_empty() {
         Ok(())
     } else {
@@ -257,13 +258,16 @@ fn malformed_field(case: &Case) -> Checked {
     let mut conf = case.conf();
     let is_ipam = case.target.plugin_kind == crate::kind::PluginKind::Ipam;
     let set = &case.target.set;
-    let object = if is_ipam { &mut conf["ipam"] } else { &mut conf };
+    let object = if is_ipam {
+        &mut conf["ipam"]
+    } else {
+        &mut conf
+    };
     // The last of the plugin's own fields: in a sorted map, the plugin's
     // own settings usually come after a selector such as `mode` or `fault`.
     let field = object.as_object().and_then(|o| {
         o.keys()
-            .filter(|k| !NOT_THE_PLUGINS.contains(&k.as_str()) && !set.contains_key(k.as_str()))
-            .next_back()
+            .rfind(|k| !NOT_THE_PLUGINS.contains(&k.as_str()) && !set.contains_key(k.as_str()))
             .cloned()
     });
     let Some(field) = field else {
@@ -278,7 +282,9 @@ fn malformed_field(case: &Case) -> Checked {
     if step.out.ok() {
         let path = if is_ipam { "ipam." } else { "" };
         return Err(step
-            .fail(&format!("an error: {path}{field} is {bad}, a value of the wrong type"))
+            .fail(&format!(
+                "an error: {path}{field} is {bad}, a value of the wrong type"
+            ))
             .into());
     }
     error_object(&step).map(drop)
@@ -299,18 +305,12 @@ pub fn rules() -> Vec<Rule> {
         "spec/errors.code-4",
         "for the variables the suite spoils, when the plugin answers code 4",
     );
-    const LAYOUT: Cite = Cite::partly(
-        "spec/errors.structure",
-        "for the errors the rules provoke",
-    )
-    .aside();
-    const ERROR_KEYS: Cite = Cite::partly(
-        "spec/result.error-keys",
-        "for the errors the rules provoke",
-    )
-    .aside();
-    const EXIT: Cite = Cite::partly("spec/errors.exit-code", "for the errors the rules provoke")
-        .aside();
+    const LAYOUT: Cite =
+        Cite::partly("spec/errors.structure", "for the errors the rules provoke").aside();
+    const ERROR_KEYS: Cite =
+        Cite::partly("spec/result.error-keys", "for the errors the rules provoke").aside();
+    const EXIT: Cite =
+        Cite::partly("spec/errors.exit-code", "for the errors the rules provoke").aside();
     let env = |id: &'static str, check: fn(&Case) -> Checked| {
         Rule::new(id, check)
             .cites(const { &[NAMES, LAYOUT, ERROR_KEYS, EXIT] })
@@ -398,16 +398,31 @@ mod tests {
 
     #[test]
     fn a_variable_is_named_by_its_name_or_the_skeleton_phrase() {
-        assert!(names_variable("required env variables [CNI_NETNS] missing", "CNI_NETNS"));
-        assert!(names_variable("invalid characters in containerID", "CNI_CONTAINERID"));
-        assert!(names_variable("interface name contains / or :", "CNI_IFNAME"));
+        assert!(names_variable(
+            "required env variables [CNI_NETNS] missing",
+            "CNI_NETNS"
+        ));
+        assert!(names_variable(
+            "invalid characters in containerID",
+            "CNI_CONTAINERID"
+        ));
+        assert!(names_variable(
+            "interface name contains / or :",
+            "CNI_IFNAME"
+        ));
         assert!(!names_variable("bad environment", "CNI_IFNAME"));
         assert!(!names_variable("missing", "CNI_NETNS"));
     }
 
     #[test]
     fn a_malformed_value_has_another_type() {
-        for v in [json!("a"), json!(1), json!(true), json!([1]), json!({"a": 1})] {
+        for v in [
+            json!("a"),
+            json!(1),
+            json!(true),
+            json!([1]),
+            json!({"a": 1}),
+        ] {
             let bad = malformed(&v);
             assert_ne!(
                 std::mem::discriminant(&bad),

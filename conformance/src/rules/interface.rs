@@ -66,11 +66,13 @@ fn ifname_created(case: &Case) -> Checked {
     if links.iter().any(|l| l.name == "eth0") {
         Ok(())
     } else {
-        Err(step.fail(&format!(
-            "a link named eth0 (CNI_IFNAME) in {}; it has {}",
-            ns.path().display(),
-            names(&links)
-        )).into())
+        Err(step
+            .fail(&format!(
+                "a link named eth0 (CNI_IFNAME) in {}; it has {}",
+                ns.path().display(),
+                names(&links)
+            ))
+            .into())
     }
 }
 
@@ -117,8 +119,17 @@ fn existing_interface(case: &Case) -> Checked {
     let ns = case.sandbox("c1")?;
     // A veth pair, both ends in the container: every kernel has veth, not
     // every kernel has dummy links.
-    ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "cnict-eth0p"])
-        .map_err(|e| Finding::not_applicable(format!("cannot make an eth0 first: {e}")))?;
+    ns.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "cnict-eth0p",
+    ])
+    .map_err(|e| Finding::not_applicable(format!("cannot make an eth0 first: {e}")))?;
     let step = case.add_step("c1", &case.conf())?;
     if step.out.ok() {
         return Err(step
@@ -153,7 +164,9 @@ fn check_after_chained_change(case: &Case) -> Checked {
     let r = case.add("c1", &conf)?;
     let ns = case.sandbox("c1")?;
     let suite_could_not = |what: &str, e: String| {
-        Finding::not_applicable(format!("the suite could not {what} as a later plugin would: {e}"))
+        Finding::not_applicable(format!(
+            "the suite could not {what} as a later plugin would: {e}"
+        ))
     };
     ns.ip(&["route", "add", LATER_ROUTE, "dev", "eth0"])
         .map_err(|e| suite_could_not("add a route", e))?;
@@ -240,18 +253,22 @@ fn interfaces_exist(case: &Case) -> Checked {
         let name = entry["name"].as_str().unwrap_or_default();
         let (path, links) = links_of(case, "c1", &entry)?;
         let Some(link) = links.iter().find(|l| l.name == name) else {
-            return Err(step.fail(&format!(
-                "the interface {name} the result lists, in {path}; it has {}",
-                names(&links)
-            )).into());
+            return Err(step
+                .fail(&format!(
+                    "the interface {name} the result lists, in {path}; it has {}",
+                    names(&links)
+                ))
+                .into());
         };
         if let Some(mac) = entry["mac"].as_str().filter(|m| !m.is_empty())
             && link.mac.as_deref() != Some(mac.to_ascii_lowercase().as_str())
         {
-            return Err(step.fail(&format!(
-                "{name} with the MAC address the result names, {mac}; it has {}",
-                link.mac.as_deref().unwrap_or("none")
-            )).into());
+            return Err(step
+                .fail(&format!(
+                    "{name} with the MAC address the result names, {mac}; it has {}",
+                    link.mac.as_deref().unwrap_or("none")
+                ))
+                .into());
         }
     }
     Ok(())
@@ -267,9 +284,11 @@ fn ips_on_sandbox(case: &Case) -> Checked {
                 .get(idx as usize)
                 .is_some_and(|e| e["sandbox"].is_string())
         {
-            return Err(step.fail(&format!(
-                "ips[{i}].interface ({idx}) to index an interface with a sandbox"
-            )).into());
+            return Err(step
+                .fail(&format!(
+                    "ips[{i}].interface ({idx}) to index an interface with a sandbox"
+                ))
+                .into());
         }
     }
     Ok(())
@@ -284,10 +303,12 @@ fn addresses_configured(case: &Case) -> Checked {
         let (path, links) = links_of(case, "c1", &entry)?;
         let link = links.into_iter().find(|l| l.name == name);
         if !link.as_ref().is_some_and(|l| l.addresses.contains(&net)) {
-            return Err(step.fail(&format!(
-                "{net} configured on {name} in {path}; it has {:?}",
-                link.map(|l| l.addresses).unwrap_or_default()
-            )).into());
+            return Err(step
+                .fail(&format!(
+                    "{net} configured on {name} in {path}; it has {:?}",
+                    link.map(|l| l.addresses).unwrap_or_default()
+                ))
+                .into());
         }
     }
     Ok(())
@@ -320,11 +341,13 @@ fn routes_present(case: &Case) -> Checked {
                 .iter()
                 .map(|p| format!("{} via {:?}", p.dst, p.gateway))
                 .collect();
-            return Err(step.fail(&format!(
-                "a route to {dst}{} in {}; it has {shown:?}",
-                gw.map(|g| format!(" via {g}")).unwrap_or_default(),
-                ns.path().display()
-            )).into());
+            return Err(step
+                .fail(&format!(
+                    "a route to {dst}{} in {}; it has {shown:?}",
+                    gw.map(|g| format!(" via {g}")).unwrap_or_default(),
+                    ns.path().display()
+                ))
+                .into());
         }
     }
     Ok(())
@@ -351,15 +374,19 @@ fn del_removes_interface(case: &Case) -> Checked {
     let step = case.run(case.call("DEL", "c1")?, &case.with_prev(&conf, &r));
     step.quiet_success()?;
     if ns.link("eth0")?.is_some() {
-        return Err(step.fail("eth0 gone from the container's namespace after DEL").into());
+        return Err(step
+            .fail("eth0 gone from the container's namespace after DEL")
+            .into());
     }
     if let Some(peer) = peer
         && host.links()?.iter().any(|l| l.name == peer.name)
     {
-        return Err(step.fail(&format!(
-            "eth0's host-side peer {} gone after DEL",
-            peer.name
-        )).into());
+        return Err(step
+            .fail(&format!(
+                "eth0's host-side peer {} gone after DEL",
+                peer.name
+            ))
+            .into());
     }
     Ok(())
 }
@@ -381,10 +408,7 @@ fn del_no_prev_result(case: &Case) -> Checked {
 }
 
 /// ADD then CHECK after `spoil` broke what ADD made: CHECK must fail.
-fn check_fails_after(
-    case: &Case,
-    spoil: impl Fn(&Netns, &Value) -> Result<(), String>,
-) -> Checked {
+fn check_fails_after(case: &Case, spoil: impl Fn(&Netns, &Value) -> Result<(), String>) -> Checked {
     let conf = case.conf();
     let r = case.add("c1", &conf)?;
     spoil(&*case.sandbox("c1")?, &r)?;

@@ -17,13 +17,12 @@ fn first_address(result: &Value) -> Result<IpAddr, String> {
         .ok_or_else(|| format!("the result has no address: {result}"))
 }
 
+/// One successful ADD of [`fill`]: the container id, its result and the step.
+type Added = (String, Value, Step);
+
 /// ADDs until one fails (at most `limit`): the successes' results, and
 /// the failing step if one failed.
-fn fill(
-    case: &Case,
-    conf: &Value,
-    limit: usize,
-) -> Result<(Vec<(String, Value, Step)>, Option<Step>), String> {
+fn fill(case: &Case, conf: &Value, limit: usize) -> Result<(Vec<Added>, Option<Step>), String> {
     let mut got = Vec::new();
     for i in 0..limit {
         let id = format!("fill-{i}");
@@ -72,7 +71,9 @@ fn has_address(case: &Case) -> Checked {
     let v = step.result(case.version)?;
     if schema::addresses(&v).is_empty() {
         Err(step
-            .fail("a result with at least one address: the IPAM plugin determines the interface's IP")
+            .fail(
+                "a result with at least one address: the IPAM plugin determines the interface's IP",
+            )
             .into())
     } else {
         Ok(())
@@ -87,9 +88,7 @@ fn reuse_released(case: &Case) -> Checked {
     case.run(case.call("DEL", id)?, &case.with_prev(&conf, result))
         .quiet_success()?;
     let again = case.add("after-release", &conf).map_err(|e| {
-        format!(
-            "the only free address was {freed}, which DEL released; an ADD did not get it: {e}"
-        )
+        format!("the only free address was {freed}, which DEL released; an ADD did not get it: {e}")
     })?;
     let addr = first_address(&again)?;
     if addr == freed {
@@ -165,8 +164,7 @@ fn check_after_del(case: &Case) -> Checked {
     let with_prev = case.with_prev(&conf, &r);
     case.run(case.call("DEL", "c1")?, &with_prev)
         .quiet_success()?;
-    case.run(case.call("CHECK", "c1")?, &with_prev)
-        .error(&[])?;
+    case.run(case.call("CHECK", "c1")?, &with_prev).error(&[])?;
     Ok(())
 }
 
@@ -283,8 +281,11 @@ fn ips_over_cni_args(case: &Case) -> Checked {
              convention's condition, a plugin that understands args, does not hold"
         )));
     }
-    case.run(case.call("DEL", "understands")?, &case.with_prev(&with_args, &probe))
-        .quiet_success()?;
+    case.run(
+        case.call("DEL", "understands")?,
+        &case.with_prev(&with_args, &probe),
+    )
+    .quiet_success()?;
     // With its prefix: CONVENTIONS.md lets a plugin require one.
     let call = case
         .call("ADD", "c1")?
@@ -334,7 +335,11 @@ fn gc_with(case: &Case, tag: &str, keys: &[&str]) -> Checked {
 
 fn gc_releases_unlisted(case: &Case) -> Checked {
     // As libcni sends it: both keys (containernetworking/cni#1101).
-    gc_with(case, "", &["cni.dev/valid-attachments", "cni.dev/attachments"])
+    gc_with(
+        case,
+        "",
+        &["cni.dev/valid-attachments", "cni.dev/attachments"],
+    )
 }
 
 fn gc_key_names(case: &Case) -> Checked {

@@ -49,9 +49,8 @@ fn del_bare(case: &Case) -> Checked {
         if check.out.ok() {
             return Err(Finding::at(
                 "spec/del.ipam-release",
-                check.fail(
-                    "an error: DEL without CNI_NETNS or prevResult released the reservation",
-                ),
+                check
+                    .fail("an error: DEL without CNI_NETNS or prevResult released the reservation"),
             ));
         }
     }

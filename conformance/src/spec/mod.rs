@@ -276,7 +276,10 @@ mod tests {
         assert!(del.at("0.3.1").is_none());
         let bare = find("spec/del.bare").unwrap();
         assert!(bare.at("0.4.0").is_some() && bare.at("1.0.0").is_none());
-        assert!(del.url("1.1.0").ends_with("SPEC.md#del-remove-container-from-network-or-un-apply-modifications"));
+        assert!(
+            del.url("1.1.0")
+                .ends_with("SPEC.md#del-remove-container-from-network-or-un-apply-modifications")
+        );
         assert!(del.url("0.4.0").contains("/spec-v0.4.0/SPEC.md"));
     }
 

@@ -35,7 +35,10 @@ impl Statement {
     }
 }
 
-const CONFIG: (&str, &str) = ("1 Plugin configuration objects", "plugin-configuration-objects");
+const CONFIG: (&str, &str) = (
+    "1 Plugin configuration objects",
+    "plugin-configuration-objects",
+);
 const PARAMS: (&str, &str) = ("2 Parameters", "parameters");
 const ERRORS: (&str, &str) = ("2 Errors", "errors");
 const ADD: (&str, &str) = (
@@ -46,7 +49,10 @@ const DEL: (&str, &str) = (
     "2 DEL",
     "del-remove-container-from-network-or-un-apply-modifications",
 );
-const CHECK: (&str, &str) = ("2 CHECK", "check-check-containers-networking-is-as-expected");
+const CHECK: (&str, &str) = (
+    "2 CHECK",
+    "check-check-containers-networking-is-as-expected",
+);
 const STATUS: (&str, &str) = ("2 STATUS", "status-check-plugin-status");
 const VERSION: (&str, &str) = ("2 VERSION", "version-probe-plugin-version-support");
 const GC: (&str, &str) = ("2 GC", "gc-clean-up-any-stale-resources");

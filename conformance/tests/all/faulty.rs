@@ -24,39 +24,249 @@ pub type Fault = (
 
 /// The IPAM plugin's faults.
 pub const FAULTS: &[Fault] = &[
-    ("version-echo", "none", "version.output", "1.1.0", Level::Must, "the version the input named"),
-    ("ipam", "race", "add.concurrent-distinct", "1.1.0", Level::Must, "handed out twice"),
-    ("ipam", "dup-when-full", "add.exhaustion", "1.1.0", Level::Must, "handed out twice"),
-    ("ipam", "del-once", "del.repeated", "1.1.0", Level::Must, "exit 0 and no output"),
-    ("ipam", "del-once", "del.unknown-container", "1.1.0", Level::Must, "exit 0 and no output"),
+    (
+        "version-echo",
+        "none",
+        "version.output",
+        "1.1.0",
+        Level::Must,
+        "the version the input named",
+    ),
+    (
+        "ipam",
+        "race",
+        "add.concurrent-distinct",
+        "1.1.0",
+        Level::Must,
+        "handed out twice",
+    ),
+    (
+        "ipam",
+        "dup-when-full",
+        "add.exhaustion",
+        "1.1.0",
+        Level::Must,
+        "handed out twice",
+    ),
+    (
+        "ipam",
+        "del-once",
+        "del.repeated",
+        "1.1.0",
+        Level::Must,
+        "exit 0 and no output",
+    ),
+    (
+        "ipam",
+        "del-once",
+        "del.unknown-container",
+        "1.1.0",
+        Level::Must,
+        "exit 0 and no output",
+    ),
     // SPEC 0.4.0 asked only that DEL "should be idempotent".
-    ("ipam", "del-once", "del.repeated", "0.4.0", Level::Should, "exit 0 and no output"),
-    ("ipam", "del-needs-netns", "del.no-netns-no-prev-result", "1.1.0", Level::Should, "exit 0 and no output"),
-    ("ipam", "leak", "add.reuse-after-release", "1.1.0", Level::Should, "which DEL released"),
-    ("ipam", "leak", "check.after-del", "1.1.0", Level::Should, "an error object"),
-    ("ipam", "stderr-errors", "env.unknown-command", "1.1.0", Level::Should, "stdout was empty"),
+    (
+        "ipam",
+        "del-once",
+        "del.repeated",
+        "0.4.0",
+        Level::Should,
+        "exit 0 and no output",
+    ),
+    (
+        "ipam",
+        "del-needs-netns",
+        "del.no-netns-no-prev-result",
+        "1.1.0",
+        Level::Should,
+        "exit 0 and no output",
+    ),
+    (
+        "ipam",
+        "leak",
+        "add.reuse-after-release",
+        "1.1.0",
+        Level::Should,
+        "which DEL released",
+    ),
+    (
+        "ipam",
+        "leak",
+        "check.after-del",
+        "1.1.0",
+        Level::Should,
+        "an error object",
+    ),
+    (
+        "ipam",
+        "stderr-errors",
+        "env.unknown-command",
+        "1.1.0",
+        Level::Should,
+        "stdout was empty",
+    ),
     // SPEC 0.4.0: "Errors must be indicated by ... JSON being printed to stdout".
-    ("ipam", "stderr-errors", "env.unknown-command", "0.4.0", Level::Must, "stdout was empty"),
-    ("ipam", "stderr-errors", "status.exhausted", "1.1.0", Level::Must, "stdout was empty"),
-    ("ipam", "vague-env", "env.missing-containerid", "1.1.0", Level::Must, "names [\"CNI_CONTAINERID\"]"),
-    ("ipam", "vague-env", "env.unknown-command", "1.1.0", Level::Must, "names [\"CNI_COMMAND\"]"),
-    ("ipam", "vague-args", "args.unknown-key", "1.1.0", Level::Must, "CONFORMANCE_UNKNOWN_KEY"),
-    ("ipam", "rejects-args", "args.unknown-data", "1.1.0", Level::Should, "to be ignored"),
-    ("ipam", "lenient", "config.malformed-field", "1.1.0", Level::Should, "ipam.subnet is"),
-    ("ipam", "wrong-version", "add.result-schema", "1.1.0", Level::Must, "must equal the config's"),
-    ("ipam", "wrong-version", "add.result-schema", "0.4.0", Level::Must, "must equal the config's"),
-    ("ipam", "interfaces", "add.ipam-no-interfaces", "1.1.0", Level::Must, "must not have interfaces"),
+    (
+        "ipam",
+        "stderr-errors",
+        "env.unknown-command",
+        "0.4.0",
+        Level::Must,
+        "stdout was empty",
+    ),
+    (
+        "ipam",
+        "stderr-errors",
+        "status.exhausted",
+        "1.1.0",
+        Level::Must,
+        "stdout was empty",
+    ),
+    (
+        "ipam",
+        "vague-env",
+        "env.missing-containerid",
+        "1.1.0",
+        Level::Must,
+        "names [\"CNI_CONTAINERID\"]",
+    ),
+    (
+        "ipam",
+        "vague-env",
+        "env.unknown-command",
+        "1.1.0",
+        Level::Must,
+        "names [\"CNI_COMMAND\"]",
+    ),
+    (
+        "ipam",
+        "vague-args",
+        "args.unknown-key",
+        "1.1.0",
+        Level::Must,
+        "CONFORMANCE_UNKNOWN_KEY",
+    ),
+    (
+        "ipam",
+        "rejects-args",
+        "args.unknown-data",
+        "1.1.0",
+        Level::Should,
+        "to be ignored",
+    ),
+    (
+        "ipam",
+        "lenient",
+        "config.malformed-field",
+        "1.1.0",
+        Level::Should,
+        "ipam.subnet is",
+    ),
+    (
+        "ipam",
+        "wrong-version",
+        "add.result-schema",
+        "1.1.0",
+        Level::Must,
+        "must equal the config's",
+    ),
+    (
+        "ipam",
+        "wrong-version",
+        "add.result-schema",
+        "0.4.0",
+        Level::Must,
+        "must equal the config's",
+    ),
+    (
+        "ipam",
+        "interfaces",
+        "add.ipam-no-interfaces",
+        "1.1.0",
+        Level::Must,
+        "must not have interfaces",
+    ),
     // SPEC 0.4.0: IPAM plugins "should return an abbreviated Result".
-    ("ipam", "interfaces", "add.ipam-no-interfaces", "0.4.0", Level::Should, "must not have interfaces"),
-    ("ipam", "no-address", "add.ipam-has-address", "1.1.0", Level::Must, "at least one address"),
-    ("ipam", "cni-args-wins", "args.ips-over-cni-args", "1.1.0", Level::Must, "to be ignored"),
-    ("ipam", "check-fails", "check.after-add", "1.1.0", Level::Must, "exit 0 and no output"),
-    ("ipam", "check-ignores-prev", "check.foreign-prev-result", "1.1.0", Level::Must, "an error object"),
-    ("ipam", "check-remembers", "check.after-del", "1.1.0", Level::Should, "an error object"),
-    ("ipam", "gc-noop", "gc.releases-unlisted", "1.1.0", Level::Should, "stale is released"),
-    ("ipam", "gc-one-key", "gc.key-names", "1.1.0", Level::Should, "the spec-v1.1.0 text names"),
-    ("ipam", "status-fails", "status.available", "1.1.0", Level::Must, "the pool has room"),
-    ("ipam", "status-blind", "status.exhausted", "1.1.0", Level::Should, "the pool is exhausted"),
+    (
+        "ipam",
+        "interfaces",
+        "add.ipam-no-interfaces",
+        "0.4.0",
+        Level::Should,
+        "must not have interfaces",
+    ),
+    (
+        "ipam",
+        "no-address",
+        "add.ipam-has-address",
+        "1.1.0",
+        Level::Must,
+        "at least one address",
+    ),
+    (
+        "ipam",
+        "cni-args-wins",
+        "args.ips-over-cni-args",
+        "1.1.0",
+        Level::Must,
+        "to be ignored",
+    ),
+    (
+        "ipam",
+        "check-fails",
+        "check.after-add",
+        "1.1.0",
+        Level::Must,
+        "exit 0 and no output",
+    ),
+    (
+        "ipam",
+        "check-ignores-prev",
+        "check.foreign-prev-result",
+        "1.1.0",
+        Level::Must,
+        "an error object",
+    ),
+    (
+        "ipam",
+        "check-remembers",
+        "check.after-del",
+        "1.1.0",
+        Level::Should,
+        "an error object",
+    ),
+    (
+        "ipam",
+        "gc-noop",
+        "gc.releases-unlisted",
+        "1.1.0",
+        Level::Should,
+        "stale is released",
+    ),
+    (
+        "ipam",
+        "gc-one-key",
+        "gc.key-names",
+        "1.1.0",
+        Level::Should,
+        "the spec-v1.1.0 text names",
+    ),
+    (
+        "ipam",
+        "status-fails",
+        "status.available",
+        "1.1.0",
+        Level::Must,
+        "the pool has room",
+    ),
+    (
+        "ipam",
+        "status-blind",
+        "status.exhausted",
+        "1.1.0",
+        Level::Should,
+        "the pool is exhausted",
+    ),
 ];
 
 /// The faults whose rule is a `should` everywhere they are caught: a run
@@ -243,7 +453,8 @@ fn every_must_and_should_rule_has_a_fault_at_its_level() {
             .iter()
             .rev()
             .find(|v| {
-                rule.since.is_none_or(|s| at_least(v, s)) && rule.before.is_none_or(|b| !at_least(v, b))
+                rule.since.is_none_or(|s| at_least(v, s))
+                    && rule.before.is_none_or(|b| !at_least(v, b))
             })
             .expect("a version");
         let level = rule.standing(newest).level;
@@ -265,10 +476,16 @@ fn the_three_faults_a_new_user_tries_are_judged_at_the_spec_level() {
     let run = |fault: &str, strict: bool| {
         let ipam = dir.path().join(format!("{fault}.json"));
         let small = dir.path().join(format!("{fault}.small.json"));
-        std::fs::write(&ipam, json!({"subnet": "10.212.0.0/24", "fault": fault}).to_string())
-            .unwrap();
-        std::fs::write(&small, json!({"subnet": "10.212.1.0/29", "fault": fault}).to_string())
-            .unwrap();
+        std::fs::write(
+            &ipam,
+            json!({"subnet": "10.212.0.0/24", "fault": fault}).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            &small,
+            json!({"subnet": "10.212.1.0/29", "fault": fault}).to_string(),
+        )
+        .unwrap();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cni-conformance"));
         cmd.args(["--plugin", FAULTY, "--ipam-config"])
             .arg(&ipam)
@@ -279,7 +496,10 @@ fn the_three_faults_a_new_user_tries_are_judged_at_the_spec_level() {
             cmd.arg("--strict");
         }
         let out = cmd.output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     // A MUST at 1.1.0 each: "Delegated IPAM plugins must return an
     // abbreviated Success object", "Plugins MUST accept multiple DEL calls".
@@ -323,11 +543,7 @@ fn an_expected_failure_that_passes_fails_the_run() {
     .unwrap();
     let run = |filter: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_cni-conformance"))
-            .args([
-                "--plugin",
-                FAULTY,
-                "--ipam-config",
-            ])
+            .args(["--plugin", FAULTY, "--ipam-config"])
             .arg(&ipam)
             .arg("--expectations")
             .arg(&expectations)

@@ -190,7 +190,13 @@ fn foreign_routes(netns: &str, prev: &Value) -> Result<Vec<String>, Fail> {
         .flatten()
         .filter(|r| r["protocol"] != "kernel")
         .filter_map(|r| r["dst"].as_str().map(str::to_string))
-        .map(|d| if d == "default" { "0.0.0.0/0".to_string() } else { d })
+        .map(|d| {
+            if d == "default" {
+                "0.0.0.0/0".to_string()
+            } else {
+                d
+            }
+        })
         .filter(|d| !listed.contains(&d.as_str()))
         .collect())
 }
@@ -347,9 +353,9 @@ pub fn run(
             Ok(Some(result))
         }
         "DEL" => {
-            let there = netns
-                .as_deref()
-                .is_some_and(|n| Path::new(n).exists() && ip_in(n, &["link", "show", &ifname]).is_ok());
+            let there = netns.as_deref().is_some_and(|n| {
+                Path::new(n).exists() && ip_in(n, &["link", "show", &ifname]).is_ok()
+            });
             if fault == "del-needs-prev" && there && !conf["prevResult"].is_object() {
                 return Err(Fail(100, "DEL needs prevResult".into()));
             }

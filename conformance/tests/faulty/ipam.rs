@@ -185,7 +185,12 @@ pub fn run(
     let net: Ipv4Net = match ipam["subnet"].as_str() {
         Some(s) => s.parse().map_err(|_| Fail(7, format!("bad subnet {s}")))?,
         None if fault == "lenient" => "10.250.0.0/24".parse().expect("a subnet"),
-        None => return Err(Fail(7, format!("ipam.subnet must be a string, not {}", ipam["subnet"]))),
+        None => {
+            return Err(Fail(
+                7,
+                format!("ipam.subnet must be a string, not {}", ipam["subnet"]),
+            ));
+        }
     };
     let dir = PathBuf::from(
         ipam["dataDir"]

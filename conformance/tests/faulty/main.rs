@@ -172,7 +172,10 @@ fn run(stdin: &[u8]) -> Result<Option<Value>, Fail> {
         return Err(Fail(1, format!("unsupported version {version}")));
     }
     if conf.get("mode").is_some_and(|m| !m.is_string()) {
-        return Err(Fail(7, format!("mode must be a string, not {}", conf["mode"])));
+        return Err(Fail(
+            7,
+            format!("mode must be a string, not {}", conf["mode"]),
+        ));
     }
     // Called as `faulty-ipam` (a link to this binary), it is the IPAM
     // plugin of an interface-mode faulty plugin, whatever the config says.
