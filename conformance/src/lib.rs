@@ -10,6 +10,13 @@
 //! of a plugin live in an expectations file, each with its reason
 //! ([`expectations`]); an expected failure that starts passing is reported,
 //! so the list stays honest.
+//!
+//! A judge must be exact, so no rule states its own level. The normative
+//! statements of SPEC.md and CONVENTIONS.md are data ([`spec`]), quoted per
+//! spec version; each rule cites the statements it tests and takes its level
+//! from the strongest of them at the version under test, and lowering one
+//! needs a written reason that the report shows. [`coverage`] counts which
+//! statements no rule tests, and why.
 
 pub mod chain;
 pub mod coverage;

@@ -344,8 +344,11 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
         let _ = netns::ip(&["netns", "del", name]);
     }
     netns::remove_all();
+    let entries = suite.results.entries();
+    if let Some(text) = report::warnings(&entries) {
+        eprint!("{text}");
+    }
     if let Some(path) = &cli.report {
-        let entries = suite.results.entries();
         std::fs::write(
             path.with_extension("md"),
             report::markdown(&description, &entries),

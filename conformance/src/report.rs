@@ -181,6 +181,44 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
     out
 }
 
+/// The closing lines of a run that broke rules below `must`, or `None`.
+///
+/// libtest shows such a rule as ignored and the run as ok, and `--quiet`
+/// shows only a dot, so a plugin author who reads "ok" would ship a plugin
+/// that, say, never releases an address. These lines say, whatever the
+/// output format, which rules were broken, at which level, and that
+/// `--strict` fails them.
+pub fn warnings(entries: &[Entry]) -> Option<String> {
+    let mut by_level: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.status == Status::Warn) {
+        by_level.entry(&e.level).or_default().insert(&e.name);
+    }
+    if by_level.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    let total: usize = by_level.values().map(BTreeSet::len).sum();
+    writeln!(
+        out,
+        "cni-conformance: every must rule held, but {total} test(s) broke a rule below must; \
+         --strict fails them:"
+    )
+    .unwrap();
+    // `should` first: the spec's own word, stronger than a habit.
+    for level in ["should", "convention"].into_iter().chain(
+        by_level
+            .keys()
+            .copied()
+            .filter(|l| !matches!(*l, "should" | "convention")),
+    ) {
+        if let Some(names) = by_level.get(level) {
+            let names: Vec<&str> = names.iter().copied().collect();
+            writeln!(out, "  {level}: {}", names.join(", ")).unwrap();
+        }
+    }
+    Some(out)
+}
+
 fn xml_escape(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
@@ -300,5 +338,23 @@ mod tests {
             "{xml}"
         );
         assert!(xml.contains("<failure message=\"[must] expected"), "{xml}");
+    }
+
+    #[test]
+    fn warnings_name_the_rules_below_must_by_level() {
+        assert_eq!(warnings(&[entry("a", "1.1.0", Status::Pass, "")]), None);
+        let mut leak = entry("add.reuse-after-release", "1.1.0", Status::Warn, "x");
+        leak.level = "should".into();
+        let mut habit = entry("add.second-add-ipam", "1.0.0", Status::Warn, "y");
+        habit.level = "convention".into();
+        let text = warnings(&[habit, leak]).unwrap();
+        assert!(text.contains("2 test(s) broke a rule below must"), "{text}");
+        let should = text
+            .find("should: spec::add.reuse-after-release@1.1.0")
+            .unwrap();
+        let convention = text
+            .find("convention: spec::add.second-add-ipam@1.0.0")
+            .unwrap();
+        assert!(should < convention, "{text}");
     }
 }

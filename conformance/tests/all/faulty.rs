@@ -498,7 +498,8 @@ fn the_three_faults_a_new_user_tries_are_judged_at_the_spec_level() {
         let out = cmd.output().unwrap();
         (
             out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
         )
     };
     // A MUST at 1.1.0 each: "Delegated IPAM plugins must return an
@@ -524,6 +525,17 @@ fn the_three_faults_a_new_user_tries_are_judged_at_the_spec_level() {
             && l.contains("ignored (failed a should rule")
     });
     assert!(warned, "{text}");
+    // And the run's last words say so, in any output format.
+    let closing = text
+        .lines()
+        .skip_while(|l| !l.contains("every must rule held, but"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        closing.starts_with("  should: ")
+            && closing.contains("spec::add.reuse-after-release@1.1.0"),
+        "{text}"
+    );
     let (ok, text) = run("leak", true);
     assert!(!ok, "--strict fails a leak:\n{text}");
 }
