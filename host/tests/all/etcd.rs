@@ -23,7 +23,7 @@ const ETCD: &str = "/usr/bin/etcd";
 /// The pool of the pooled tests, 10.50.0.0/16, as a number.
 const BASE: u32 = 10 << 24 | 50 << 16;
 
-fn etcd_available() -> bool {
+pub(crate) fn etcd_available() -> bool {
     if Path::new(ETCD).exists() {
         return true;
     }
@@ -35,7 +35,7 @@ fn etcd_available() -> bool {
     false
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -239,9 +239,15 @@ fn the_etcd_backend_detects_every_kind_of_conflict() {
 }
 
 fn pooled(etcd: &Etcd, node: &str) -> Net {
+    pooled_on(etcd.ipam_store(), node)
+}
+
+/// The `cluster` network of `pooled` on the store `store` (an `ipam.store`
+/// object), compiled once.
+pub(crate) fn pooled_on(store: Value, node: &str) -> Net {
     let mut net = Net::with_ipam(
         "1.0.0",
-        json!({"policy": "pooled", "node": node, "store": etcd.ipam_store(),
+        json!({"policy": "pooled", "node": node, "store": store,
                "pools": [{"name": "main", "cidr": "10.50.0.0/16", "blockSize": 26}]}),
     );
     net.conf["name"] = json!("cluster");
@@ -258,7 +264,10 @@ fn pooled(etcd: &Etcd, node: &str) -> Net {
 
 /// Every key of the network, straight from etcd.
 fn dump(etcd: &Etcd, network: &str) -> BTreeMap<String, Vec<u8>> {
-    let store = etcd.store("/wasm-ipam");
+    dump_store(&etcd.store("/wasm-ipam"), network)
+}
+
+pub(crate) fn dump_store(store: &dyn Store, network: &str) -> BTreeMap<String, Vec<u8>> {
     let mut t = store.begin(network).unwrap();
     let mut out = BTreeMap::new();
     loop {
@@ -274,7 +283,7 @@ fn dump(etcd: &Etcd, network: &str) -> BTreeMap<String, Vec<u8>> {
 
 /// The leases and the owner index agree one to one, and every block's count
 /// matches the leases inside it: nothing was half-applied.
-fn assert_consistent(data: &BTreeMap<String, Vec<u8>>) -> BTreeMap<IpAddr, String> {
+pub(crate) fn assert_consistent(data: &BTreeMap<String, Vec<u8>>) -> BTreeMap<IpAddr, String> {
     let mut leases = BTreeMap::new();
     for (k, v) in data.range("lease/".to_string().."lease0".to_string()) {
         let ip: IpAddr = k["lease/".len()..].parse().unwrap();

@@ -9,6 +9,7 @@ mod conformance;
 mod crash;
 mod deploy;
 mod etcd;
+mod etcd_cluster;
 mod fuzz;
 mod policies;
 mod protocol;

@@ -13,10 +13,11 @@
 //!   catches a key created inside it (a phantom).
 //!
 //! A failed check is [`StoreError::Conflict`]: the host runs the policy again
-//! from scratch, which is safe because it has no other side effects. An
-//! unreachable etcd or a request past the timeout is
-//! [`StoreError::Unreachable`], CNI code 11, and nothing is written: the one
-//! commit request either applies everything or nothing.
+//! from scratch, which is safe because it has no other side effects. The
+//! loss of a member or an election is ridden out within `timeoutMs`
+//! ([`failover`]); an etcd that stays unreachable past it is
+//! [`StoreError::Unreachable`], CNI code 11, and nothing is half-written:
+//! the one commit request either applies everything or nothing.
 //!
 //! Calls on one node take turns: a transaction holds an flock on
 //! `<dataDir>/etcd-<network>.lock` from begin to commit, as Calico's IPAM
@@ -34,12 +35,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn as EtcdTxnReq, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp};
 
 use super::{Entry, Store, StoreError, Txn, prefix_end};
 use crate::cni::config::EtcdConf;
+
+mod failover;
 
 struct Shared {
     rt: tokio::runtime::Runtime,
@@ -47,34 +48,10 @@ struct Shared {
     prefix: String,
     timeout: Duration,
     endpoints: String,
+    lease: failover::MarkerLease,
 }
 
 impl Shared {
-    /// Runs one request under the timeout, mapping every failure to what the
-    /// host should do about it.
-    fn call<T, F>(&self, what: &str, f: F) -> Result<T, StoreError>
-    where
-        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(self.timeout, f).await })
-        {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.error(what, e)),
-            Err(_) => Err(StoreError::Unreachable(format!(
-                "etcd at {} did not answer {what} within {} ms{}",
-                self.endpoints,
-                self.timeout.as_millis(),
-                if what == "the commit" {
-                    " (it was applied whole or not at all)"
-                } else {
-                    ""
-                }
-            ))),
-        }
-    }
-
     fn error(&self, what: &str, e: etcd_client::Error) -> StoreError {
         let text = e.to_string();
         if text.contains("compacted") {
@@ -170,6 +147,7 @@ impl EtcdStore {
                 prefix: conf.prefix.clone(),
                 timeout: conf.timeout,
                 endpoints,
+                lease: Default::default(),
             }),
             lock_dir: lock_dir.map(Path::to_path_buf),
         })
@@ -181,9 +159,11 @@ impl Store for EtcdStore {
         let turn = NodeTurn::take(self.lock_dir.as_deref(), namespace)?;
         let s = &self.shared;
         let ns_prefix = s.ns_prefix(namespace);
-        let mut client = s.client.clone();
         let opts = GetOptions::new().with_prefix().with_count_only();
-        let resp = s.call("a read", client.get(ns_prefix.clone(), Some(opts)))?;
+        let resp = s.call("a read", |mut c| {
+            let (key, opts) = (ns_prefix.clone(), opts.clone());
+            async move { c.get(key, Some(opts)).await }
+        })?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(Box::new(EtcdTxn {
             _turn: turn,
@@ -199,9 +179,11 @@ impl Store for EtcdStore {
     fn namespaces(&self) -> Result<Vec<String>, StoreError> {
         let s = &self.shared;
         let root = format!("{}/", s.prefix);
-        let mut client = s.client.clone();
         let opts = GetOptions::new().with_prefix().with_keys_only();
-        let resp = s.call("a listing", client.get(root.clone(), Some(opts)))?;
+        let resp = s.call("a listing", |mut c| {
+            let (key, opts) = (root.clone(), opts.clone());
+            async move { c.get(key, Some(opts)).await }
+        })?;
         let mut names: Vec<String> = resp
             .kvs()
             .iter()
@@ -246,12 +228,14 @@ impl EtcdTxn {
         end: &[u8],
         limit: u32,
     ) -> Result<Vec<Fetched>, StoreError> {
-        let mut client = self.shared.client.clone();
         let opts = GetOptions::new()
             .with_range(end.to_vec())
             .with_revision(self.revision)
             .with_limit(i64::from(limit));
-        let resp = self.shared.call("a scan", client.get(start, Some(opts)))?;
+        let resp = self.shared.call("a scan", |mut c| {
+            let (key, opts) = (start.clone(), opts.clone());
+            async move { c.get(key, Some(opts)).await }
+        })?;
         let mut out = Vec::new();
         for kv in resp.kvs() {
             self.reads.insert(kv.key().to_vec(), kv.mod_revision());
@@ -272,9 +256,11 @@ impl EtcdTxn {
     /// A read at the snapshot, with the key's `mod_revision` (0 if absent).
     fn read(&mut self, key: &str) -> Result<(Option<Vec<u8>>, i64), StoreError> {
         let full = self.full(key);
-        let mut client = self.shared.client.clone();
         let opts = GetOptions::new().with_revision(self.revision);
-        let resp = self.shared.call("a read", client.get(full, Some(opts)))?;
+        let resp = self.shared.call("a read", |mut c| {
+            let (key, opts) = (full.clone(), opts.clone());
+            async move { c.get(key, Some(opts)).await }
+        })?;
         let kv = resp.kvs().first();
         Ok((
             kv.map(|kv| kv.value().to_vec()),
@@ -386,13 +372,6 @@ impl Txn for EtcdTxn {
                 None => TxnOp::delete(self.full(k), None),
             })
             .collect();
-        let req = EtcdTxnReq::new().when(compares).and_then(ops);
-        let mut client = self.shared.client.clone();
-        let resp = self.shared.call("the commit", client.txn(req))?;
-        if resp.succeeded() {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
-        }
+        self.shared.commit(compares, ops)
     }
 }
