@@ -204,13 +204,9 @@ pub fn warnings(entries: &[Entry]) -> Option<String> {
          --strict fails them:"
     )
     .unwrap();
-    // `should` first: the spec's own word, stronger than a habit.
-    for level in ["should", "convention"].into_iter().chain(
-        by_level
-            .keys()
-            .copied()
-            .filter(|l| !matches!(*l, "should" | "convention")),
-    ) {
+    // `should` first: the spec's own word, stronger than a habit. Only
+    // these two warn; a `must` fails.
+    for level in ["should", "convention"] {
         if let Some(names) = by_level.get(level) {
             let names: Vec<&str> = names.iter().copied().collect();
             writeln!(out, "  {level}: {}", names.join(", ")).unwrap();

@@ -6,6 +6,7 @@
 use super::Word::{May, Must, Should};
 use super::{Actor, Doc, Judge, Statement, since};
 
+/// A CONVENTIONS.md statement, judged as `judge` says.
 const fn stmt(
     id: &'static str,
     section: &'static str,
@@ -15,14 +16,8 @@ const fn stmt(
     judge: Judge,
 ) -> Statement {
     Statement {
-        id,
-        doc: Doc::Conventions,
-        section,
-        anchor,
-        actor,
-        wordings,
         judge,
-        note: None,
+        ..Statement::new(Doc::Conventions, id, (section, anchor), actor, wordings)
     }
 }
 

@@ -175,6 +175,37 @@ pub struct Statement {
 }
 
 impl Statement {
+    /// A statement a black-box test can judge, with no note; the tables
+    /// change that with [`Statement::not_black_box`] and [`Statement::note`].
+    const fn new(
+        doc: Doc,
+        id: &'static str,
+        (section, anchor): (&'static str, &'static str),
+        actor: Actor,
+        wordings: &'static [Wording],
+    ) -> Statement {
+        Statement {
+            id,
+            doc,
+            section,
+            anchor,
+            actor,
+            wordings,
+            judge: Judge::BlackBox,
+            note: None,
+        }
+    }
+
+    const fn not_black_box(mut self, why: &'static str) -> Statement {
+        self.judge = Judge::NotBlackBox(why);
+        self
+    }
+
+    const fn note(mut self, note: &'static str) -> Statement {
+        self.note = Some(note);
+        self
+    }
+
     /// Its wording in the spec of `version`, if it is in it.
     pub fn at(&self, version: &str) -> Option<&'static Wording> {
         self.wordings.iter().rev().find(|w| w.holds_at(version))

@@ -2,38 +2,7 @@
 //! above for where each wording was read.
 
 use super::Word::{May, Must, Should};
-use super::{Actor, Doc, Judge, Statement, since};
-
-const fn stmt(
-    id: &'static str,
-    section: &'static str,
-    anchor: &'static str,
-    actor: Actor,
-    wordings: &'static [super::Wording],
-) -> Statement {
-    Statement {
-        id,
-        doc: Doc::Spec,
-        section,
-        anchor,
-        actor,
-        wordings,
-        judge: Judge::BlackBox,
-        note: None,
-    }
-}
-
-impl Statement {
-    const fn not_black_box(mut self, why: &'static str) -> Statement {
-        self.judge = Judge::NotBlackBox(why);
-        self
-    }
-
-    const fn note(mut self, note: &'static str) -> Statement {
-        self.note = Some(note);
-        self
-    }
-}
+use super::{Actor, Doc, Statement, since};
 
 const CONFIG: (&str, &str) = (
     "1 Plugin configuration objects",
@@ -71,7 +40,7 @@ const ERROR_RESULT: (&str, &str) = ("5 Error", "error");
 
 macro_rules! s {
     ($id:literal, $section:expr, $actor:ident, [$($w:expr),+ $(,)?]) => {
-        stmt($id, $section.0, $section.1, Actor::$actor, &[$($w),+])
+        Statement::new(Doc::Spec, $id, $section, Actor::$actor, &[$($w),+])
     };
 }
 
