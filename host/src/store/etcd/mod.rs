@@ -52,6 +52,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// A read of `key` with `opts`, tried again as [`Shared::call`] does.
+    fn get(
+        &self,
+        what: &str,
+        key: impl Into<Vec<u8>>,
+        opts: GetOptions,
+    ) -> Result<etcd_client::GetResponse, StoreError> {
+        let key = key.into();
+        self.call(what, |mut c| {
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { c.get(key, Some(opts)).await }
+        })
+    }
+
     fn error(&self, what: &str, e: etcd_client::Error) -> StoreError {
         let text = e.to_string();
         if text.contains("compacted") {
@@ -160,10 +174,7 @@ impl Store for EtcdStore {
         let s = &self.shared;
         let ns_prefix = s.ns_prefix(namespace);
         let opts = GetOptions::new().with_prefix().with_count_only();
-        let resp = s.call("a read", |mut c| {
-            let (key, opts) = (ns_prefix.clone(), opts.clone());
-            async move { c.get(key, Some(opts)).await }
-        })?;
+        let resp = s.get("a read", ns_prefix.clone(), opts)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(Box::new(EtcdTxn {
             _turn: turn,
@@ -180,10 +191,7 @@ impl Store for EtcdStore {
         let s = &self.shared;
         let root = format!("{}/", s.prefix);
         let opts = GetOptions::new().with_prefix().with_keys_only();
-        let resp = s.call("a listing", |mut c| {
-            let (key, opts) = (root.clone(), opts.clone());
-            async move { c.get(key, Some(opts)).await }
-        })?;
+        let resp = s.get("a listing", root.clone(), opts)?;
         let mut names: Vec<String> = resp
             .kvs()
             .iter()
@@ -232,10 +240,7 @@ impl EtcdTxn {
             .with_range(end.to_vec())
             .with_revision(self.revision)
             .with_limit(i64::from(limit));
-        let resp = self.shared.call("a scan", |mut c| {
-            let (key, opts) = (start.clone(), opts.clone());
-            async move { c.get(key, Some(opts)).await }
-        })?;
+        let resp = self.shared.get("a scan", start, opts)?;
         let mut out = Vec::new();
         for kv in resp.kvs() {
             self.reads.insert(kv.key().to_vec(), kv.mod_revision());
@@ -257,10 +262,7 @@ impl EtcdTxn {
     fn read(&mut self, key: &str) -> Result<(Option<Vec<u8>>, i64), StoreError> {
         let full = self.full(key);
         let opts = GetOptions::new().with_revision(self.revision);
-        let resp = self.shared.call("a read", |mut c| {
-            let (key, opts) = (full.clone(), opts.clone());
-            async move { c.get(key, Some(opts)).await }
-        })?;
+        let resp = self.shared.get("a read", full, opts)?;
         let kv = resp.kvs().first();
         Ok((
             kv.map(|kv| kv.value().to_vec()),
