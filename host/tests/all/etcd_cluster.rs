@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 use wasm_ipam::cni::config::EtcdConf;
 use wasm_ipam::store::EtcdStore;
 
+use cni_conformance::netns::{self, Netns};
+
 use crate::common::{Net, assert_error};
 use crate::etcd::{assert_consistent, dump_store, etcd_available, free_port, pooled_on};
 
@@ -27,48 +29,121 @@ const TIMEOUT_MS: u64 = 15_000;
 
 struct Member {
     name: String,
+    /// 127.0.0.1, or the member's own address on the cluster's bridge.
+    addr: IpAddr,
     client_port: u16,
     peer_port: u16,
+    /// The member's own network namespace, in a partitionable cluster.
+    ns: Option<Netns>,
     child: Option<Child>,
 }
 
 impl Member {
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.addr, self.client_port)
     }
 
     fn peer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.addr, self.peer_port)
     }
 }
 
-/// A cluster of etcd members on loopback, every member killed when dropped.
+/// A cluster of etcd members, every member killed when dropped.
 struct Cluster {
     dir: tempfile::TempDir,
     members: Vec<Member>,
+    /// The bridge that joins the members' namespaces to this one.
+    bridge: Option<Bridge>,
 }
 
 impl Cluster {
+    /// `n` members on loopback.
     fn start(n: usize) -> Cluster {
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                addr: IpAddr::from([127, 0, 0, 1]),
+                client_port: free_port(),
+                peer_port: free_port(),
+                ns: None,
+                child: None,
+            })
+            .collect();
+        Cluster::launch(members, None)
+    }
+
+    /// `n` members, each in its own network namespace with its own address
+    /// on a bridge here, so that one member can be cut off from the others
+    /// while this namespace still reaches it. On loopback that cannot be
+    /// done: members dial each other's peer port from ephemeral ports on
+    /// the same address, so no rule tells a peer stream from a client's.
+    /// `None` where this process may not make namespaces (not root).
+    fn start_partitionable(n: usize) -> Option<Cluster> {
+        if !netns::is_root() {
+            return None;
+        }
+        let bridge = Bridge::new().expect("a bridge for the cluster");
+        let members = (0..n)
+            .map(|i| {
+                let ns = Netns::new(&format!("etcd{i}")).expect("a namespace for a member");
+                let addr = bridge.attach(&ns, i).expect("a member on the bridge");
+                Member {
+                    name: format!("m{i}"),
+                    addr,
+                    client_port: 2379,
+                    peer_port: 2380,
+                    ns: Some(ns),
+                    child: None,
+                }
+            })
+            .collect();
+        Some(Cluster::launch(members, Some(bridge)))
+    }
+
+    fn launch(members: Vec<Member>, bridge: Option<Bridge>) -> Cluster {
         let mut cluster = Cluster {
             dir: tempfile::Builder::new()
                 .prefix("wict-etcd")
                 .tempdir()
                 .unwrap(),
-            members: (0..n)
-                .map(|i| Member {
-                    name: format!("m{i}"),
-                    client_port: free_port(),
-                    peer_port: free_port(),
-                    child: None,
-                })
-                .collect(),
+            members,
+            bridge,
         };
-        for i in 0..n {
+        for i in 0..cluster.members.len() {
             cluster.spawn(i);
         }
         cluster.wait_serving();
         cluster
+    }
+
+    /// Cuts member `i` off from every other member (a blackhole route to
+    /// each in its namespace, so neither side's packets arrive), while
+    /// clients here still reach it: the minority side of a partition.
+    fn partition(&self, i: usize) {
+        let ns = self.members[i]
+            .ns
+            .as_ref()
+            .expect("a partitionable cluster");
+        for (j, m) in self.members.iter().enumerate() {
+            if j != i {
+                ns.ip(&["route", "add", "blackhole", &format!("{}/32", m.addr)])
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Undoes [`Cluster::partition`].
+    fn heal(&self, i: usize) {
+        let ns = self.members[i]
+            .ns
+            .as_ref()
+            .expect("a partitionable cluster");
+        for (j, m) in self.members.iter().enumerate() {
+            if j != i {
+                ns.ip(&["route", "del", "blackhole", &format!("{}/32", m.addr)])
+                    .unwrap();
+            }
+        }
     }
 
     fn initial_cluster(&self) -> String {
@@ -84,7 +159,15 @@ impl Cluster {
         let initial = self.initial_cluster();
         let data = self.dir.path().join(&self.members[i].name);
         let m = &mut self.members[i];
-        let child = Command::new("/usr/bin/etcd")
+        let mut etcd = match &m.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.name(), "/usr/bin/etcd"]);
+                c
+            }
+            None => Command::new("/usr/bin/etcd"),
+        };
+        let child = etcd
             .args(["--name", &m.name, "--data-dir"])
             .arg(data)
             .args(["--listen-client-urls", &m.url()])
@@ -180,6 +263,59 @@ impl Drop for Cluster {
         for i in 0..self.members.len() {
             self.kill(i);
         }
+        // The namespaces go with the members, then the bridge.
+        self.members.clear();
+        self.bridge.take();
+    }
+}
+
+/// A bridge in this namespace, `wict<pid>`, with 10.251.<pid % 250>.254/24;
+/// deleted when dropped. Member `i` is 10.251.<pid % 250>.<i + 1> in its own
+/// namespace, on a veth whose other end is a port of the bridge (deleting
+/// the member's namespace deletes both ends).
+struct Bridge {
+    name: String,
+    net: [u8; 3],
+}
+
+impl Bridge {
+    fn new() -> Result<Bridge, String> {
+        let pid = std::process::id();
+        let bridge = Bridge {
+            name: format!("wict{pid}"),
+            net: [10, 251, (pid % 250) as u8],
+        };
+        netns::ip(&["link", "add", &bridge.name, "type", "bridge"])?;
+        let [a, b, c] = bridge.net;
+        netns::ip(&[
+            "addr",
+            "add",
+            &format!("{a}.{b}.{c}.254/24"),
+            "dev",
+            &bridge.name,
+        ])?;
+        netns::ip(&["link", "set", &bridge.name, "up"])?;
+        Ok(bridge)
+    }
+
+    fn attach(&self, ns: &Netns, i: usize) -> Result<IpAddr, String> {
+        let port = format!("{}-{i}", self.name);
+        let peer = format!("{port}p");
+        netns::ip(&["link", "add", &port, "type", "veth", "peer", "name", &peer])?;
+        netns::ip(&["link", "set", &peer, "netns", ns.name()])?;
+        ns.ip(&["link", "set", &peer, "name", "eth0"])?;
+        netns::ip(&["link", "set", &port, "master", &self.name, "up"])?;
+        let [a, b, c] = self.net;
+        let addr = IpAddr::from([a, b, c, i as u8 + 1]);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        Ok(addr)
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = netns::ip(&["link", "del", &self.name]);
     }
 }
 
@@ -342,4 +478,24 @@ fn without_a_quorum_a_call_is_try_again_naming_etcd_and_nothing_is_half_written(
     let held: Vec<&String> = leases.values().collect();
     assert_eq!(held, ["before"], "the failed call holds nothing");
     assert!(net.add("after").ok(), "the cluster serves again");
+}
+
+#[test]
+fn the_leader_partitioned_away_mid_burst_fails_no_pod() {
+    if !etcd_available() {
+        return;
+    }
+    let Some(cluster) = Cluster::start_partitionable(3) else {
+        eprintln!("skipped: making namespaces needs root");
+        return;
+    };
+    let net = cluster_net(&cluster);
+    let leader = cluster.leader();
+    // The old leader keeps serving clients until it sees it lost the
+    // quorum; a call that reaches it must fail over to the majority.
+    let outcomes = burst(&net, 10, 10, 20, || cluster.partition(leader));
+    assert_burst_held(&cluster, &net, &outcomes);
+    cluster.heal(leader);
+    cluster.wait_serving();
+    assert!(net.add("healed").ok(), "the healed cluster serves");
 }

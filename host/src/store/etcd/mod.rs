@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp};
+use etcd_client::{Compare, CompareOp, ConnectOptions, GetOptions, TxnOp};
 
 use super::{Entry, Store, StoreError, Txn, prefix_end};
 use crate::cni::config::EtcdConf;
@@ -44,7 +44,7 @@ mod failover;
 
 struct Shared {
     rt: tokio::runtime::Runtime,
-    client: Client,
+    clients: failover::Endpoints,
     prefix: String,
     timeout: Duration,
     endpoints: String,
@@ -138,8 +138,8 @@ impl EtcdStore {
         let options = ConnectOptions::new()
             .with_connect_timeout(conf.timeout)
             .with_timeout(conf.timeout);
-        let connect = Client::connect(conf.endpoints.clone(), Some(options));
-        let client = match rt.block_on(async { tokio::time::timeout(conf.timeout, connect).await })
+        let connect = failover::Endpoints::new(&conf.endpoints, options);
+        let clients = match rt.block_on(async { tokio::time::timeout(conf.timeout, connect).await })
         {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -157,7 +157,7 @@ impl EtcdStore {
         Ok(EtcdStore {
             shared: Arc::new(Shared {
                 rt,
-                client,
+                clients,
                 prefix: conf.prefix.clone(),
                 timeout: conf.timeout,
                 endpoints,
