@@ -276,6 +276,7 @@ impl Drop for Cluster {
 struct Bridge {
     name: String,
     net: [u8; 3],
+    ports: std::sync::Mutex<Vec<String>>,
 }
 
 impl Bridge {
@@ -284,6 +285,7 @@ impl Bridge {
         let bridge = Bridge {
             name: format!("wict{pid}"),
             net: [10, 251, (pid % 250) as u8],
+            ports: Default::default(),
         };
         netns::ip(&["link", "add", &bridge.name, "type", "bridge"])?;
         let [a, b, c] = bridge.net;
@@ -302,6 +304,7 @@ impl Bridge {
         let port = format!("{}-{i}", self.name);
         let peer = format!("{port}p");
         netns::ip(&["link", "add", &port, "type", "veth", "peer", "name", &peer])?;
+        self.ports.lock().unwrap().push(port.clone());
         netns::ip(&["link", "set", &peer, "netns", ns.name()])?;
         ns.ip(&["link", "set", &peer, "name", "eth0"])?;
         netns::ip(&["link", "set", &port, "master", &self.name, "up"])?;
@@ -315,6 +318,11 @@ impl Bridge {
 
 impl Drop for Bridge {
     fn drop(&mut self) {
+        // A namespace's links go only when the kernel frees it, seconds
+        // later; a veth deleted from this end goes with its peer at once.
+        for port in self.ports.lock().unwrap().iter() {
+            let _ = netns::ip(&["link", "del", port]);
+        }
         let _ = netns::ip(&["link", "del", &self.name]);
     }
 }
