@@ -7,9 +7,9 @@
 //! etcd-server; elsewhere these tests say they were skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cni::exec::{Call, Outcome};
@@ -35,74 +35,31 @@ pub(crate) fn etcd_available() -> bool {
     false
 }
 
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One etcd member on loopback, killed when dropped.
 struct Etcd {
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-    child: Option<Child>,
+    cluster: etcd_cluster::Cluster,
 }
 
 impl Etcd {
     fn start() -> Etcd {
-        let mut etcd = Etcd {
-            dir: tempfile::tempdir().unwrap(),
-            client_port: free_port(),
-            peer_port: free_port(),
-            child: None,
-        };
-        etcd.resume();
-        etcd
+        Etcd {
+            cluster: etcd_cluster::Cluster::start(1),
+        }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        self.cluster.endpoints().remove(0)
     }
 
-    /// Starts (again) on the same data dir and ports; returns once it serves.
+    /// Starts again on the same data dir and ports; returns once it serves.
     fn resume(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(ETCD)
-            .args(["--name", "test", "--data-dir"])
-            .arg(self.dir.path().join("etcd"))
-            .args(["--listen-client-urls", &self.url()])
-            .args(["--advertise-client-urls", &self.url()])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("test={peer}")])
-            // GC of many leases is one transaction.
-            .args(["--max-txn-ops", "10000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(store) = EtcdStore::connect(&self.conf("/ready"), None)
-                && store.begin("probe").is_ok()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "etcd did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.cluster.spawn(0);
+        self.cluster.wait_serving();
     }
 
     /// Kills it, as a crash or a lost node would.
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.cluster.kill(0);
     }
 
     fn conf(&self, prefix: &str) -> EtcdConf {
@@ -120,12 +77,6 @@ impl Etcd {
     /// The `ipam.store` object for network configs.
     fn ipam_store(&self) -> Value {
         json!({"etcd": {"endpoints": [self.url()], "prefix": "/wasm-ipam", "timeoutMs": 1500}})
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
