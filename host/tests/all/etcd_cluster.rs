@@ -108,7 +108,7 @@ fn assert_burst_held(cluster: &Cluster, net: &Net, outcomes: &[(String, Outcome)
         let ip: IpAddr = addr.split('/').next().unwrap().parse().unwrap();
         assert!(given.insert(ip), "{ip} given twice ({id})");
     }
-    let store = EtcdStore::connect(&conf(&cluster), None).unwrap();
+    let store = EtcdStore::connect(&conf(cluster), None).unwrap();
     let leases = assert_consistent(&dump_store(&store, "cluster"));
     let held: BTreeSet<&String> = leases.values().collect();
     let added: BTreeSet<&String> = outcomes.iter().map(|(id, _)| id).collect();
@@ -127,7 +127,7 @@ fn assert_burst_held(cluster: &Cluster, net: &Net, outcomes: &[(String, Outcome)
 }
 
 fn cluster_net(cluster: &Cluster) -> Net {
-    pooled_on(ipam_store(&cluster, TIMEOUT_MS), "node-00")
+    pooled_on(ipam_store(cluster, TIMEOUT_MS), "node-00")
 }
 
 #[test]
