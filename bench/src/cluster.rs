@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -108,11 +109,11 @@ struct Call {
 }
 
 /// What one ADD of the burst gave.
-struct Added {
-    wall: Duration,
-    conflicts: usize,
+pub struct Added {
+    pub wall: Duration,
+    pub conflicts: usize,
     /// The address, or the CNI error code and message.
-    answer: Result<String, (i64, String)>,
+    pub answer: Result<String, (i64, String)>,
 }
 
 fn node_conf(spec: &Spec, node: usize, dir: &Path, shared_cache: &Path, store: &Value) -> String {
@@ -144,13 +145,38 @@ fn added(run: &spawn::Run) -> Added {
     }
 }
 
+/// Something done to the store during a burst, once `after` ADDs have
+/// answered, on a thread of its own; it returns how long the store took to
+/// recover from it.
+pub struct Fault<'a> {
+    pub after: usize,
+    pub act: Box<dyn FnOnce() -> Duration + Send + 'a>,
+}
+
 /// Runs each list of calls in its own thread, all starting together; the
-/// time from the first call's start to the last one's end, and the ADDs'
-/// answers. Each thread keeps its own clock: on 2 cores busy compiling, the
-/// main thread can get the CPU seconds after the start line.
-fn burst(ours: &Path, confs: &[String], lists: Vec<Vec<Call>>) -> (Duration, Vec<Added>) {
+/// time from the first call's start to the last one's end, the ADDs'
+/// answers, and what `fault` returned. Each thread keeps its own clock: on 2
+/// cores busy compiling, the main thread can get the CPU seconds after the
+/// start line.
+fn burst(
+    ours: &Path,
+    confs: &[String],
+    lists: Vec<Vec<Call>>,
+    fault: Option<Fault<'_>>,
+) -> (Duration, Vec<Added>, Option<Duration>) {
     let start_line = Barrier::new(lists.len());
+    let answered = AtomicUsize::new(0);
+    let mut recovered = None;
     let results: Vec<(Instant, Instant, Vec<Added>)> = std::thread::scope(|s| {
+        let answered = &answered;
+        let faulted = fault.map(|fault| {
+            s.spawn(move || {
+                while answered.load(Ordering::SeqCst) < fault.after {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                (fault.act)()
+            })
+        });
         let handles: Vec<_> = lists
             .into_iter()
             .map(|list| {
@@ -164,32 +190,58 @@ fn burst(ours: &Path, confs: &[String], lists: Vec<Vec<Call>>) -> (Duration, Vec
                         let run = spawn::run_capturing(ours, &env(call.command, &call.id), conf);
                         if call.command == "ADD" {
                             out.push(added(&run));
+                            answered.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                     (began, Instant::now(), out)
                 })
             })
             .collect();
-        handles
+        let out = handles
             .into_iter()
             .map(|h| h.join().expect("a caller"))
-            .collect()
+            .collect();
+        // A fault still waiting (fewer ADDs than `after`) is let go.
+        answered.store(usize::MAX, Ordering::SeqCst);
+        recovered = faulted.map(|h| h.join().expect("the fault"));
+        out
     });
     let first = results.iter().map(|r| r.0).min();
     let last = results.iter().map(|r| r.1).max();
     let wall = first.zip(last).map_or(Duration::ZERO, |(f, l)| l - f);
-    (wall, results.into_iter().flat_map(|r| r.2).collect())
+    (
+        wall,
+        results.into_iter().flat_map(|r| r.2).collect(),
+        recovered,
+    )
 }
 
 /// One run on a fresh prefix of the etcd at `url`.
 pub fn run(ours: &Path, url: &str, spec: &Spec) -> Result<Value> {
+    let (wall, adds, _) = run_on(ours, &[url.to_string()], None, spec, None)?;
+    Ok(report(spec, wall, &adds))
+}
+
+/// One run on a fresh prefix of the etcd cluster at `endpoints`, with
+/// `fault` done to it partway: the time until every pod had an address,
+/// the ADDs, and the time the store took to recover from the fault.
+pub fn run_on(
+    ours: &Path,
+    endpoints: &[String],
+    timeout_ms: Option<u64>,
+    spec: &Spec,
+    fault: Option<Fault<'_>>,
+) -> Result<(Duration, Vec<Added>, Option<Duration>)> {
     let tmp = tempfile::tempdir()?;
     let prefix = format!(
         "/wasm-ipam-bench/cluster-{}-{}",
         std::process::id(),
         spec.to_string().replace(' ', "-")
     );
-    let store = json!({"etcd": {"endpoints": [url], "prefix": prefix}});
+    let mut store = json!({"etcd": {"endpoints": endpoints, "prefix": prefix}});
+    if let Some(ms) = timeout_ms {
+        store["etcd"]["timeoutMs"] = json!(ms);
+    }
     let shared_cache = tmp.path().join("cache");
     if spec.mode != Mode::Cold {
         let status = Command::new(ours)
@@ -225,7 +277,7 @@ pub fn run(ours: &Path, url: &str, spec: &Spec) -> Result<Value> {
                     .collect()
             })
             .collect();
-        let (_, made) = burst(ours, &confs, setup);
+        let (_, made, _) = burst(ours, &confs, setup, None);
         if let Some(failed) = made.iter().find(|a| a.answer.is_err()) {
             bail!(
                 "setting up the churn run: an ADD failed with {:?}",
@@ -254,8 +306,7 @@ pub fn run(ours: &Path, url: &str, spec: &Spec) -> Result<Value> {
             lists.push(list);
         }
     }
-    let (wall, adds) = burst(ours, &confs, lists);
-    Ok(report(spec, wall, &adds))
+    Ok(burst(ours, &confs, lists, fault))
 }
 
 fn report(spec: &Spec, wall: Duration, adds: &[Added]) -> Value {

@@ -11,9 +11,13 @@
 //! its stages (from the host's `WASM_IPAM_TIMINGS`). With `--etcd`, pooled
 //! on a shared etcd against the embedded store, and the conflict rate of
 //! three nodes adding at once. With `--etcd` and `--cluster`, only the
-//! cluster bursts of `cluster.rs`: N nodes starting P pods at once.
+//! cluster bursts of `cluster.rs`: N nodes starting P pods at once. With
+//! `--faults`, only the bursts of `faults.rs` on a 3-member etcd cluster
+//! the bench starts itself, while a member dies, restarts or is partitioned
+//! away.
 
 mod cluster;
+mod faults;
 mod measure;
 mod plot;
 mod shared;
@@ -59,6 +63,11 @@ struct Cli {
     #[arg(long, value_name = "RUNS", value_delimiter = ',', num_args = 0..=1,
           default_missing_value = cluster::DEFAULT_RUNS)]
     cluster: Option<Vec<cluster::Spec>>,
+    /// Only the fault runs: NODESxPODS at once (by default 20x10) on a
+    /// 3-member etcd cluster that the bench starts (needs /usr/bin/etcd;
+    /// the partition run needs root), once per fault.
+    #[arg(long, value_name = "NODESxPODS", num_args = 0..=1, default_missing_value = "20x10")]
+    faults: Option<cluster::Spec>,
     /// Also draw the plots into this directory, as SVG: `add-latency.svg`,
     /// and with `--cluster`, `cluster.svg`.
     #[arg(long, value_name = "DIR")]
@@ -187,6 +196,12 @@ fn main() -> Result<()> {
             "{} does not exist: build it (cargo build -p wasm-ipam) or give --wasm-ipam",
             ours.display()
         );
+    }
+    if let Some(spec) = &cli.faults {
+        let results = json!({"faults": faults::run_all(&ours, spec.nodes, spec.pods)?});
+        std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
+        println!("\nJSON: {}", cli.json.display());
+        return Ok(());
     }
     if let Some(specs) = &cli.cluster {
         let Some(url) = &cli.etcd else {
@@ -365,6 +380,8 @@ fn main() -> Result<()> {
             let runs = cluster::run_all(&ours, url, &specs)?;
             cluster::require_every_pod_addressed(&runs)?;
             results["cluster"] = runs;
+            // Every fault once, on a small burst; fails on a lost pod.
+            results["faults"] = faults::run_all(&ours, 4, 5)?;
         }
     }
 

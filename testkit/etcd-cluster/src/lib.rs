@@ -225,16 +225,22 @@ impl Cluster {
     /// Whether a write through the cluster commits within `bound`, on any
     /// live member.
     pub fn commits(&self, bound: Duration) -> bool {
-        let rt = runtime();
-        self.members.iter().filter(|m| m.child.is_some()).any(|m| {
-            rt.block_on(async {
-                let options = etcd_client::ConnectOptions::new().with_require_leader(true);
-                let put = async {
-                    let mut c = etcd_client::Client::connect([m.url()], Some(options)).await?;
-                    c.put("etcd-cluster-probe", "1", None).await
-                };
-                matches!(tokio::time::timeout(bound, put).await, Ok(Ok(_)))
-            })
+        (0..self.members.len()).any(|i| self.commits_on(i, bound))
+    }
+
+    /// Whether a write sent to member `i` commits within `bound`.
+    pub fn commits_on(&self, i: usize, bound: Duration) -> bool {
+        let m = &self.members[i];
+        if m.child.is_none() {
+            return false;
+        }
+        runtime().block_on(async {
+            let options = etcd_client::ConnectOptions::new().with_require_leader(true);
+            let put = async {
+                let mut c = etcd_client::Client::connect([m.url()], Some(options)).await?;
+                c.put("etcd-cluster-probe", "1", None).await
+            };
+            matches!(tokio::time::timeout(bound, put).await, Ok(Ok(_)))
         })
     }
 
