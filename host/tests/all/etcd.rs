@@ -591,3 +591,48 @@ fn a_rebooted_node_reclaims_only_its_own_attachments_on_etcd() {
         .collect();
     assert!(named.is_empty(), "{named:?}");
 }
+
+#[test]
+fn a_commit_whose_marker_lease_is_gone_is_run_again_and_then_commits() {
+    if !etcd_available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let store = etcd.store("/lease-gone");
+    let commit = |v: &[u8]| {
+        let mut t = store.begin("n").unwrap();
+        t.put("k", v).unwrap();
+        t.commit()
+    };
+    commit(b"1").unwrap();
+    // Every lease revoked behind the handle's back, as when etcd is
+    // restored from a backup older than the lease: the handle's next commit
+    // names a lease etcd no longer has.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let revoked = rt.block_on(async {
+        let mut c = etcd_client::Client::connect([etcd.url()], None).await?;
+        let leases = c.leases().await?;
+        for l in leases.leases() {
+            c.lease_revoke(l.id()).await?;
+        }
+        Ok::<_, etcd_client::Error>(leases.leases().len())
+    });
+    assert_eq!(revoked.unwrap(), 1, "one marker lease per handle");
+    assert!(
+        matches!(commit(b"2"), Err(StoreError::Conflict)),
+        "a commit on a lost lease asks for the policy to run again"
+    );
+    let mut t = store.begin("n").unwrap();
+    assert_eq!(
+        t.get("k").unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "nothing applied"
+    );
+    drop(t);
+    commit(b"3").expect("the run after it grants a new lease and commits");
+    let mut t = store.begin("n").unwrap();
+    assert_eq!(t.get("k").unwrap().as_deref(), Some(&b"3"[..]));
+}
