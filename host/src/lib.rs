@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cni;
 pub mod crash;
 pub mod demo;
+pub mod dhcp;
 pub mod diag;
 pub mod envvars;
 pub mod invoke;

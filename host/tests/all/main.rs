@@ -8,6 +8,7 @@ mod concurrency;
 mod conformance;
 mod crash;
 mod deploy;
+mod dhcp;
 mod etcd;
 mod etcd_cluster;
 mod fuzz;

@@ -1,0 +1,357 @@
+//! The host's DHCP client: the lease exchange a `dhcp` policy asks for, done
+//! by the host in the container's network namespace (issue 23).
+//!
+//! A policy never touches the network. When a network config grants it the
+//! capability, the host runs the DHCPv4 exchange for it on the attachment's
+//! interface: DISCOVER, OFFER, REQUEST, ACK to acquire; a unicast REQUEST
+//! to renew at T1, a broadcast one to rebind at T2; RELEASE when the
+//! attachment goes. Messages are built and parsed by `dhcproto`; the socket
+//! is in `socket.rs`.
+//!
+//! What keeps the store honest around a side effect:
+//! - acquiring is idempotent: every message carries the policy's client id,
+//!   and a server keys its leases by it (RFC 2131 4.2), so a policy call run
+//!   again after a store conflict gets the same lease, not a second one;
+//! - RELEASE is sent only after the transaction that dropped the lease has
+//!   committed (the caller's order, not this module's), so a rolled-back
+//!   DEL never gives away an address the store still holds.
+
+mod socket;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
+use dhcproto::{Decodable, Decoder, Encodable};
+use serde::{Deserialize, Serialize};
+
+pub use socket::Attachment;
+use socket::ClientSocket;
+
+/// What went wrong in an exchange. Each maps to a CNI code in the host:
+/// `NoAnswer` and `Io` to 11 (try again later), `Nak` to 11 as well (the
+/// server refused now), `Netns` and `Interface` to 4 (the runtime's
+/// namespace or interface is not what it said).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DhcpError {
+    #[error("{0}")]
+    Netns(String),
+    #[error("{0}")]
+    Interface(String),
+    #[error("no DHCP server answered the {what} on {ifname} within {ms} ms")]
+    NoAnswer {
+        what: &'static str,
+        ifname: String,
+        ms: u128,
+    },
+    #[error("the DHCP server {server} refused the request (DHCPNAK){}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Nak {
+        server: Ipv4Addr,
+        reason: Option<String>,
+    },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What a policy asks for, beside the attachment.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The client identifier (option 61), the key of the lease at the
+    /// server: stable per workload, so a re-created pod gets its lease back.
+    pub client_id: Vec<u8>,
+    /// The hostname to send (option 12); dnsmasq registers it in its DNS.
+    pub hostname: Option<String>,
+    /// Option codes for the parameter request list (option 55).
+    pub request: Vec<u8>,
+    /// Options to send as they are: code and value.
+    pub provide: Vec<(u8, Vec<u8>)>,
+    /// The whole exchange ends by then.
+    pub timeout: Duration,
+}
+
+/// A lease the server granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub server: Ipv4Addr,
+    pub routers: Vec<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    /// Seconds, from the ACK: the lease, T1 and T2 (defaults 1/2 and 7/8
+    /// of the lease, RFC 2131 4.4.5, when the server sends none).
+    pub lease_secs: u32,
+    pub renew_secs: u32,
+    pub rebind_secs: u32,
+    /// Every other option of the ACK, code and value, for the policy.
+    pub options: Vec<(u8, Vec<u8>)>,
+}
+
+/// Gets a lease for `req.client_id` on the attachment's interface.
+pub fn acquire(at: &Attachment, req: &Request) -> Result<Lease, DhcpError> {
+    let deadline = Instant::now() + req.timeout;
+    let sock = ClientSocket::open(at)?;
+    let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    let discover = message(&sock, req, MessageType::Discover, None);
+    let offer = exchange(
+        &sock,
+        at,
+        &discover,
+        broadcast,
+        deadline,
+        "DHCPDISCOVER",
+        |m| kind(m) == Some(MessageType::Offer),
+    )?;
+    let server = server_id(&offer);
+    let mut request = message(&sock, req, MessageType::Request, None);
+    request
+        .opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+    request
+        .opts_mut()
+        .insert(DhcpOption::ServerIdentifier(server));
+    let ack = exchange(
+        &sock,
+        at,
+        &request,
+        broadcast,
+        deadline,
+        "DHCPREQUEST",
+        |m| matches!(kind(m), Some(MessageType::Ack | MessageType::Nak)),
+    )?;
+    lease_of(&ack, server)
+}
+
+/// Renews `lease` with the server that granted it (unicast, T1), or, with
+/// `rebind`, with any server (broadcast, T2).
+pub fn renew(
+    at: &Attachment,
+    req: &Request,
+    lease: &Lease,
+    rebind: bool,
+) -> Result<Lease, DhcpError> {
+    let deadline = Instant::now() + req.timeout;
+    let sock = ClientSocket::open(at)?;
+    let msg = message(&sock, req, MessageType::Request, Some(lease.address));
+    let to = if rebind {
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 67)
+    } else {
+        SocketAddrV4::new(lease.server, 67)
+    };
+    let what = if rebind {
+        "rebinding DHCPREQUEST"
+    } else {
+        "renewing DHCPREQUEST"
+    };
+    let ack = exchange(&sock, at, &msg, to, deadline, what, |m| {
+        matches!(kind(m), Some(MessageType::Ack | MessageType::Nak))
+    })?;
+    lease_of(&ack, lease.server)
+}
+
+/// Gives `lease` back. A server sends no answer to a RELEASE (RFC 2131
+/// 4.4.6), so this only fails when it cannot be sent.
+pub fn release(at: &Attachment, req: &Request, lease: &Lease) -> Result<(), DhcpError> {
+    let sock = ClientSocket::open(at)?;
+    let mut msg = message(&sock, req, MessageType::Release, Some(lease.address));
+    msg.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(lease.server));
+    send(&sock, at, &msg, SocketAddrV4::new(lease.server, 67))
+}
+
+fn message(
+    sock: &ClientSocket,
+    req: &Request,
+    kind: MessageType,
+    ciaddr: Option<Ipv4Addr>,
+) -> Message {
+    let zero = Ipv4Addr::UNSPECIFIED;
+    let mut m = Message::new(ciaddr.unwrap_or(zero), zero, zero, zero, &sock.mac);
+    m.set_opcode(Opcode::BootRequest);
+    if ciaddr.is_none() {
+        // No address yet: the answer must come to the broadcast address.
+        m.set_flags(Flags::default().set_broadcast());
+    }
+    let opts = m.opts_mut();
+    opts.insert(DhcpOption::MessageType(kind));
+    opts.insert(DhcpOption::ClientIdentifier(req.client_id.clone()));
+    if kind == MessageType::Release {
+        return m;
+    }
+    if let Some(h) = &req.hostname {
+        opts.insert(DhcpOption::Hostname(h.clone()));
+    }
+    let mut wanted = vec![
+        OptionCode::SubnetMask,
+        OptionCode::Router,
+        OptionCode::DomainNameServer,
+        OptionCode::DomainName,
+    ];
+    wanted.extend(req.request.iter().map(|c| OptionCode::from(*c)));
+    wanted.dedup();
+    opts.insert(DhcpOption::ParameterRequestList(wanted));
+    for (code, value) in &req.provide {
+        opts.insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(*code),
+            value.clone(),
+        )));
+    }
+    m
+}
+
+fn send(
+    sock: &ClientSocket,
+    at: &Attachment,
+    msg: &Message,
+    to: SocketAddrV4,
+) -> Result<(), DhcpError> {
+    let bytes = msg
+        .to_vec()
+        .map_err(|e| DhcpError::Io(format!("cannot encode a DHCP message: {e}")))?;
+    sock.socket
+        .send_to(&bytes, to)
+        .map(drop)
+        .map_err(|e| DhcpError::Io(format!("cannot send to {to} on {}: {e}", at.ifname)))
+}
+
+/// Sends `msg` until an answer to it that `wanted` accepts arrives, or
+/// `deadline`: retransmitted after 1, 2, 4 s, as RFC 2131 4.1 backs off
+/// (shortened, since a CNI call has seconds, not minutes).
+fn exchange(
+    sock: &ClientSocket,
+    at: &Attachment,
+    msg: &Message,
+    to: SocketAddrV4,
+    deadline: Instant,
+    what: &'static str,
+    wanted: impl Fn(&Message) -> bool,
+) -> Result<Message, DhcpError> {
+    let started = Instant::now();
+    let mut wait = Duration::from_secs(1);
+    let mut buf = vec![0u8; 1500];
+    loop {
+        send(sock, at, msg, to)?;
+        let resend = (Instant::now() + wait).min(deadline);
+        loop {
+            let left = resend.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let _ = sock.socket.set_read_timeout(Some(left));
+            let n = match sock.socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(DhcpError::Io(format!("receiving on {}: {e}", at.ifname))),
+            };
+            // Anything else on port 68 (another client's answer, noise) is
+            // not ours: the transaction id and our hardware address say so.
+            let Ok(answer) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+                continue;
+            };
+            if answer.opcode() == Opcode::BootReply
+                && answer.xid() == msg.xid()
+                && answer.chaddr().get(..6) == Some(&sock.mac[..])
+                && wanted(&answer)
+            {
+                return Ok(answer);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(DhcpError::NoAnswer {
+                what,
+                ifname: at.ifname.clone(),
+                ms: started.elapsed().as_millis(),
+            });
+        }
+        wait = (wait * 2).min(Duration::from_secs(4));
+    }
+}
+
+fn kind(m: &Message) -> Option<MessageType> {
+    match m.opts().get(OptionCode::MessageType) {
+        Some(DhcpOption::MessageType(t)) => Some(*t),
+        _ => None,
+    }
+}
+
+fn server_id(m: &Message) -> Ipv4Addr {
+    match m.opts().get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(ip)) => *ip,
+        _ => m.siaddr(),
+    }
+}
+
+fn lease_of(ack: &Message, server: Ipv4Addr) -> Result<Lease, DhcpError> {
+    if kind(ack) == Some(MessageType::Nak) {
+        let reason = match ack.opts().get(OptionCode::Message) {
+            Some(DhcpOption::Message(m)) => Some(m.clone()),
+            _ => None,
+        };
+        return Err(DhcpError::Nak { server, reason });
+    }
+    let opts = ack.opts();
+    let mask = match opts.get(OptionCode::SubnetMask) {
+        Some(DhcpOption::SubnetMask(m)) => *m,
+        _ => Ipv4Addr::new(255, 255, 255, 0),
+    };
+    let secs = |code| match opts.get(code) {
+        Some(
+            DhcpOption::AddressLeaseTime(s) | DhcpOption::Renewal(s) | DhcpOption::Rebinding(s),
+        ) => Some(*s),
+        _ => None,
+    };
+    let lease_secs = secs(OptionCode::AddressLeaseTime).unwrap_or(3600);
+    let mut options = Vec::new();
+    for (code, opt) in opts.iter() {
+        let known = matches!(
+            code,
+            OptionCode::MessageType
+                | OptionCode::ServerIdentifier
+                | OptionCode::SubnetMask
+                | OptionCode::Router
+                | OptionCode::DomainNameServer
+                | OptionCode::DomainName
+                | OptionCode::AddressLeaseTime
+                | OptionCode::Renewal
+                | OptionCode::Rebinding
+                | OptionCode::End
+        );
+        if known {
+            continue;
+        }
+        // Encoded, an option is its code, its length and its value.
+        if let Ok(bytes) = opt.to_vec()
+            && bytes.len() >= 2
+        {
+            options.push((u8::from(*code), bytes[2..].to_vec()));
+        }
+    }
+    Ok(Lease {
+        address: ack.yiaddr(),
+        prefix_len: u32::from(mask).leading_ones() as u8,
+        server,
+        routers: match opts.get(OptionCode::Router) {
+            Some(DhcpOption::Router(r)) => r.clone(),
+            _ => Vec::new(),
+        },
+        dns: match opts.get(OptionCode::DomainNameServer) {
+            Some(DhcpOption::DomainNameServer(d)) => d.clone(),
+            _ => Vec::new(),
+        },
+        domain: match opts.get(OptionCode::DomainName) {
+            Some(DhcpOption::DomainName(d)) => Some(d.clone()),
+            _ => None,
+        },
+        lease_secs,
+        renew_secs: secs(OptionCode::Renewal).unwrap_or(lease_secs / 2),
+        rebind_secs: secs(OptionCode::Rebinding).unwrap_or(lease_secs / 8 * 7),
+        options,
+    })
+}
