@@ -25,13 +25,14 @@ use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, 
 use dhcproto::{Decodable, Decoder, Encodable};
 use serde::{Deserialize, Serialize};
 
+use crate::cni::CniError;
 pub use socket::Attachment;
 use socket::ClientSocket;
 
-/// What went wrong in an exchange. Each maps to a CNI code in the host:
-/// `NoAnswer` and `Io` to 11 (try again later), `Nak` to 11 as well (the
-/// server refused now), `Netns` and `Interface` to 4 (the runtime's
-/// namespace or interface is not what it said).
+/// What went wrong in an exchange, each with its CNI code (the `From`
+/// below): `NoAnswer` and `Nak` are 11, try again later (no server now, or
+/// one that refused now); `Netns` and `Interface` are 4, the runtime's
+/// `CNI_NETNS` or `CNI_IFNAME` is not what it said; `Io` is 5.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DhcpError {
     #[error("{0}")]
@@ -51,6 +52,17 @@ pub enum DhcpError {
     },
     #[error("{0}")]
     Io(String),
+}
+
+impl From<DhcpError> for CniError {
+    fn from(e: DhcpError) -> CniError {
+        let msg = format!("dhcp: {e}");
+        match e {
+            DhcpError::NoAnswer { .. } | DhcpError::Nak { .. } => CniError::TryAgain(msg),
+            DhcpError::Netns(_) | DhcpError::Interface(_) => CniError::InvalidEnvironment(msg),
+            DhcpError::Io(_) => CniError::Io(msg),
+        }
+    }
 }
 
 /// What a policy asks for, beside the attachment.
@@ -354,4 +366,73 @@ fn lease_of(ack: &Message, server: Ipv4Addr) -> Result<Lease, DhcpError> {
         rebind_secs: secs(OptionCode::Rebinding).unwrap_or(lease_secs / 8 * 7),
         options,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_cni_code_and_names_dhcp() {
+        let no_answer = DhcpError::NoAnswer {
+            what: "DHCPDISCOVER",
+            ifname: "net1".into(),
+            ms: 5000,
+        };
+        for (e, code) in [
+            (no_answer, 11),
+            (
+                DhcpError::Nak {
+                    server: Ipv4Addr::new(10, 0, 0, 1),
+                    reason: Some("wrong network".into()),
+                },
+                11,
+            ),
+            (DhcpError::Netns("cannot open /var/run/netns/x".into()), 4),
+            (
+                DhcpError::Interface("there is no interface \"net1\"".into()),
+                4,
+            ),
+            (DhcpError::Io("cannot bind UDP port 68".into()), 5),
+        ] {
+            let text = e.to_string();
+            let cni = CniError::from(e);
+            assert_eq!(cni.code(), code, "{text}");
+            assert_eq!(cni.to_string(), format!("dhcp: {text}"));
+        }
+        let nak = DhcpError::Nak {
+            server: Ipv4Addr::new(10, 0, 0, 1),
+            reason: Some("wrong network".into()),
+        };
+        assert_eq!(
+            nak.to_string(),
+            "the DHCP server 10.0.0.1 refused the request (DHCPNAK): wrong network"
+        );
+    }
+
+    #[test]
+    fn a_lease_reads_its_times_and_mask_from_the_ack() {
+        let zero = Ipv4Addr::UNSPECIFIED;
+        let mut ack = Message::new(zero, Ipv4Addr::new(10, 9, 0, 7), zero, zero, &[2; 6]);
+        ack.set_opcode(Opcode::BootReply);
+        let o = ack.opts_mut();
+        o.insert(DhcpOption::MessageType(MessageType::Ack));
+        o.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 240, 0)));
+        o.insert(DhcpOption::AddressLeaseTime(600));
+        o.insert(DhcpOption::DomainName("pods.example".into()));
+        o.insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(224),
+            vec![1, 2, 3],
+        )));
+        let lease = lease_of(&ack, Ipv4Addr::new(10, 9, 0, 1)).unwrap();
+        assert_eq!(lease.address, Ipv4Addr::new(10, 9, 0, 7));
+        assert_eq!(lease.prefix_len, 20);
+        // No T1 or T2 in the ACK: RFC 2131's 1/2 and 7/8 of the lease.
+        assert_eq!(
+            (lease.lease_secs, lease.renew_secs, lease.rebind_secs),
+            (600, 300, 525)
+        );
+        assert_eq!(lease.domain.as_deref(), Some("pods.example"));
+        assert_eq!(lease.options, [(224, vec![1, 2, 3])]);
+    }
 }
