@@ -201,7 +201,8 @@ fn burst(
             .into_iter()
             .map(|h| h.join().expect("a caller"))
             .collect();
-        // A fault still waiting (fewer ADDs than `after`) is let go.
+        // A fault still waiting (the burst had fewer ADDs than `after`)
+        // acts now, after the burst, so its thread ends.
         answered.store(usize::MAX, Ordering::SeqCst);
         recovered = faulted.map(|h| h.join().expect("the fault"));
         out

@@ -199,8 +199,11 @@ fn message(
         OptionCode::DomainNameServer,
         OptionCode::DomainName,
     ];
-    wanted.extend(req.request.iter().map(|c| OptionCode::from(*c)));
-    wanted.dedup();
+    for code in req.request.iter().map(|c| OptionCode::from(*c)) {
+        if !wanted.contains(&code) {
+            wanted.push(code);
+        }
+    }
     opts.insert(DhcpOption::ParameterRequestList(wanted));
     for (code, value) in &req.provide {
         opts.insert(DhcpOption::Unknown(UnknownOption::new(

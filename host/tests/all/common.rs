@@ -147,6 +147,20 @@ impl Net {
 
 /// Asserts a CNI error with `code` whose message contains `needle`.
 #[track_caller]
+/// Whether `path` is installed; a test without it is skipped, except in CI,
+/// which must have installed the Debian `package`.
+pub fn installed(path: &str, package: &str) -> bool {
+    if std::path::Path::new(path).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{path} is missing in CI: install {package}"
+    );
+    eprintln!("skipped: {path} is not installed (apt-get install {package})");
+    false
+}
+
 pub fn assert_error(out: &Outcome, code: u64, needle: &str) {
     assert!(
         !out.ok(),

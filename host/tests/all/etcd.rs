@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,20 +18,11 @@ use wasm_ipam::store::{EtcdStore, Store, StoreError, contract};
 
 use crate::common::{Net, assert_error};
 
-const ETCD: &str = "/usr/bin/etcd";
 /// The pool of the pooled tests, 10.50.0.0/16, as a number.
 const BASE: u32 = 10 << 24 | 50 << 16;
 
 pub(crate) fn etcd_available() -> bool {
-    if Path::new(ETCD).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{ETCD} is missing in CI: install etcd-server"
-    );
-    eprintln!("skipped: {ETCD} is not installed (apt-get install etcd-server)");
-    false
+    crate::common::installed(etcd_cluster::ETCD, "etcd-server")
 }
 
 /// One etcd member on loopback, killed when dropped.

@@ -13,17 +13,7 @@ use crate::common::{plugin, shared_cache};
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 
 fn reference_available() -> bool {
-    if Path::new(REFERENCE).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{REFERENCE} is missing in CI: install containernetworking-plugins"
-    );
-    eprintln!(
-        "skipped: {REFERENCE} is not installed (apt-get install containernetworking-plugins)"
-    );
-    false
+    crate::common::installed(REFERENCE, "containernetworking-plugins")
 }
 
 /// Runs the same sequence against both plugins, each with its own data dir.

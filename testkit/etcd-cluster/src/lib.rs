@@ -137,27 +137,24 @@ impl Cluster {
     /// each in its namespace, so neither side's packets arrive), while
     /// clients here still reach it: the minority side of a partition.
     pub fn partition(&self, i: usize) {
-        let ns = self.members[i]
-            .ns
-            .as_ref()
-            .expect("a partitionable cluster");
-        for (j, m) in self.members.iter().enumerate() {
-            if j != i {
-                ns.ip(&["route", "add", "blackhole", &format!("{}/32", m.addr)])
-                    .unwrap();
-            }
-        }
+        self.blackholes(i, "add");
     }
 
     /// Undoes [`Cluster::partition`].
     pub fn heal(&self, i: usize) {
+        self.blackholes(i, "del");
+    }
+
+    /// `ip route add|del blackhole` to every other member, in member `i`'s
+    /// namespace.
+    fn blackholes(&self, i: usize, op: &str) {
         let ns = self.members[i]
             .ns
             .as_ref()
             .expect("a partitionable cluster");
         for (j, m) in self.members.iter().enumerate() {
             if j != i {
-                ns.ip(&["route", "del", "blackhole", &format!("{}/32", m.addr)])
+                ns.ip(&["route", op, "blackhole", &format!("{}/32", m.addr)])
                     .unwrap();
             }
         }
