@@ -4,10 +4,15 @@
 //! that their rules are unit-tested natively, against [`MemHost`], with a
 //! clock the test sets. The kit's `WitHost` is the real one, over the
 //! component's imports.
+//!
+//! The optional `dhcp` import is reached through [`Host::dhcp`], which is
+//! `None` unless the host behind it has the import: a policy built without
+//! it never imports it, and so runs on networks that grant nothing.
 
 use std::collections::BTreeMap;
 
 use crate::Level;
+use crate::dhcp::{Dhcp, FakeDhcp};
 
 /// The most entries one `scan` call returns; the host caps it there too.
 pub const SCAN_PAGE: u32 = 1000;
@@ -20,6 +25,10 @@ pub trait Host {
     /// Seconds since the Unix epoch, as the host gives it.
     fn now(&self) -> u64;
     fn log(&self, level: Level, message: &str);
+    /// The `dhcp` import, when this host has it.
+    fn dhcp(&mut self) -> Option<&mut dyn Dhcp> {
+        None
+    }
 
     /// Every entry under `prefix`, in key order, read page by page.
     fn scan_all(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
@@ -36,11 +45,13 @@ pub trait Host {
     }
 }
 
-/// An in-memory host for unit tests: an ordered map and a settable clock.
+/// An in-memory host for unit tests: an ordered map, a settable clock and,
+/// when a test gives it one, a DHCP server.
 #[derive(Debug, Default, Clone)]
 pub struct MemHost {
     pub data: BTreeMap<String, Vec<u8>>,
     pub now: u64,
+    pub dhcp: Option<FakeDhcp>,
 }
 
 impl Host for MemHost {
@@ -70,6 +81,13 @@ impl Host for MemHost {
         self.now
     }
     fn log(&self, _level: Level, _message: &str) {}
+    fn dhcp(&mut self) -> Option<&mut dyn Dhcp> {
+        let now = self.now;
+        self.dhcp.as_mut().map(|d| {
+            d.now = now;
+            d as &mut dyn Dhcp
+        })
+    }
 }
 
 #[cfg(test)]

@@ -11,12 +11,16 @@
 //! - [`leases`]: the lease layout the built-in policies share, so a
 //!   network can switch between them;
 //! - [`inspect`]: what a policy reports to the operator tools;
-//! - [`errors`]: the error constructors and the built-in policy codes.
+//! - [`errors`]: the error constructors and the built-in policy codes;
+//! - [`workload`]: who a workload is across re-creations (the `key` field);
+//! - [`dhcp`]: the optional `dhcp` import's values and trait, and a DHCP
+//!   server in memory for tests.
 //!
 //! The guest SDK, `ipam-kit`, adds the bindings, the real [`Host`] and the
 //! export macro, and re-exports all of this: a policy depends on the kit.
 
 pub mod args;
+pub mod dhcp;
 pub mod errors;
 pub mod host;
 pub mod inspect;
@@ -24,6 +28,7 @@ pub mod leases;
 pub mod ranges;
 pub mod testing;
 pub mod types;
+pub mod workload;
 
 pub use host::{Host, MemHost};
 pub use types::*;

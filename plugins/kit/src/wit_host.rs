@@ -5,6 +5,7 @@ use crate::Level;
 use crate::bindings::cni::ipam::{clock, log, store};
 
 /// The imports, for code running inside the component.
+#[derive(Default)]
 pub struct WitHost;
 
 impl Host for WitHost {

@@ -4,10 +4,9 @@
 
 use ipam_kit::errors::invalid_config;
 use ipam_kit::ranges::{self, RangesConfig};
-use ipam_kit::{Attachment, Context, IpamError, args};
+use ipam_kit::{Attachment, Context, IpamError, args, workload};
 use serde::Deserialize;
 
-pub const DEFAULT_KEY: [&str; 2] = ["K8S_POD_NAMESPACE", "K8S_POD_NAME"];
 pub const DEFAULT_HOLD_SECONDS: u64 = 3600;
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,14 +34,7 @@ pub fn parse(ctx: &Context) -> Result<Config, IpamError> {
     let fields: Fields = serde_json::from_value(ipam.clone())
         .map_err(|e| invalid_config(format!("invalid sticky config: {e}")))?;
     let rc = args::raw_json("runtimeConfig", ctx.runtime_config.as_deref())?;
-    let key = fields
-        .key
-        .unwrap_or_else(|| DEFAULT_KEY.map(str::to_string).to_vec());
-    if key.is_empty() || key.iter().any(String::is_empty) {
-        return Err(invalid_config(
-            "sticky: key must list at least one CNI_ARGS name",
-        ));
-    }
+    let key = workload::key_names(fields.key, "sticky")?;
     Ok(Config {
         ranges: ranges::parse(&ipam, rc.as_ref(), &ctx.cni_version)?,
         key,
@@ -55,15 +47,7 @@ impl Config {
     /// The workload this attachment belongs to: the `key` values and the
     /// interface, or the container id and interface when a value is absent.
     pub fn workload(&self, ctx: &Context, att: &Attachment) -> String {
-        let values: Option<Vec<&str>> = self
-            .key
-            .iter()
-            .map(|k| args::cni_arg(ctx, k).filter(|v| !v.is_empty()))
-            .collect();
-        match values {
-            Some(v) => format!("{}/{}", v.join("/"), att.ifname),
-            None => format!("container:{}/{}", att.container_id, att.ifname),
-        }
+        workload::workload(&self.key, ctx, att)
     }
 
     /// N for a pod named `<name>-<N>`, when `ordinal` is on.

@@ -1,9 +1,11 @@
-//! A policy as a third party might first write one: straight from
-//! `wit/ipam.wit` with wit-bindgen, world `ipam-policy` only, so it exports
+//! A policy as a third party might first write one: straight from the
+//! contract's WIT with wit-bindgen, world `ipam-policy` only, so it exports
 //! neither `inspect` nor `nodes`. Each attachment gets the next address of
 //! 10.250.0.0/24 (from .2), recorded under `held/<id>/<ifname>`.
 
-wit_bindgen::generate!({ path: "../../../../wit", world: "ipam-policy" });
+// Built against the contract as it was at 0.1.0, frozen in `wit/`: a
+// policy built then must keep running on a host that serves a later 0.1.x.
+wit_bindgen::generate!({ path: "wit", world: "ipam-policy" });
 
 use cni::ipam::store;
 use cni::ipam::types::{
