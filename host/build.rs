@@ -31,6 +31,7 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("host-local", "policy-host-local", "policy_host_local"),
     ("pooled", "policy-pooled", "policy_pooled"),
     ("sticky", "policy-sticky", "policy_sticky"),
+    ("dhcp", "policy-dhcp", "policy_dhcp"),
 ];
 /// Policies built for the host's tests only (the template is built here so
 /// CI proves it works as a component); their directory is passed to the
