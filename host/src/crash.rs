@@ -7,7 +7,10 @@
 //!   before it runs; the tests stop an ADD at every store call in turn;
 //! - `commit`: after the policy answered, just before the transaction
 //!   commits;
-//! - `after-commit`: just after the commit, before the result is printed.
+//! - `after-commit`: just after the commit, before the result is printed
+//!   (and before the DHCPRELEASEs of the leases a call gave up are sent);
+//! - `after-release`: just after a DHCPRELEASE was sent, before it leaves
+//!   the outbox (see `dhcp::outbox`).
 //!
 //! The tests (`host/tests/all/crash.rs`, and on etcd `etcd.rs`) then check
 //! that the store holds all of the call or none of it, and opens.
@@ -21,14 +24,17 @@ pub enum Point {
     Commit,
     /// Just after the commit.
     AfterCommit,
+    /// Just after a DHCPRELEASE went out.
+    AfterRelease,
 }
 
 impl Point {
-    /// `call:N`, `commit` or `after-commit`.
+    /// `call:N`, `commit`, `after-commit` or `after-release`.
     pub fn parse(text: &str) -> Option<Point> {
         match text {
             "commit" => Some(Point::Commit),
             "after-commit" => Some(Point::AfterCommit),
+            "after-release" => Some(Point::AfterRelease),
             other => other
                 .strip_prefix("call:")?
                 .parse()
@@ -61,6 +67,7 @@ mod tests {
         assert_eq!(Point::parse("call:3"), Some(Point::StoreCall(3)));
         assert_eq!(Point::parse("commit"), Some(Point::Commit));
         assert_eq!(Point::parse("after-commit"), Some(Point::AfterCommit));
+        assert_eq!(Point::parse("after-release"), Some(Point::AfterRelease));
         assert_eq!(Point::parse("call:x"), None);
         assert_eq!(Point::parse("later"), None);
     }

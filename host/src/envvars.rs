@@ -71,7 +71,7 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: TEST_CRASH_AT,
-        value: "`call:N`, `commit`, `after-commit`",
+        value: "`call:N`, `commit`, `after-commit`, `after-release`",
         effect: "kill the process with SIGKILL at that point of a call (see `crash.rs`); only the crash tests set it",
     },
     Variable {

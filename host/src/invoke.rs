@@ -3,7 +3,9 @@
 //! The order of the checks is the order of their cost: the environment and
 //! the config first, then the policy (a cache lookup), then the store, and
 //! only then the policy call, inside one transaction that commits only when
-//! the policy succeeded and its answer passed the host's checks.
+//! the policy succeeded and its answer passed the host's checks. What has
+//! to wait for the commit comes after it: the DHCPRELEASEs of the leases
+//! the call gave up (`dhcp::outbox`).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -15,9 +17,10 @@ use crate::cni::env::{Command, Env};
 use crate::cni::result::IpamResult;
 use crate::cni::version::{LATEST, Version, version_json};
 use crate::cni::{CniError, resolv};
+use crate::dhcp::{Capability, Exchanges, Target};
 use crate::netrecord::NetworkRecord;
 use crate::retry::Retries;
-use crate::sandbox::{self, Answer, Attachment, Availability, Context, Op, Sandbox};
+use crate::sandbox::{self, Answer, Attachment, Availability, Context, Invocation, Op, Sandbox};
 use crate::store::{EtcdStore, Store, StoreError};
 use crate::{crash, envvars, reboot, release};
 
@@ -165,7 +168,8 @@ pub fn run_conf(
     teardown: Teardown,
 ) -> Result<Option<String>, CniError> {
     allowed(command, conf)?;
-    let (op, ctx) = prepare(&Env::from_lookup(lookup)?, conf)?;
+    let env = Env::from_lookup(lookup)?;
+    let (op, ctx) = prepare(&env, conf)?;
     Timings::mark(timings, "parse");
     if command == Command::Del && release::nothing_stored(&conf.ipam.store, &conf.ipam.data_dir) {
         return Ok(None);
@@ -176,15 +180,19 @@ pub fn run_conf(
     Timings::mark(timings, "store_open");
     let now = now(lookup)?;
     let boot = reboot::boot_id(lookup);
+    let dhcp = dhcp_capability(&sandbox, conf, exchanges(&env)?, &ctx.node, boot.as_deref())?;
     let answer = transact(
-        &*store,
-        &sandbox,
-        conf,
-        &ctx,
-        &op,
-        now,
-        Mode::Commit,
-        boot.as_deref(),
+        &Work {
+            store: &*store,
+            sandbox: &sandbox,
+            conf,
+            ctx: &ctx,
+            op: &op,
+            now,
+            mode: Mode::Commit,
+            boot: boot.as_deref(),
+            dhcp,
+        },
         timings,
     );
     if teardown == Teardown::Exit {
@@ -325,17 +333,91 @@ pub fn run_with(
 ) -> Result<Answered, CniError> {
     allowed(request.env.command, conf)?;
     let (op, ctx) = prepare(&request.env, conf)?;
+    let no_exchange = Exchanges::None("an operator tool's call makes no DHCP exchange".into());
+    let dhcp = dhcp_capability(sandbox, conf, no_exchange, &ctx.node, None)?;
     transact(
-        store,
-        sandbox,
-        conf,
-        &ctx,
-        &op,
-        request.now,
-        mode,
-        None,
+        &Work {
+            store,
+            sandbox,
+            conf,
+            ctx: &ctx,
+            op: &op,
+            now: request.now,
+            mode,
+            boot: None,
+            dhcp,
+        },
         &mut None,
     )
+}
+
+/// Whether a runtime's call may make DHCP exchanges: those for a container
+/// interface (ADD, CHECK and DEL with `CNI_NETNS`), in its namespace.
+fn exchanges(env: &Env) -> Result<Exchanges, CniError> {
+    let interface = matches!(env.command, Command::Add | Command::Check | Command::Del);
+    match (&env.netns, &env.container_id, &env.ifname) {
+        (Some(netns), Some(id), Some(ifname)) if interface => {
+            // Absolute, as the renewals run later from elsewhere.
+            let netns = std::path::absolute(netns).map_err(|e| {
+                CniError::InvalidEnvironment(format!(
+                    "CNI_NETNS {netns:?} is not a usable path: {e}"
+                ))
+            })?;
+            Ok(Exchanges::Live(Target {
+                container_id: id.clone(),
+                ifname: ifname.clone(),
+                netns,
+            }))
+        }
+        _ => Ok(Exchanges::None(format!(
+            "a {} call has no container interface to make a DHCP exchange on",
+            env.command.as_str()
+        ))),
+    }
+}
+
+/// The `dhcp` capability of a call with `sandbox`'s policy: none for a
+/// policy that does not import it; code 7 for one that does, on a network
+/// that does not grant it.
+pub fn dhcp_capability(
+    sandbox: &Sandbox,
+    conf: &NetConf,
+    exchanges: Exchanges,
+    node: &str,
+    boot: Option<&str>,
+) -> Result<Option<Arc<Capability>>, CniError> {
+    if !sandbox.imports_dhcp() {
+        return Ok(None);
+    }
+    if !conf.ipam.grant.dhcp {
+        return Err(CniError::InvalidConfig(format!(
+            "policy {} imports {}, which this network does not grant: add \"grant\": [\"dhcp\"] under ipam to let it make DHCP exchanges",
+            sandbox.name(),
+            sandbox::DHCP_INTERFACE
+        )));
+    }
+    Ok(Some(Arc::new(Capability::new(
+        exchanges,
+        node.to_string(),
+        boot.map(str::to_string),
+    ))))
+}
+
+/// What follows a commit of a call with the `dhcp` capability: the RELEASEs
+/// of the leases it gave up, and, when it acquired one, its store on the
+/// list the node's renewer reads.
+pub fn after_commit(store: &dyn Store, conf: &NetConf, dhcp: &Capability) {
+    if dhcp.released() {
+        crate::dhcp::outbox::flush(store, &conf.name, &dhcp.node, dhcp.boot.as_deref());
+    }
+    if dhcp.gained() {
+        crate::dhcp::registry::remember(&crate::dhcp::registry::Place::new(
+            &conf.ipam.store,
+            &conf.ipam.data_dir,
+            &dhcp.node,
+        ));
+        crate::serve::renewals::poke();
+    }
 }
 
 /// Whether a successful call is kept.
@@ -355,22 +437,37 @@ pub enum Answered {
     Nothing,
 }
 
-/// Runs the policy in a transaction, retrying a transaction that lost a race
-/// (safe: the policy has no other side effects), and commits only a success.
-/// With `boot`, this boot's id, it records the attachments ADD makes and
-/// reclaims those of an earlier boot first (see `reboot`).
-#[allow(clippy::too_many_arguments)]
-fn transact(
-    store: &dyn Store,
-    sandbox: &Sandbox,
-    conf: &NetConf,
-    ctx: &Context,
-    op: &Op,
+/// One policy call against a store: what [`transact`] runs.
+struct Work<'a> {
+    store: &'a dyn Store,
+    sandbox: &'a Sandbox,
+    conf: &'a NetConf,
+    ctx: &'a Context,
+    op: &'a Op,
     now: u64,
     mode: Mode,
-    boot: Option<&str>,
-    timings: &mut Option<Timings>,
-) -> Result<Answered, CniError> {
+    /// This boot's id: ADDs are recorded with it, and an earlier boot's
+    /// attachments are reclaimed first (see `reboot`).
+    boot: Option<&'a str>,
+    /// The `dhcp` capability, for a policy that imports it.
+    dhcp: Option<Arc<Capability>>,
+}
+
+/// Runs the policy in a transaction, retrying a transaction that lost a race
+/// (safe: the policy's only other side effect, a DHCP exchange, is
+/// idempotent within the call), and commits only a success.
+fn transact(work: &Work, timings: &mut Option<Timings>) -> Result<Answered, CniError> {
+    let Work {
+        store,
+        sandbox,
+        conf,
+        ctx,
+        op,
+        now,
+        mode,
+        boot,
+        ..
+    } = *work;
     // What an ADD records of the network, built once for every attempt.
     let record = matches!(op, Op::Add(_)).then(|| NetworkRecord::of(conf));
     let reclaim = boot.filter(|_| conf.ipam.reclaim_after_reboot && mode == Mode::Commit);
@@ -391,7 +488,14 @@ fn transact(
             }
             continue;
         }
-        let (result, mut txn) = sandbox.call(txn, ctx, op, &conf.ipam.limits, now);
+        let call = Invocation {
+            ctx,
+            op,
+            limits: &conf.ipam.limits,
+            now,
+            dhcp: work.dhcp.clone(),
+        };
+        let (result, mut txn) = sandbox.call(txn, &call);
         Timings::mark(timings, "policy_call");
         // Every early return below drops `txn`, which rolls it back.
         let answer = result?.map_err(sandbox::ipam_error)?;
@@ -432,6 +536,9 @@ fn transact(
                 Ok(()) => {
                     crash::at(crash::Point::AfterCommit);
                     Timings::mark(timings, "commit");
+                    if let Some(dhcp) = &work.dhcp {
+                        after_commit(store, conf, dhcp);
+                    }
                 }
                 Err(StoreError::Conflict) => match retries.wait() {
                     Some(wait) => {
@@ -592,14 +699,17 @@ mod tests {
         });
         let started = Instant::now();
         let answer = transact(
-            &store,
-            &sandbox,
-            &conf,
-            &ctx,
-            &op,
-            0,
-            Mode::Commit,
-            None,
+            &Work {
+                store: &store,
+                sandbox: &sandbox,
+                conf: &conf,
+                ctx: &ctx,
+                op: &op,
+                now: 0,
+                mode: Mode::Commit,
+                boot: None,
+                dhcp: None,
+            },
             &mut None,
         );
         (store, answer, started.elapsed())

@@ -38,9 +38,10 @@ use std::ffi::OsString;
 
 use crate::cni::CniError;
 use crate::cni::config::NetConf;
+use crate::dhcp::Exchanges;
 use crate::invoke::Mode;
 use crate::netrecord::RESERVED_PREFIX;
-use crate::sandbox::{Attachment, Context, Op, Sandbox};
+use crate::sandbox::{Attachment, Context, Invocation, Op, Sandbox};
 use crate::store::{Store, StoreError, Txn};
 
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
@@ -218,6 +219,13 @@ pub fn release(
     mode: Mode,
 ) -> Result<Released, CniError> {
     let ctx = bare_context(conf, node);
+    // A DEL gives up a DHCP lease; its RELEASE goes once this commits.
+    let no_exchange = Exchanges::None("a release by the host makes no DHCP exchange".into());
+    let boot = match gone {
+        Gone::OtherBoots(boot) => Some(boot),
+        Gone::All => None,
+    };
+    let dhcp = crate::invoke::dhcp_capability(sandbox, conf, no_exchange, node, boot)?;
     let mut retries = crate::retry::Retries::new(conf);
     loop {
         let mut txn = retries.begin(store, &conf.name)?;
@@ -228,8 +236,9 @@ pub fn release(
         }
         let released = recorded(&mut *txn, node, gone)?;
         for (a, was) in &released {
-            let (result, back) =
-                sandbox.call(txn, &ctx, &Op::Del(a.clone()), &conf.ipam.limits, now);
+            let del = Op::Del(a.clone());
+            let call = Invocation::new(&ctx, &del, &conf.ipam.limits, now).with_dhcp(&dhcp);
+            let (result, back) = sandbox.call(txn, &call);
             txn = back;
             if let Err(e) = result?.map_err(crate::sandbox::ipam_error) {
                 return Err(CniError::internal(format!(
@@ -252,8 +261,9 @@ pub fn release(
             Gone::OtherBoots(boot) => txn.put(&marker_key(node), boot.as_bytes())?,
             Gone::All => {
                 txn.delete(&marker_key(node))?;
-                let (result, back) =
-                    sandbox.call(txn, &ctx, &Op::ReleaseNode, &conf.ipam.limits, now);
+                let op = Op::ReleaseNode;
+                let call = Invocation::new(&ctx, &op, &conf.ipam.limits, now).with_dhcp(&dhcp);
+                let (result, back) = sandbox.call(txn, &call);
                 txn = back;
                 by_policy = match result?.map_err(crate::sandbox::ipam_error) {
                     Ok(crate::sandbox::Answer::Released(r)) => Some(r),
@@ -274,7 +284,12 @@ pub fn release(
             return Ok(released);
         }
         match txn.commit() {
-            Ok(()) => return Ok(released),
+            Ok(()) => {
+                if let Some(dhcp) = &dhcp {
+                    crate::invoke::after_commit(store, conf, dhcp);
+                }
+                return Ok(released);
+            }
             Err(StoreError::Conflict) => match retries.wait() {
                 Some(wait) => std::thread::sleep(wait),
                 None => return Err(retries.exhausted()),

@@ -56,6 +56,28 @@ pub struct EtcdConf {
     pub timeout: Duration,
 }
 
+impl StoreConf {
+    /// As `ipam.store` spells it: `null` for the embedded store.
+    pub fn to_json(&self) -> Value {
+        match self {
+            StoreConf::Embedded => Value::Null,
+            StoreConf::Etcd(e) => serde_json::json!({"etcd": {
+                "endpoints": e.endpoints,
+                "prefix": e.prefix,
+                "timeoutMs": e.timeout.as_millis() as u64,
+            }}),
+        }
+    }
+
+    /// Reads what [`StoreConf::to_json`] wrote, with the checks of
+    /// `ipam.store`.
+    pub fn from_json(v: &Value) -> Result<StoreConf, CniError> {
+        let mut ipam = Map::new();
+        ipam.insert("store".into(), v.clone());
+        parse_store(&ipam)
+    }
+}
+
 fn parse_store(ipam: &Map<String, Value>) -> Result<StoreConf, CniError> {
     let Some(v) = ipam.get("store").filter(|v| !v.is_null()) else {
         return Ok(StoreConf::Embedded);
@@ -126,6 +148,45 @@ pub struct IpamConf {
     /// Release the attachments of an earlier boot on the first call after
     /// a reboot (`reclaimAfterReboot`, on by default).
     pub reclaim_after_reboot: bool,
+    /// The capabilities the network gives its policy beyond the contract's
+    /// imports (`grant`).
+    pub grant: Grants,
+}
+
+/// What `ipam.grant` lists: capabilities a policy may import only where a
+/// network grants them, since each reaches beyond the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// `"dhcp"`: DHCP exchanges on the attachment's interface.
+    pub dhcp: bool,
+}
+
+/// The capabilities `grant` may list.
+pub const GRANTABLE: [&str; 1] = ["dhcp"];
+
+fn parse_grant(ipam: &Map<String, Value>) -> Result<Grants, CniError> {
+    let mut grants = Grants::default();
+    let list = match ipam.get("grant") {
+        None | Some(Value::Null) => return Ok(grants),
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            return Err(invalid(format!(
+                "ipam.grant must be a list of capabilities such as [\"dhcp\"], not {other}"
+            )));
+        }
+    };
+    for (i, item) in list.iter().enumerate() {
+        match item.as_str() {
+            Some("dhcp") => grants.dhcp = true,
+            _ => {
+                return Err(invalid(format!(
+                    "ipam.grant[{i}] is {item}: the capabilities a network can grant are {}",
+                    GRANTABLE.map(|g| format!("\"{g}\"")).join(", ")
+                )));
+            }
+        }
+    }
+    Ok(grants)
 }
 
 /// An attachment the runtime says is still in use (GC).
@@ -250,6 +311,7 @@ fn parse_ipam(ipam: &Map<String, Value>) -> Result<IpamConf, CniError> {
                 )));
             }
         },
+        grant: parse_grant(ipam)?,
     })
 }
 
@@ -520,6 +582,8 @@ mod tests {
                 json!({"timeoutMs": "fast"}),
                 "ipam.limits.timeoutMs",
             ),
+            ("grant", json!("dhcp"), "ipam.grant must be a list"),
+            ("grant", json!(["dhcp", "net"]), "ipam.grant[1] is \"net\""),
         ] {
             let mut v = base();
             v["ipam"][key] = value;
@@ -527,6 +591,14 @@ mod tests {
             assert_eq!(code, 7, "{key}");
             assert!(msg.contains(want), "{msg}");
         }
+    }
+
+    #[test]
+    fn a_grant_lists_capabilities() {
+        assert_eq!(parse(base()).unwrap().ipam.grant, Grants::default());
+        let mut v = base();
+        v["ipam"]["grant"] = json!(["dhcp"]);
+        assert!(parse(v).unwrap().ipam.grant.dhcp);
     }
 
     #[test]

@@ -1,22 +1,12 @@
-//! The host's DHCP client: the lease exchange a `dhcp` policy asks for, done
-//! by the host in the container's network namespace (issue 23).
+//! The DHCPv4 exchange itself: DISCOVER, OFFER, REQUEST, ACK to acquire; a
+//! unicast REQUEST to renew at T1, a broadcast one to rebind at T2; RELEASE
+//! when the attachment goes. Messages are built and parsed by `dhcproto`;
+//! the socket, in the container's namespace on its interface, is
+//! `socket.rs`'s.
 //!
-//! A policy never touches the network. When a network config grants it the
-//! capability, the host runs the DHCPv4 exchange for it on the attachment's
-//! interface: DISCOVER, OFFER, REQUEST, ACK to acquire; a unicast REQUEST
-//! to renew at T1, a broadcast one to rebind at T2; RELEASE when the
-//! attachment goes. Messages are built and parsed by `dhcproto`; the socket
-//! is in `socket.rs`.
-//!
-//! What keeps the store honest around a side effect:
-//! - acquiring is idempotent: every message carries the policy's client id,
-//!   and a server keys its leases by it (RFC 2131 4.2), so a policy call run
-//!   again after a store conflict gets the same lease, not a second one;
-//! - RELEASE is sent only after the transaction that dropped the lease has
-//!   committed (the caller's order, not this module's), so a rolled-back
-//!   DEL never gives away an address the store still holds.
-
-mod socket;
+//! Acquiring is idempotent: every message carries the caller's client id,
+//! and a server keys its leases by it (RFC 2131 4.2), so asking again gets
+//! the same lease, not a second one.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -25,16 +15,18 @@ use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, 
 use dhcproto::{Decodable, Decoder, Encodable};
 use serde::{Deserialize, Serialize};
 
+use super::socket::{Attachment, ClientSocket};
 use crate::cni::CniError;
-pub use socket::Attachment;
-use socket::ClientSocket;
 
 /// What went wrong in an exchange, each with its CNI code (the `From`
 /// below): `NoAnswer` and `Nak` are 11, try again later (no server now, or
 /// one that refused now); `Netns` and `Interface` are 4, the runtime's
-/// `CNI_NETNS` or `CNI_IFNAME` is not what it said; `Io` is 5.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// `CNI_NETNS` or `CNI_IFNAME` is not what it said; `Io` is 5;
+/// `Unavailable`, a call in which the host makes no exchange, is 7.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DhcpError {
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Netns(String),
     #[error("{0}")]
@@ -61,28 +53,48 @@ impl From<DhcpError> for CniError {
             DhcpError::NoAnswer { .. } | DhcpError::Nak { .. } => CniError::TryAgain(msg),
             DhcpError::Netns(_) | DhcpError::Interface(_) => CniError::InvalidEnvironment(msg),
             DhcpError::Io(_) => CniError::Io(msg),
+            DhcpError::Unavailable(_) => CniError::InvalidConfig(msg),
         }
     }
 }
 
-/// What a policy asks for, beside the attachment.
-#[derive(Debug, Clone, Default)]
+/// What a policy asks for, beside the attachment: kept with the lease, so
+/// that renewals ask the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Request {
     /// The client identifier (option 61), the key of the lease at the
     /// server: stable per workload, so a re-created pod gets its lease back.
     pub client_id: Vec<u8>,
     /// The hostname to send (option 12); dnsmasq registers it in its DNS.
     pub hostname: Option<String>,
-    /// Option codes for the parameter request list (option 55).
+    /// The parameter request list (option 55), sent as it is.
     pub request: Vec<u8>,
     /// Options to send as they are: code and value.
     pub provide: Vec<(u8, Vec<u8>)>,
     /// The whole exchange ends by then.
+    #[serde(rename = "timeoutMs", with = "millis")]
     pub timeout: Duration,
+}
+
+/// A duration as whole milliseconds.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 /// A lease the server granted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Lease {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
@@ -193,18 +205,15 @@ fn message(
     if let Some(h) = &req.hostname {
         opts.insert(DhcpOption::Hostname(h.clone()));
     }
-    let mut wanted = vec![
-        OptionCode::SubnetMask,
-        OptionCode::Router,
-        OptionCode::DomainNameServer,
-        OptionCode::DomainName,
-    ];
+    let mut wanted = Vec::new();
     for code in req.request.iter().map(|c| OptionCode::from(*c)) {
         if !wanted.contains(&code) {
             wanted.push(code);
         }
     }
-    opts.insert(DhcpOption::ParameterRequestList(wanted));
+    if !wanted.is_empty() {
+        opts.insert(DhcpOption::ParameterRequestList(wanted));
+    }
     for (code, value) in &req.provide {
         opts.insert(DhcpOption::Unknown(UnknownOption::new(
             OptionCode::from(*code),
@@ -312,9 +321,15 @@ fn lease_of(ack: &Message, server: Ipv4Addr) -> Result<Lease, DhcpError> {
         return Err(DhcpError::Nak { server, reason });
     }
     let opts = ack.opts();
-    let mask = match opts.get(OptionCode::SubnetMask) {
-        Some(DhcpOption::SubnetMask(m)) => *m,
-        _ => Ipv4Addr::new(255, 255, 255, 0),
+    // Without a subnet mask, the address's class says, as it did before
+    // masks were sent (RFC 2132 3.3 makes the option optional).
+    let prefix_len = match opts.get(OptionCode::SubnetMask) {
+        Some(DhcpOption::SubnetMask(m)) => u32::from(*m).leading_ones() as u8,
+        _ => match ack.yiaddr().octets()[0] {
+            0..=127 => 8,
+            128..=191 => 16,
+            _ => 24,
+        },
     };
     let secs = |code| match opts.get(code) {
         Some(
@@ -350,7 +365,7 @@ fn lease_of(ack: &Message, server: Ipv4Addr) -> Result<Lease, DhcpError> {
     }
     Ok(Lease {
         address: ack.yiaddr(),
-        prefix_len: u32::from(mask).leading_ones() as u8,
+        prefix_len,
         server,
         routers: match opts.get(OptionCode::Router) {
             Some(DhcpOption::Router(r)) => r.clone(),
@@ -397,6 +412,7 @@ mod tests {
                 4,
             ),
             (DhcpError::Io("cannot bind UDP port 68".into()), 5),
+            (DhcpError::Unavailable("GC makes no exchange".into()), 7),
         ] {
             let text = e.to_string();
             let cni = CniError::from(e);

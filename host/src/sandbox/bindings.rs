@@ -27,6 +27,25 @@ pub mod tools {
     });
 }
 
+/// The optional `dhcp` import of world `ipam-dhcp-policy`, over the same
+/// types. Linked only into a policy that imports it.
+pub mod dhcp {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ipam-dhcp-policy",
+        imports: { default: trappable },
+        with: {
+            "cni:ipam/types": super::cni::ipam::types,
+            "cni:ipam/store": super::cni::ipam::store,
+            "cni:ipam/log": super::cni::ipam::log,
+            "cni:ipam/clock": super::cni::ipam::clock,
+            "cni:ipam/policy": super::exports::cni::ipam::policy,
+            "cni:ipam/inspect": super::tools::exports::cni::ipam::inspect,
+            "cni:ipam/nodes": super::tools::exports::cni::ipam::nodes,
+        },
+    });
+}
+
 pub use self::cni::ipam::types::{
     Allocation, Attachment, Availability, Context, Dns, IpConfig, IpamError, Released, Route,
 };

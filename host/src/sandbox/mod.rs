@@ -6,10 +6,13 @@
 //! (epoch interruption), so a broken or hostile policy ends in a CNI error
 //! within the deadline instead of hanging or crashing the node. Its
 //! stdout and stderr are captured with a bound and forwarded to our log.
+//! A policy that imports the optional `dhcp` capability gets it linked
+//! (`dhcp.rs`), and the host runs it only where the network grants it.
 
 mod bindings;
 mod cache;
 mod convert;
+mod dhcp;
 mod inspect;
 mod settings;
 mod source;
@@ -37,7 +40,7 @@ pub use state::{LimitError, MAX_KEY_BYTES, MAX_SCAN, MAX_VALUE_BYTES};
 /// implements: the one place the host writes it.
 macro_rules! contract_version {
     () => {
-        "0.1.0"
+        "0.1.1"
     };
 }
 
@@ -58,6 +61,8 @@ pub const TOOLS_WORLD: &str = contract!("ipam-policy-tools");
 pub const INSPECT_INTERFACE: &str = contract!("inspect");
 /// The optional `nodes` interface, as a component exports it.
 pub const NODES_INTERFACE: &str = contract!("nodes");
+/// The optional `dhcp` capability, as a component imports it.
+pub const DHCP_INTERFACE: &str = contract!("dhcp");
 
 /// Whether a `cni:ipam` import of `version` is one this host serves: the
 /// same major and minor version, any patch. A patch release only adds, and
@@ -203,6 +208,41 @@ pub struct Sandbox {
     engine: Engine,
     pre: IpamPolicyPre<HostState>,
     name: String,
+    /// Whether it imports the `dhcp` capability.
+    imports_dhcp: bool,
+}
+
+/// One call into a policy: what it is for, and what the host gives it.
+pub struct Invocation<'a> {
+    pub ctx: &'a Context,
+    pub op: &'a Op,
+    pub limits: &'a Limits,
+    /// The clock the policy sees.
+    pub now: u64,
+    /// The `dhcp` capability, for a policy that imports it on a network
+    /// that grants it; without it the import makes no exchange.
+    pub dhcp: Option<std::sync::Arc<crate::dhcp::Capability>>,
+}
+
+impl<'a> Invocation<'a> {
+    /// A call with nothing beyond the contract's own imports.
+    pub fn new(ctx: &'a Context, op: &'a Op, limits: &'a Limits, now: u64) -> Invocation<'a> {
+        Invocation {
+            ctx,
+            op,
+            limits,
+            now,
+            dhcp: None,
+        }
+    }
+
+    /// The same call, with the `dhcp` capability when there is one.
+    pub fn with_dhcp(self, dhcp: &Option<std::sync::Arc<crate::dhcp::Capability>>) -> Self {
+        Invocation {
+            dhcp: dhcp.clone(),
+            ..self
+        }
+    }
 }
 
 struct FixedWallClock(Duration);
@@ -261,9 +301,21 @@ impl Sandbox {
     fn link(engine: Engine, component: &Component, name: String) -> Result<Sandbox, CniError> {
         let mut linker = Linker::new(&engine);
         let ty = component.component_type();
+        let imports_dhcp = ty.imports(&engine).any(|(name, _)| {
+            name.split_once('@').is_some_and(|(path, version)| {
+                path == "cni:ipam/dhcp" && contract_compatible(version)
+            })
+        });
         wasi::add_imported(&mut linker, ty.imports(&engine).map(|(name, _)| name))
             .and_then(|()| {
                 IpamPolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            })
+            .and_then(|()| match imports_dhcp {
+                true => bindings::dhcp::cni::ipam::dhcp::add_to_linker::<
+                    HostState,
+                    HasSelf<HostState>,
+                >(&mut linker, |s| s),
+                false => Ok(()),
             })
             .map_err(|e| CniError::internal(format!("cannot link the policy imports: {e}")))?;
         let pre = linker
@@ -275,11 +327,22 @@ impl Sandbox {
                     root_message(&e)
                 ))
             })?;
-        Ok(Sandbox { engine, pre, name })
+        Ok(Sandbox {
+            engine,
+            pre,
+            name,
+            imports_dhcp,
+        })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the policy imports the `dhcp` capability, which a network
+    /// must grant.
+    pub fn imports_dhcp(&self) -> bool {
+        self.imports_dhcp
     }
 
     /// Runs `op` against `txn` and hands the transaction back: the caller
@@ -287,11 +350,15 @@ impl Sandbox {
     pub fn call(
         &self,
         txn: Box<dyn Txn>,
-        ctx: &Context,
-        op: &Op,
-        limits: &Limits,
-        now: u64,
+        call: &Invocation,
     ) -> (Result<Result<Answer, IpamError>, CniError>, Box<dyn Txn>) {
+        let Invocation {
+            ctx,
+            op,
+            limits,
+            now,
+            ..
+        } = *call;
         let stdout = MemoryOutputPipe::new(PIPE_CAPACITY);
         let stderr = MemoryOutputPipe::new(PIPE_CAPACITY);
         let wasi = WasiCtxBuilder::new()
@@ -303,17 +370,19 @@ impl Sandbox {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let state = HostState::new(txn, now, wasi, limits.memory_bytes, self.name.clone());
+        let mut state = HostState::new(txn, now, wasi, limits.memory_bytes, self.name.clone());
+        state.dhcp = call.dhcp.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
         // The deadline charges the policy's own execution, not the time the
-        // host spends in the store for it: an etcd that is slow but within
-        // its own timeout (whose expiry is code 11) must not make a healthy
-        // policy look broken (999).
+        // host spends in the store or a DHCP exchange for it: an etcd that
+        // is slow but within its own timeout (whose expiry is code 11), or a
+        // DHCP server that takes seconds, must not make a healthy policy
+        // look broken (999).
         store.set_epoch_deadline(1);
         let (started, timeout) = (std::time::Instant::now(), limits.timeout);
         store.epoch_deadline_callback(move |ctx| {
-            let own = started.elapsed().saturating_sub(ctx.data().store_time);
+            let own = started.elapsed().saturating_sub(ctx.data().host_time);
             if own >= timeout {
                 Err(Trap::Interrupt.into())
             } else {
@@ -345,7 +414,12 @@ impl Sandbox {
         });
         let captured = forward_output(&self.name, &stdout, &stderr);
         let state = store.into_data();
-        let result = result.map_err(|e| self.failure(&e, limits, &captured));
+        let mut result = result.map_err(|e| self.failure(&e, limits, &captured));
+        // A call that failed after an exchange failed: the exchange's own
+        // code and words (see `dhcp` in wit/ipam.wit).
+        if let (Ok(Err(_)), Some(e)) = (&result, state.dhcp_failure) {
+            result = Err(e.into());
+        }
         (result, state.txn)
     }
 

@@ -1,5 +1,6 @@
 //! What a policy instance can reach: its transaction, a log, the clock the
-//! host chose, and WASI with nothing in it. Everything it asks for is
+//! host chose, WASI with nothing in it, and, where the network grants it,
+//! the `dhcp` capability (`dhcp.rs`). Everything it asks for is
 //! bounded here, so a hostile policy costs the host bounded memory.
 
 use wasmtime::component::ResourceTable;
@@ -37,6 +38,8 @@ pub enum LimitError {
         "the policy used the store key {0:?}; keys under {RESERVED_PREFIX:?} belong to the host"
     )]
     Reserved(String),
+    #[error("the policy {0}")]
+    Dhcp(String),
 }
 
 pub struct HostState {
@@ -50,9 +53,15 @@ pub struct HostState {
     log_lines: u32,
     pub policy_name: String,
     crash_at_call: Option<u64>,
-    /// Time spent in the store on the policy's behalf, which its deadline
-    /// does not charge (see `Sandbox::call`).
-    pub store_time: std::time::Duration,
+    /// Time spent in the store and in DHCP exchanges on the policy's
+    /// behalf, which its deadline does not charge (see `Sandbox::call`).
+    pub host_time: std::time::Duration,
+    /// The call's `dhcp` capability, when the policy imports it and the
+    /// network grants it.
+    pub dhcp: Option<std::sync::Arc<crate::dhcp::Capability>>,
+    /// The last DHCP exchange of the call that failed, reported with its
+    /// own code if the call fails.
+    pub dhcp_failure: Option<crate::dhcp::DhcpError>,
 }
 
 impl HostState {
@@ -77,15 +86,17 @@ impl HostState {
                 Some(crate::crash::Point::StoreCall(n)) => Some(n),
                 _ => None,
             },
-            store_time: std::time::Duration::ZERO,
+            host_time: std::time::Duration::ZERO,
+            dhcp: None,
+            dhcp_failure: None,
         }
     }
 
-    /// Runs one store operation, adding its time to `store_time`.
+    /// Runs one store operation, adding its time to `host_time`.
     fn in_store<R>(&mut self, op: impl FnOnce(&mut dyn Txn) -> R) -> R {
         let start = std::time::Instant::now();
         let out = op(&mut *self.txn);
-        self.store_time += start.elapsed();
+        self.host_time += start.elapsed();
         out
     }
 

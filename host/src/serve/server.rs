@@ -71,6 +71,11 @@ pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     super::stores::keep_open();
     diag::init_server();
     let listener = bind(socket)?;
+    // The node's DHCP leases are listed beside the socket; renew them.
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::dhcp::registry::use_dir(dir);
+    }
+    super::renewals::start();
     let running = Arc::new(Running::default());
     {
         let (socket, running) = (socket.to_path_buf(), running.clone());

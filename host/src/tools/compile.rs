@@ -6,6 +6,9 @@ use std::path::Path;
 
 use crate::sandbox::{ImportKind, Origin, PolicySource, inspect};
 
+/// The `dhcp` capability's interface, without its version.
+const DHCP_PATH: &str = "cni:ipam/dhcp";
+
 pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let source = PolicySource::resolve(policy).map_err(|e| anyhow::anyhow!("{e}"))?;
     let found = inspect(&source, cache_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -38,12 +41,26 @@ pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Resul
         .max()
         .unwrap_or(0);
     for (name, kind) in &found.imports {
+        let dhcp = name.starts_with(&format!("{}@", DHCP_PATH));
         let note = match kind {
+            ImportKind::Contract if dhcp => {
+                "cni:ipam contract: DHCP exchanges, where a network grants \"dhcp\""
+            }
             ImportKind::Contract => "cni:ipam contract",
             ImportKind::Wasi => "WASI, linked empty",
             ImportKind::Foreign => "refused",
         };
         writeln!(out, "    {name:<width$}  {note}")?;
+    }
+    if found
+        .imports
+        .iter()
+        .any(|(n, k)| *k == ImportKind::Contract && n.starts_with(&format!("{DHCP_PATH}@")))
+    {
+        writeln!(
+            out,
+            "  (it runs only on networks whose ipam says \"grant\": [\"dhcp\"]; elsewhere it is refused with code 7)"
+        )?;
     }
     if found.imports.iter().any(|(_, k)| *k == ImportKind::Wasi) {
         writeln!(

@@ -28,7 +28,7 @@ use crate::cni::env::{ifname_problem, valid_id};
 use crate::invoke;
 use crate::netrecord::NetworkRecord;
 use crate::reboot;
-use crate::sandbox::{Answer, Attachment, Op};
+use crate::sandbox::{Answer, Attachment, Invocation, Op};
 use crate::store::Store;
 
 pub struct Summary {
@@ -156,7 +156,10 @@ pub fn run(
     let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}; nothing was imported");
     let mut txn = store.begin(network)?;
     // Who holds what now.
-    let (answer, back) = sandbox.call(txn, &base, &Op::Leases, &conf.ipam.limits, now);
+    let (answer, back) = sandbox.call(
+        txn,
+        &Invocation::new(&base, &Op::Leases, &conf.ipam.limits, now),
+    );
     txn = back;
     let held: BTreeMap<IpAddr, Attachment> = match answer
         .map_err(|e| fail(&e))?
@@ -209,8 +212,9 @@ pub fn run(
         let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
         let mut ctx = base.clone();
         ctx.cni_args = vec![("IP".into(), list.join(","))];
+        let add = Op::Add(att.clone());
         let (answer, back) =
-            sandbox.call(txn, &ctx, &Op::Add(att.clone()), &conf.ipam.limits, *since);
+            sandbox.call(txn, &Invocation::new(&ctx, &add, &conf.ipam.limits, *since));
         txn = back;
         let given = match answer.map_err(|e| fail(&e))? {
             Ok(Answer::Allocation(a)) => a.ips.len(),

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::invoke;
 use crate::netrecord::NetworkRecord;
-use crate::sandbox::{Answer, Lease, Op, PoolUsage};
+use crate::sandbox::{Answer, Invocation, Lease, Op, PoolUsage};
 use crate::store::Store;
 
 /// What a network's policy reports.
@@ -43,7 +43,7 @@ pub fn network(
     let ask = |op: Op| -> anyhow::Result<Answer> {
         let txn = store.begin(network)?;
         // The transaction comes back and is dropped: rolled back.
-        let (answer, _txn) = sandbox.call(txn, &ctx, &op, &conf.ipam.limits, now);
+        let (answer, _txn) = sandbox.call(txn, &Invocation::new(&ctx, &op, &conf.ipam.limits, now));
         answer
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .map_err(|e| anyhow::anyhow!("{}", crate::sandbox::ipam_error(e)))
