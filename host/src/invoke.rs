@@ -405,9 +405,12 @@ pub fn dhcp_capability(
 
 /// What follows a commit of a call with the `dhcp` capability: the RELEASEs
 /// of the leases it gave up, and, when it acquired one, its store on the
-/// list the node's renewer reads.
-pub fn after_commit(store: &dyn Store, conf: &NetConf, dhcp: &Capability) {
-    if dhcp.released() {
+/// list the node's renewer reads. A DEL sends what is pending even when it
+/// gave nothing up itself: a runtime retries a DEL that was killed after
+/// its commit, and the retry finds nothing left to release but the RELEASE
+/// that crash left unsent.
+pub fn after_commit(store: &dyn Store, conf: &NetConf, dhcp: &Capability, deleting: bool) {
+    if dhcp.released() || deleting {
         crate::dhcp::outbox::flush(store, &conf.name, &dhcp.node, dhcp.boot.as_deref());
     }
     if dhcp.gained() {
@@ -537,7 +540,7 @@ fn transact(work: &Work, timings: &mut Option<Timings>) -> Result<Answered, CniE
                     crash::at(crash::Point::AfterCommit);
                     Timings::mark(timings, "commit");
                     if let Some(dhcp) = &work.dhcp {
-                        after_commit(store, conf, dhcp);
+                        after_commit(store, conf, dhcp, matches!(op, Op::Del(_)));
                     }
                 }
                 Err(StoreError::Conflict) => match retries.wait() {

@@ -286,7 +286,7 @@ pub fn release(
         match txn.commit() {
             Ok(()) => {
                 if let Some(dhcp) = &dhcp {
-                    crate::invoke::after_commit(store, conf, dhcp);
+                    crate::invoke::after_commit(store, conf, dhcp, false);
                 }
                 return Ok(released);
             }

@@ -156,14 +156,19 @@ impl Capability {
         record::read(txn, container_id, ifname)
     }
 
-    /// Gives an attachment's lease up in `txn`; its RELEASE is sent after
-    /// the commit (`outbox`).
+    /// Gives an attachment's lease up in `txn`: with `tell_server`, its
+    /// RELEASE is sent after the commit (`outbox`); without, the server's
+    /// lease lapses by itself.
     pub fn release(
         &self,
         txn: &mut dyn Txn,
         container_id: &str,
         ifname: &str,
+        tell_server: bool,
     ) -> Result<bool, StoreError> {
+        if !tell_server {
+            return Ok(record::forget(txn, container_id, ifname)?.is_some());
+        }
         let released = record::release(txn, container_id, ifname)?.is_some();
         if released {
             self.released.store(true, Ordering::Relaxed);

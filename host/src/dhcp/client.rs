@@ -174,13 +174,23 @@ pub fn renew(
 }
 
 /// Gives `lease` back. A server sends no answer to a RELEASE (RFC 2131
-/// 4.4.6), so this only fails when it cannot be sent.
+/// 4.4.6), so this only fails when it cannot be sent. It goes to the
+/// server that granted the lease, from the leased address; when the
+/// interface does not carry that address (the runtime never put it there,
+/// as after an ADD that failed once it was committed), a unicast could not
+/// even resolve the server's hardware address, and it is broadcast on the
+/// link instead, where its server identifier names the server it is for.
 pub fn release(at: &Attachment, req: &Request, lease: &Lease) -> Result<(), DhcpError> {
     let sock = ClientSocket::open(at)?;
     let mut msg = message(&sock, req, MessageType::Release, Some(lease.address));
     msg.opts_mut()
         .insert(DhcpOption::ServerIdentifier(lease.server));
-    send(&sock, at, &msg, SocketAddrV4::new(lease.server, 67))
+    let to = if sock.addresses.contains(&lease.address) {
+        lease.server
+    } else {
+        Ipv4Addr::BROADCAST
+    };
+    send(&sock, at, &msg, SocketAddrV4::new(to, 67))
 }
 
 fn message(

@@ -127,6 +127,21 @@ pub fn release(
     container_id: &str,
     ifname: &str,
 ) -> Result<Option<Record>, StoreError> {
+    let Some(record) = forget(txn, container_id, ifname)? else {
+        return Ok(None);
+    };
+    txn.put(&key(RELEASES, &record.tail()), &encode(&record))?;
+    Ok(Some(record))
+}
+
+/// Forgets the attachment's lease without a RELEASE: the server keeps it
+/// bound to its client id until it lapses, and nothing renews it. `None`
+/// if it held none.
+pub fn forget(
+    txn: &mut dyn Txn,
+    container_id: &str,
+    ifname: &str,
+) -> Result<Option<Record>, StoreError> {
     let Some(record) = read(txn, container_id, ifname)? else {
         return Ok(None);
     };
@@ -135,7 +150,6 @@ pub fn release(
     if txn.get(&client)?.as_deref() == Some(record.tail().as_bytes()) {
         txn.delete(&client)?;
     }
-    txn.put(&key(RELEASES, &record.tail()), &encode(&record))?;
     Ok(Some(record))
 }
 
@@ -173,6 +187,33 @@ pub fn all(txn: &mut dyn Txn) -> Result<Vec<Record>, StoreError> {
 /// Every RELEASE still to be sent, on every node.
 pub fn pending(txn: &mut dyn Txn) -> Result<Vec<Record>, StoreError> {
     scan(txn, RELEASES)
+}
+
+/// The host's DHCP leases of a network at `now`, as `wasm-ipam metrics`
+/// shows them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub leases: u64,
+    /// Whose last renewal failed.
+    pub failing: u64,
+    /// Past their expiry, unrenewed.
+    pub lapsed: u64,
+    /// Renewals that worked, over the leases held now.
+    pub renewals: u64,
+    /// RELEASEs still to be sent.
+    pub pending_releases: u64,
+}
+
+pub fn summary(txn: &mut dyn Txn, now: u64) -> Result<Summary, StoreError> {
+    let mut s = Summary::default();
+    for r in all(txn)? {
+        s.leases += 1;
+        s.failing += u64::from(r.failures > 0);
+        s.lapsed += u64::from(r.expires_at() <= now);
+        s.renewals += r.renewals;
+    }
+    s.pending_releases = pending(txn)?.len() as u64;
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -243,6 +284,19 @@ mod tests {
         write(&mut *txn, &record("c2", b"\0pod")).unwrap();
         release(&mut *txn, "c1", "eth0").unwrap();
         assert!(held_again(&mut *txn, &r).unwrap());
+    }
+
+    #[test]
+    fn a_lease_left_to_lapse_leaves_no_release_behind() {
+        let store = MemoryStore::new();
+        let mut txn = store.begin("n").unwrap();
+        let r = record("c1", b"\0pod");
+        write(&mut *txn, &r).unwrap();
+        assert_eq!(forget(&mut *txn, "c1", "eth0").unwrap(), Some(r.clone()));
+        assert_eq!(forget(&mut *txn, "c1", "eth0").unwrap(), None);
+        assert!(all(&mut *txn).unwrap().is_empty());
+        assert!(pending(&mut *txn).unwrap().is_empty());
+        assert!(!held_again(&mut *txn, &r).unwrap());
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! broadcast address, and asks the server to broadcast its answers (the
 //! BOOTP broadcast flag), which a socket bound to the device receives.
 //! No raw socket and no hand-made IP or UDP header is needed.
+//!
+//! A main plugin may call its IPAM plugin before it sets the interface up
+//! (macvlan and ipvlan do: the link comes up with its address, after the
+//! IPAM result), and a down interface sends nothing. So a down interface is
+//! set up first, as the reference dhcp daemon does ("Link down. Attempting
+//! to set up").
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -30,11 +36,13 @@ pub struct Attachment {
     pub ifname: String,
 }
 
-/// A client socket on the attachment's interface, and that interface's
-/// hardware address (the `chaddr` of every message).
+/// A client socket on the attachment's interface, that interface's
+/// hardware address (the `chaddr` of every message), and its IPv4
+/// addresses (a unicast from one needs it on the interface).
 pub struct ClientSocket {
     pub socket: UdpSocket,
     pub mac: [u8; 6],
+    pub addresses: Vec<Ipv4Addr>,
 }
 
 impl ClientSocket {
@@ -48,7 +56,14 @@ impl ClientSocket {
 
 fn open_in(at: &Attachment) -> Result<ClientSocket, DhcpError> {
     enter(&at.netns)?;
-    let mac = hardware_address(&at.ifname)?;
+    let (mac, addresses) = addresses_of(&at.ifname)?;
+    set_up(&at.ifname).map_err(|e| {
+        DhcpError::Interface(format!(
+            "cannot set {} up in {}: {e}",
+            at.ifname,
+            at.netns.display()
+        ))
+    })?;
     let io = |what: &str, e: std::io::Error| {
         DhcpError::Io(format!(
             "{what} on {} in {}: {e}",
@@ -63,7 +78,11 @@ fn open_in(at: &Attachment) -> Result<ClientSocket, DhcpError> {
     socket
         .set_broadcast(true)
         .map_err(|e| io("cannot allow broadcast", e))?;
-    Ok(ClientSocket { socket, mac })
+    Ok(ClientSocket {
+        socket,
+        mac,
+        addresses,
+    })
 }
 
 /// Moves this thread into the namespace at `path`.
@@ -82,21 +101,60 @@ fn enter(path: &Path) -> Result<(), DhcpError> {
     })
 }
 
-/// The hardware address of `ifname` in this thread's namespace.
-fn hardware_address(ifname: &str) -> Result<[u8; 6], DhcpError> {
-    let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| DhcpError::Io(format!("cannot list the interfaces: {e}")))?;
-    for a in addrs.filter(|a| a.interface_name == ifname) {
-        if let Some(mac) = a
-            .address
+/// Sets `ifname` up, if it is down, in this thread's namespace: the
+/// `SIOCGIFFLAGS` and `SIOCSIFFLAGS` requests, on any socket of the
+/// namespace.
+fn set_up(ifname: &str) -> std::io::Result<()> {
+    let probe = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    // SAFETY: an all-zero ifreq is a valid value of the C struct.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = ifname.as_bytes();
+    if name.len() >= req.ifr_name.len() {
+        return Err(std::io::Error::other("the interface name is too long"));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&probe);
+    // SAFETY: `req` is a valid ifreq naming the interface, as both
+    // requests expect; the kernel writes only into `req`.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled in the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short != 0 {
+        return Ok(());
+    }
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: as above.
+    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The hardware address and IPv4 addresses of `ifname` in this thread's
+/// namespace.
+fn addresses_of(ifname: &str) -> Result<([u8; 6], Vec<Ipv4Addr>), DhcpError> {
+    let addrs: Vec<_> = nix::ifaddrs::getifaddrs()
+        .map_err(|e| DhcpError::Io(format!("cannot list the interfaces: {e}")))?
+        .filter(|a| a.interface_name == ifname)
+        .collect();
+    let mac = addrs.iter().find_map(|a| {
+        a.address
             .as_ref()
             .and_then(|s| s.as_link_addr())
             .and_then(|l| l.addr())
-        {
-            return Ok(mac);
-        }
-    }
-    Err(DhcpError::Interface(format!(
-        "there is no interface {ifname:?} with a hardware address in the container's namespace"
-    )))
+    });
+    let Some(mac) = mac else {
+        return Err(DhcpError::Interface(format!(
+            "there is no interface {ifname:?} with a hardware address in the container's namespace"
+        )));
+    };
+    let v4 = addrs
+        .iter()
+        .filter_map(|a| a.address.as_ref()?.as_sockaddr_in().map(|s| s.ip()))
+        .collect();
+    Ok((mac, v4))
 }

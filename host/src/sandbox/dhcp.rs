@@ -141,11 +141,12 @@ impl wit::Host for HostState {
             .map(|r| lease(&r)))
     }
 
-    fn release(&mut self, attachment: Attachment) -> Result<bool> {
+    fn release(&mut self, attachment: Attachment, ending: wit::Ending) -> Result<bool> {
         let Some((id, ifname)) = named(&attachment) else {
             return Ok(false);
         };
-        let released = self.in_dhcp(|cap, txn| cap.release(txn, id, ifname));
+        let tell = ending == wit::Ending::Release;
+        let released = self.in_dhcp(|cap, txn| cap.release(txn, id, ifname, tell));
         Ok(released.transpose().map_err(store_err)?.unwrap_or(false))
     }
 }

@@ -14,8 +14,9 @@
 //! - a failure is logged with the lease and what happened, counted in the
 //!   record (`wasm-ipam metrics` shows it), and tried again after half the
 //!   time left to the next of T2 and the expiry, at least 1 s and at most
-//!   60 s (RFC 2131 4.4.5 waits half the time left, at least 60 s; leases
-//!   of a few seconds, in tests, need less);
+//!   60 s or the lease's own T1, whichever is less (RFC 2131 4.4.5 waits
+//!   half the time left, down to 60 s; a lease renewed every few seconds
+//!   is retried as often);
 //! - the record is updated in a transaction of its own once the exchange
 //!   is done, never during it, so no call waits for a server; a lease
 //!   released while its renewal was under way is released again;
@@ -113,16 +114,20 @@ fn renew_place(place: &Place, boot: Option<&str>) -> Result<Duration, String> {
 }
 
 /// When a lease is next to be renewed: at T1, or, after failures, half the
-/// time left to the next of T2 and the expiry (1 s to 60 s).
+/// time left to the next of T2 and the expiry (1 s to 60 s, and no longer
+/// than T1).
 pub fn due(r: &Record) -> u64 {
     if r.failures == 0 {
         return r.renew_at();
     }
     let tried = r.attempted_at.unwrap_or(r.bound_at);
+    let longest = u64::from(r.lease.renew_secs).clamp(1, 60);
     let boundary = [r.rebind_at(), r.expires_at()]
         .into_iter()
         .find(|b| *b > tried);
-    let wait = boundary.map_or(60, |b| (b - tried) / 2).clamp(1, 60);
+    let wait = boundary
+        .map_or(longest, |b| (b - tried) / 2)
+        .clamp(1, longest);
     tried + wait
 }
 
@@ -242,5 +247,9 @@ mod tests {
         assert_eq!(due(&lease(1000, 9, Some(4599))), 4600);
         // Lapsed: every 60 s.
         assert_eq!(due(&lease(1000, 9, Some(9000))), 9060);
+        // A lease renewed every 2 s is retried at least as often.
+        let mut short = lease(1000, 1, Some(1002));
+        short.lease.renew_secs = 2;
+        assert_eq!(due(&short), 1004);
     }
 }

@@ -8,7 +8,9 @@
 //! exhausted (the alert operators ask for before pods fail with "no IP
 //! addresses available"), leases per network, and the policies' own
 //! figures, such as blocks per node (pooled) and addresses on hold
-//! (sticky). The exposition is written by the Prometheus project's client
+//! (sticky). For a network whose policy takes DHCP leases, it also shows
+//! the host's own record of them: leases held, failing renewals, lapsed
+//! leases, renewals done, and RELEASEs still to send. The exposition is written by the Prometheus project's client
 //! library (which ends each HELP text with its own period), and checked in
 //! the tests with `promtool`.
 
@@ -58,7 +60,43 @@ struct Families {
     exhausted: Family<PoolLabels, Value>,
     leases: Family<NetworkLabels, Value>,
     figures: Family<FigureLabels, Value>,
+    dhcp: [Family<DhcpLabels, Value>; 5],
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DhcpLabels {
+    network: String,
+}
+
+/// The DHCP families: name, help, and the figure of a summary.
+type DhcpFigure = fn(&crate::dhcp::record::Summary) -> u64;
+const DHCP: [(&str, &str, DhcpFigure); 5] = [
+    (
+        "dhcp_leases",
+        "DHCP leases the host holds for a network's attachments",
+        |s| s.leases,
+    ),
+    (
+        "dhcp_leases_failing",
+        "DHCP leases whose last renewal failed (wasm-ipam serve logs why)",
+        |s| s.failing,
+    ),
+    (
+        "dhcp_leases_lapsed",
+        "DHCP leases past their expiry, unrenewed: is wasm-ipam serve running",
+        |s| s.lapsed,
+    ),
+    (
+        "dhcp_renewals",
+        "Renewals that worked, over the DHCP leases held now",
+        |s| s.renewals,
+    ),
+    (
+        "dhcp_releases_pending",
+        "DHCPRELEASEs still to be sent for leases given up",
+        |s| s.pending_releases,
+    ),
+];
 
 impl Families {
     fn register(self, registry: &mut Registry) {
@@ -88,6 +126,9 @@ impl Families {
             "A policy's own figure about a pool: blocks a node holds (pooled, figure blocks), addresses on hold (sticky, figure holds)",
             self.figures,
         );
+        for ((name, help, _), family) in DHCP.iter().zip(self.dhcp) {
+            registry.register(*name, *help, family);
+        }
     }
 }
 
@@ -119,6 +160,15 @@ pub fn render(store: &dyn Store, data_dir: &Path, now: u64) -> anyhow::Result<St
                     node: f.node.clone().unwrap_or_default(),
                 };
                 families.figures.get_or_create(&labels).set(f.value as f64);
+            }
+        }
+        let summary = crate::dhcp::record::summary(&mut *store.begin(&network.name)?, now)?;
+        if summary != Default::default() {
+            let labels = DhcpLabels {
+                network: network.name.clone(),
+            };
+            for ((_, _, figure), family) in DHCP.iter().zip(&families.dhcp) {
+                family.get_or_create(&labels).set(figure(&summary) as f64);
             }
         }
         if network.reported {

@@ -145,8 +145,6 @@ impl Net {
     }
 }
 
-/// Asserts a CNI error with `code` whose message contains `needle`.
-#[track_caller]
 /// Whether `path` is installed; a test without it is skipped, except in CI,
 /// which must have installed the Debian `package`.
 pub fn installed(path: &str, package: &str) -> bool {
@@ -161,6 +159,8 @@ pub fn installed(path: &str, package: &str) -> bool {
     false
 }
 
+/// Asserts a CNI error with `code` whose message contains `needle`.
+#[track_caller]
 pub fn assert_error(out: &Outcome, code: u64, needle: &str) {
     assert!(
         !out.ok(),

@@ -4,6 +4,7 @@
 //! 10.77.0.10-10.77.0.50 on `srv0`, and a container namespace whose `eth0`
 //! is `srv0`'s veth peer, as the container's interface a main plugin made.
 //! Both go when the test ends, passing or failing, and dnsmasq with them.
+//! [`Dnsmasq`] serves `dhcp_policy.rs` too.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -26,10 +27,106 @@ pub(crate) fn dhcp_available() -> bool {
     crate::common::installed(DNSMASQ, "dnsmasq")
 }
 
+/// dnsmasq serving DHCP on one interface of a namespace, with its lease
+/// file in a folder of its own; killed when dropped.
+pub(crate) struct Dnsmasq {
+    child: Option<Child>,
+    ns: String,
+    iface: String,
+    args: Vec<String>,
+    pub leases: PathBuf,
+}
+
+impl Dnsmasq {
+    /// Serves on `iface` of `ns`, with `args` (the range and options).
+    pub fn start(ns: &Netns, iface: &str, leases: PathBuf, args: &[&str]) -> Dnsmasq {
+        let mut d = Dnsmasq {
+            child: None,
+            ns: ns.name().to_string(),
+            iface: iface.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            leases,
+        };
+        d.restart();
+        d
+    }
+
+    /// Starts it (again, on the same lease file).
+    pub fn restart(&mut self) {
+        self.stop();
+        let again = self.leases.exists();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, DNSMASQ])
+            .args([
+                "--keep-in-foreground",
+                "--port=0",
+                "--no-resolv",
+                "--no-hosts",
+                "--conf-file=/dev/null",
+                "--bind-interfaces",
+                "--pid-file=",
+            ])
+            .arg(format!("--interface={}", self.iface))
+            .arg(format!("--dhcp-leasefile={}", self.leases.display()))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        // dnsmasq writes its lease file once it serves; started again on
+        // one, it is given a moment to read it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.leases.exists() {
+            assert!(Instant::now() < deadline, "dnsmasq did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if again {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The lease file's line for `ip`: `expiry mac ip hostname client-id`.
+    pub fn line(&self, ip: &str) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(&self.leases).unwrap_or_default();
+        text.lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .find(|f| f.get(2).map(String::as_str) == Some(ip))
+    }
+
+    /// Waits up to `secs` for `ip`'s line to be gone (a RELEASE reached the
+    /// server), or to stay (`gone` false), and says whether it came out so.
+    pub fn settles(&self, ip: &str, gone: bool, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if self.line(ip).is_none() == gone {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A DHCP server and a container namespace wired to it.
 pub(crate) struct DhcpSite {
     // Dropped in this order: the server first, then the namespaces.
-    server: Option<Child>,
+    pub server: Dnsmasq,
     pub dir: tempfile::TempDir,
     pub container: Netns,
     pub site: Netns,
@@ -56,56 +153,21 @@ impl DhcpSite {
             .unwrap();
         site.ip(&["link", "set", "srv0", "up"]).unwrap();
         container.ip(&["link", "set", "eth0", "up"]).unwrap();
-        let mut s = DhcpSite {
-            server: None,
-            dir: tempfile::tempdir().unwrap(),
+        let dir = tempfile::tempdir().unwrap();
+        let server = Dnsmasq::start(
+            &site,
+            "srv0",
+            dir.path().join("leases"),
+            &[
+                "--dhcp-range=10.77.0.10,10.77.0.50,255.255.255.0,1h",
+                "--dhcp-option=option:router,10.77.0.1",
+            ],
+        );
+        DhcpSite {
+            server,
+            dir,
             container,
             site,
-        };
-        s.start_server();
-        s
-    }
-
-    pub fn leases_file(&self) -> PathBuf {
-        self.dir.path().join("leases")
-    }
-
-    /// Starts dnsmasq (again, on the same lease file).
-    pub fn start_server(&mut self) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.site.name(), DNSMASQ])
-            .args([
-                "--keep-in-foreground",
-                "--port=0",
-                "--no-resolv",
-                "--no-hosts",
-            ])
-            .args([
-                "--conf-file=/dev/null",
-                "--interface=srv0",
-                "--bind-interfaces",
-            ])
-            .arg("--dhcp-range=10.77.0.10,10.77.0.50,255.255.255.0,1h")
-            .arg("--dhcp-option=option:router,10.77.0.1")
-            .arg(format!("--dhcp-leasefile={}", self.leases_file().display()))
-            .arg("--pid-file=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.server = Some(child);
-        // dnsmasq writes its lease file once it serves.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.leases_file().exists() {
-            assert!(Instant::now() < deadline, "dnsmasq did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn stop_server(&mut self) {
-        if let Some(mut c) = self.server.take() {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 
@@ -125,25 +187,19 @@ impl DhcpSite {
             .unwrap();
     }
 
-    /// The lease file's lines for `ip`: `expiry mac ip hostname client-id`.
+    /// The lease file's line for `ip`.
     pub fn lease_line(&self, ip: Ipv4Addr) -> Option<Vec<String>> {
-        let text = std::fs::read_to_string(self.leases_file()).unwrap_or_default();
-        text.lines()
-            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            .find(|f| f.get(2).map(String::as_str) == Some(&ip.to_string()))
+        self.server.line(&ip.to_string())
     }
 }
 
-impl Drop for DhcpSite {
-    fn drop(&mut self) {
-        self.stop_server();
-    }
-}
-
+/// What the dhcp policy asks for by default: the subnet mask, routers, DNS
+/// servers and domain (the host sends the request list as it is given).
 fn request(client_id: &[u8], hostname: &str) -> Request {
     Request {
         client_id: client_id.to_vec(),
         hostname: Some(hostname.into()),
+        request: vec![1, 3, 6, 15],
         timeout: Duration::from_secs(5),
         ..Request::default()
     }
@@ -202,14 +258,10 @@ fn a_renewal_extends_the_lease_and_a_release_ends_it() {
     let rebound = dhcp::renew(&at, &req, &lease, true).unwrap();
     assert_eq!(rebound.address, lease.address);
     dhcp::release(&at, &req, &lease).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while site.lease_line(lease.address).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "dnsmasq still holds the released lease"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        site.server.settles(&lease.address.to_string(), true, 5),
+        "dnsmasq still holds the released lease"
+    );
 }
 
 #[test]
@@ -222,8 +274,7 @@ fn a_restarted_server_keeps_renewing_the_lease() {
     let req = request(b"\x00pod-s", "pod-s");
     let lease = dhcp::acquire(&at, &req).unwrap();
     site.configure(&lease);
-    site.stop_server();
-    site.start_server();
+    site.server.restart();
     let renewed = dhcp::renew(&at, &req, &lease, false).unwrap();
     assert_eq!(
         renewed.address, lease.address,
@@ -237,7 +288,7 @@ fn without_a_server_acquiring_ends_at_its_deadline_naming_the_interface() {
         return;
     }
     let mut site = DhcpSite::new();
-    site.stop_server();
+    site.server.stop();
     let mut req = request(b"\x00pod-n", "pod-n");
     req.timeout = Duration::from_millis(1500);
     let started = Instant::now();

@@ -9,6 +9,8 @@ mod conformance;
 mod crash;
 mod deploy;
 mod dhcp;
+mod dhcp_crash;
+mod dhcp_policy;
 mod etcd;
 mod etcd_cluster;
 mod fuzz;

@@ -15,21 +15,30 @@ use wasm_ipam::envvars::{DEBUG, SOCKET, TEST_CRASH_AT};
 use crate::common::{Net, plugin, test_policy};
 
 /// A server on a socket of its own, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run").join("wasm-ipam.sock");
+        let mut server = Server::start_at(&socket, Stdio::piped());
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on `socket`, its stderr to `stderr`.
+    pub(crate) fn start_at(socket: &Path, stderr: Stdio) -> Server {
+        let socket = socket.to_path_buf();
         let mut child = Command::new(plugin())
             .args(["serve", "--socket"])
             .arg(&socket)
+            .env(SOCKET, &socket)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         // It prints one line once it listens.
@@ -43,7 +52,7 @@ impl Server {
         Server {
             child,
             socket,
-            _dir: dir,
+            _dir: None,
         }
     }
 
@@ -51,7 +60,7 @@ impl Server {
         self.socket.to_str().unwrap()
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()

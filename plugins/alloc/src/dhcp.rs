@@ -71,14 +71,24 @@ impl DhcpError {
     }
 }
 
+/// `ending`: whether the server is told that a lease is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A DHCPRELEASE, once the call commits.
+    Release,
+    /// None: the server keeps the lease for its client id until it lapses.
+    Lapse,
+}
+
 /// The `dhcp` import's three functions.
 pub trait Dhcp {
     /// A lease for the call's attachment.
     fn acquire(&mut self, params: &DhcpParams) -> Result<DhcpLease, DhcpError>;
     /// The lease held for `att`, as last renewed.
     fn held(&self, att: &Attachment) -> Option<DhcpLease>;
-    /// Gives `att`'s lease up once the call commits; true if it had one.
-    fn release(&mut self, att: &Attachment) -> bool;
+    /// Gives `att`'s lease up once the call commits, ending it as
+    /// `ending` says; true if it had one.
+    fn release(&mut self, att: &Attachment, ending: Ending) -> bool;
 }
 
 /// A DHCP server in memory, with the host's record of who holds what:
@@ -98,8 +108,8 @@ pub struct FakeDhcp {
     pub held: BTreeMap<(String, String), DhcpLease>,
     /// Every `acquire` that reached the server, with its params.
     pub asked: Vec<DhcpParams>,
-    /// The attachments released.
-    pub released: Vec<Attachment>,
+    /// The attachments whose leases were given up, and how.
+    pub released: Vec<(Attachment, Ending)>,
 }
 
 impl FakeDhcp {
@@ -155,12 +165,16 @@ impl Dhcp for FakeDhcp {
         self.held.get(&key(att)).cloned()
     }
 
-    fn release(&mut self, att: &Attachment) -> bool {
+    /// A released lease is forgotten by the server, as dnsmasq does; a
+    /// lapsing one stays bound to its client id.
+    fn release(&mut self, att: &Attachment, ending: Ending) -> bool {
         let Some(lease) = self.held.remove(&key(att)) else {
             return false;
         };
-        self.server.remove(&lease.client_id);
-        self.released.push(att.clone());
+        if ending == Ending::Release {
+            self.server.remove(&lease.client_id);
+        }
+        self.released.push((att.clone(), ending));
         true
     }
 }

@@ -16,6 +16,12 @@
 //!   across re-creations.
 //! - `dhcpTimeoutMs`: how long an exchange may take, 1 to 60000 ms
 //!   (default 10000, the reference daemon's `-timeout`).
+//! - `release`: which leases DEL gives back to the server. `"unnamed"` (the
+//!   default): those of attachments without workload names, whose client
+//!   id never comes back; a named workload's lease is left to lapse, still
+//!   bound to its client id, so that the re-created pod gets it back (a
+//!   server such as dnsmasq forgets a released client). `"always"`: every
+//!   one, as the reference does.
 //!
 //! An option is a name the reference knows or a number from 1 to 254.
 
@@ -55,6 +61,8 @@ struct Fields {
     key: Option<Vec<String>>,
     #[serde(default)]
     dhcp_timeout_ms: Option<Value>,
+    #[serde(default)]
+    release: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +101,8 @@ pub struct Config {
     pub timeout_ms: u32,
     /// The reference's daemon socket, which is ignored.
     pub daemon_socket_path: Option<String>,
+    /// `release: "always"`: every DEL releases its lease at the server.
+    pub release_always: bool,
 }
 
 /// An option: a name from [`NAMES`], or a number from 1 to 254 (as text,
@@ -166,12 +176,23 @@ pub fn parse(ctx: &Context) -> Result<Config, IpamError> {
             }
         },
     };
+    let release_always = match &fields.release {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "unnamed" => false,
+        Some(Value::String(s)) if s == "always" => true,
+        Some(other) => {
+            return Err(invalid_config(format!(
+                "dhcp: ipam.release must be \"unnamed\" or \"always\", not {other}"
+            )));
+        }
+    };
     Ok(Config {
         provide,
         request,
         key: workload::key_names(fields.key, "dhcp")?,
         timeout_ms,
         daemon_socket_path: fields.daemon_socket_path,
+        release_always,
     })
 }
 

@@ -11,6 +11,10 @@
 //!   the server gives it the same lease;
 //! - the pod's name as the DHCP host name, which a server that registers its
 //!   clients in DNS (dnsmasq) names the address after;
+//! - a named workload's lease is not released at DEL but left to lapse,
+//!   still bound to its client id at the server, unrenewed: the re-created
+//!   pod gets it back (`"release": "always"` releases every lease, as the
+//!   reference does);
 //! - the leases kept in the store (the kit's layout, each tagged with its
 //!   workload), so `leases`, `metrics`, GC, the reclaim after a reboot and
 //!   `release-node` see and release them as any other policy's; the host
@@ -25,7 +29,7 @@ mod routes;
 
 use std::net::IpAddr;
 
-use ipam_kit::dhcp::{Dhcp, DhcpError, DhcpLease, DhcpParams};
+use ipam_kit::dhcp::{Dhcp, DhcpError, DhcpLease, DhcpParams, Ending};
 use ipam_kit::errors::{self, ALREADY_ALLOCATED, NOT_ALLOCATED};
 use ipam_kit::leases::{self, Lease};
 use ipam_kit::{
@@ -137,13 +141,25 @@ fn allocation(ctx: &Context, lease: &DhcpLease) -> Allocation {
     }
 }
 
+/// Whether a workload key names a workload that can come back: one made
+/// of runtime arguments, not of the container id.
+fn named(key: &str) -> bool {
+    !key.starts_with("container:")
+}
+
 /// Ends an attachment: its leases in the store, its workload's holder, and
-/// its DHCP lease (released by the host once this call commits). Returns
-/// the addresses it held in the store.
-fn detach(host: &mut dyn Host, att: &Attachment) -> Vec<IpAddr> {
+/// its DHCP lease, which the host releases once this call commits, or, for
+/// a named workload (unless `release` is `"always"`), leaves to lapse at
+/// the server for the workload to get back. Returns the addresses it held
+/// in the store.
+fn detach(host: &mut dyn Host, cfg: &Config, att: &Attachment) -> Vec<IpAddr> {
     let ips = leases::of(host, att);
+    let mut ending = Ending::Release;
     for ip in &ips {
         if let Some(Lease { tag: Some(key), .. }) = leases::get(host, *ip) {
+            if named(&key) && !cfg.release_always {
+                ending = Ending::Lapse;
+            }
             let holder = host
                 .get(&workload_key(&key))
                 .and_then(|v| serde_json::from_slice::<Holder>(&v).ok());
@@ -155,7 +171,7 @@ fn detach(host: &mut dyn Host, att: &Attachment) -> Vec<IpAddr> {
         leases::release(host, *ip);
     }
     if let Some(dhcp) = host.dhcp() {
-        dhcp.release(att);
+        dhcp.release(att, ending);
     }
     ips
 }
@@ -235,8 +251,8 @@ impl Policy for DhcpPolicy {
     }
 
     fn del(host: &mut dyn Host, ctx: &Context, att: &Attachment) -> Result<(), IpamError> {
-        parse(host, ctx)?;
-        detach(host, att);
+        let cfg = parse(host, ctx)?;
+        detach(host, &cfg, att);
         Ok(())
     }
 
@@ -286,7 +302,7 @@ impl Policy for DhcpPolicy {
         ctx: &Context,
         valid: &[Attachment],
     ) -> Result<Vec<Released>, IpamError> {
-        parse(host, ctx)?;
+        let cfg = parse(host, ctx)?;
         let mut stale: Vec<Attachment> = Vec::new();
         for (_, lease) in leases::stale(host, valid) {
             let att = lease.attachment();
@@ -296,7 +312,7 @@ impl Policy for DhcpPolicy {
         }
         let mut released = Vec::new();
         for att in stale {
-            for ip in detach(host, &att) {
+            for ip in detach(host, &cfg, &att) {
                 released.push(Released {
                     attachment: att.clone(),
                     address: ip.to_string(),

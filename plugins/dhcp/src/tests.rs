@@ -1,4 +1,4 @@
-use ipam_kit::dhcp::{DhcpError, FakeDhcp};
+use ipam_kit::dhcp::{DhcpError, Ending, FakeDhcp};
 use ipam_kit::errors::code;
 use ipam_kit::testing::{att, context};
 use ipam_kit::{Host, MemHost, leases};
@@ -88,19 +88,38 @@ fn a_re_created_pod_asks_under_the_same_client_id_and_gets_its_lease_back() {
     let err = DhcpPolicy::add(&mut h, &web0, &att("c3")).unwrap_err();
     assert_eq!(code(&err), 100, "{err:?}");
     assert!(errors::message(&err).contains("container c1"), "{err:?}");
-    // Deleted and re-created (a StatefulSet pod): the same client id.
+    // Deleted and re-created (a StatefulSet pod): the lease was left to
+    // lapse, not released, so the same client id gets the same address.
     call_for(&mut h, "c1");
     DhcpPolicy::del(&mut h, &web0, &att("c1")).unwrap();
-    assert_eq!(fake(&h).released, [att("c1")]);
-    // The fake server forgets a released lease; a real one keeps the
-    // address for the client id, which the fake shows by handing out the
-    // same one when nothing else was taken meanwhile.
+    assert_eq!(fake(&h).released, [(att("c1"), Ending::Lapse)]);
     call_for(&mut h, "c3");
     let again = DhcpPolicy::add(&mut h, &web0, &att("c3")).unwrap();
     let ids: Vec<&Vec<u8>> = fake(&h).asked.iter().map(|p| &p.client_id).collect();
     assert_eq!(ids[0], ids[2], "the same client id both times");
     assert_ne!(ids[0], ids[1]);
-    assert!(again.ips[0].address.starts_with("10.9.0."));
+    assert_eq!(again.ips, first.ips);
+}
+
+#[test]
+fn unnamed_leases_are_released_and_release_always_releases_named_ones_too() {
+    let mut h = host_for("c1");
+    let unnamed = pod(json!({}), None);
+    DhcpPolicy::add(&mut h, &unnamed, &att("c1")).unwrap();
+    DhcpPolicy::del(&mut h, &unnamed, &att("c1")).unwrap();
+    let always = pod(json!({"release": "always"}), Some(("shop", "web-0")));
+    call_for(&mut h, "c2");
+    DhcpPolicy::add(&mut h, &always, &att("c2")).unwrap();
+    DhcpPolicy::del(&mut h, &always, &att("c2")).unwrap();
+    assert_eq!(
+        fake(&h).released,
+        [(att("c1"), Ending::Release), (att("c2"), Ending::Release)]
+    );
+    assert!(fake(&h).server.is_empty(), "the server was told both");
+    let err =
+        DhcpPolicy::add(&mut h, &pod(json!({"release": "never"}), None), &att("c3")).unwrap_err();
+    assert_eq!(code(&err), 7);
+    assert!(errors::message(&err).contains("ipam.release"));
 }
 
 #[test]
@@ -276,7 +295,8 @@ fn gc_and_del_release_in_the_store_and_at_the_server() {
         .map(|r| r.attachment.container_id.as_str())
         .collect();
     assert_eq!(ids, ["c1", "c3"]);
-    assert_eq!(fake(&h).released, [att("c1"), att("c3")]);
+    let ended: Vec<_> = fake(&h).released.iter().map(|(a, _)| a.clone()).collect();
+    assert_eq!(ended, [att("c1"), att("c3")]);
     assert_eq!(leases::all(&h).len(), 1);
     // DEL twice, and a DEL of what was never added: all succeed.
     DhcpPolicy::del(&mut h, &ctx, &att("c2")).unwrap();

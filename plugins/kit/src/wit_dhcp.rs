@@ -6,7 +6,7 @@
 //! never references these functions and never imports `cni:ipam/dhcp`,
 //! and a network need not grant it anything.
 
-use ipam_alloc::dhcp::{Dhcp, DhcpError, DhcpLease, DhcpParams};
+use ipam_alloc::dhcp::{Dhcp, DhcpError, DhcpLease, DhcpParams, Ending};
 use ipam_alloc::{Attachment, Host, Level};
 
 use crate::WitHost;
@@ -67,8 +67,12 @@ impl Dhcp for WitDhcp {
     fn held(&self, att: &Attachment) -> Option<DhcpLease> {
         wit::held(&att.clone().into()).map(Into::into)
     }
-    fn release(&mut self, att: &Attachment) -> bool {
-        wit::release(&att.clone().into())
+    fn release(&mut self, att: &Attachment, ending: Ending) -> bool {
+        let ending = match ending {
+            Ending::Release => wit::Ending::Release,
+            Ending::Lapse => wit::Ending::Lapse,
+        };
+        wit::release(&att.clone().into(), ending)
     }
 }
 
