@@ -9,6 +9,13 @@
 //!
 //! An expected failure that passes fails the run, and an entry that matches
 //! no test is reported, so the file cannot rot into a list of excuses.
+//!
+//! An IPAM plugin that needs an interface (dhcp) is judged through an
+//! interface plugin that delegates to it (macvlan), whose own faults then
+//! show too. Those are the carrier's, already recorded when it was judged
+//! on its own: [`Expectations::carried`] loads its file so that each of its
+//! faults is expected and reported as the carrier's, and the IPAM plugin
+//! needs no file of its own for them.
 
 use std::path::Path;
 
@@ -74,6 +81,27 @@ impl Expectations {
         Ok(Expectations(file.expected))
     }
 
+    /// The expectations file of the plugin an IPAM plugin is judged
+    /// through: each reason says whose fault it is, and where it was
+    /// recorded.
+    pub fn carried(path: &Path) -> Result<Expectations, String> {
+        let mut carried = Expectations::load(path)?;
+        for e in &mut carried.0 {
+            e.reason = format!(
+                "the carrier's own fault, as recorded in {}: {}",
+                path.display(),
+                e.reason
+            );
+        }
+        Ok(carried)
+    }
+
+    /// These expectations, then `other`'s for tests none of these match.
+    pub fn and(mut self, other: Expectations) -> Expectations {
+        self.0.extend(other.0);
+        self
+    }
+
     pub fn find(&self, test: &str) -> Option<&Expectation> {
         self.0.iter().find(|e| glob_match(&e.test, test))
     }
@@ -130,5 +158,31 @@ mod tests {
         )
         .unwrap();
         assert!(Expectations::load(&bad).unwrap_err().contains("no reason"));
+    }
+
+    #[test]
+    fn a_carriers_faults_say_whose_they_are_and_come_after_the_plugins_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let carrier = dir.path().join("macvlan.toml");
+        std::fs::write(
+            &carrier,
+            "[[expected]]\ntest = \"spec::a@*\"\nstatus = \"fail\"\nreason = \"macvlan's\"\n",
+        )
+        .unwrap();
+        let carried = Expectations::carried(&carrier).unwrap();
+        let reason = &carried.find("spec::a@1.0.0").unwrap().reason;
+        assert!(
+            reason.starts_with("the carrier's own fault, as recorded in "),
+            "{reason}"
+        );
+        assert!(reason.ends_with("macvlan.toml: macvlan's"), "{reason}");
+        let own = Expectations(vec![Expectation {
+            test: "spec::a@1.0.0".into(),
+            status: Status::Skip,
+            reason: "its own".into(),
+        }]);
+        let both = own.and(carried);
+        assert_eq!(both.find("spec::a@1.0.0").unwrap().reason, "its own");
+        assert_eq!(both.find("spec::a@0.4.0").unwrap().status, Status::Fail);
     }
 }

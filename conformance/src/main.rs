@@ -79,6 +79,10 @@ struct Cli {
     /// ends. CNICT_SCRATCH names a folder of the case's own. Repeatable.
     #[arg(long = "host-daemon", value_name = "COMMAND")]
     host_daemon: Vec<String>,
+    /// A variable (KEY=VALUE) every call gets beside the CNI_* ones, as a
+    /// runtime passes its own environment on to its plugins. Repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = key_value)]
+    env: Vec<(String, String)>,
     /// Fail the run on failed should and convention rules too, not only on
     /// must rules.
     #[arg(long)]
@@ -124,6 +128,11 @@ struct Cli {
     /// Known failures and skips of this plugin, each with a reason (TOML).
     #[arg(long)]
     expectations: Option<PathBuf>,
+    /// The expectations file of the plugin an IPAM plugin is judged through
+    /// (such as macvlan's, for dhcp): its faults are that plugin's own, and
+    /// are reported as such rather than laid on the IPAM plugin.
+    #[arg(long, value_name = "FILE")]
+    carrier_expectations: Option<PathBuf>,
     /// Write PATH.md (a rule × version matrix) and PATH.xml (JUnit).
     #[arg(long, value_name = "PATH")]
     report: Option<PathBuf>,
@@ -235,7 +244,19 @@ fn build_target(cli: &Cli, cache: &Path) -> Result<Target> {
     t.host_links = cli.host_link.clone();
     t.host_daemons = cli.host_daemon.clone();
     t.data_dir = !cli.no_data_dir;
+    t.env = cli.env.clone();
     Ok(t.with_defaults())
+}
+
+/// `KEY=VALUE`, for `--env`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.starts_with("CNI_") => Ok((k.into(), v.into())),
+        Some((k, _)) if k.starts_with("CNI_") => Err(format!(
+            "{k} is the suite's to set for each call; --env takes other variables"
+        )),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 /// Settles which rules apply, and says why on stderr.
@@ -310,10 +331,13 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
         ModeArg::Spec => vec![Mode::Spec],
         ModeArg::Both => vec![Mode::Exact, Mode::Spec],
     };
-    let expectations = match &cli.expectations {
+    let mut expectations = match &cli.expectations {
         Some(p) => Expectations::load(p).map_err(anyhow::Error::msg)?,
         None => Expectations::default(),
     };
+    if let Some(p) = &cli.carrier_expectations {
+        expectations = expectations.and(Expectations::carried(p).map_err(anyhow::Error::msg)?);
+    }
     let description = format!("{} ({note})", target.describe());
     let namespaces_before = foreign_namespaces();
     let suite = Suite {

@@ -56,6 +56,9 @@ pub struct Target {
     /// may refuse fields it does not know (a MAY of the spec), so this can
     /// be turned off ([`Target::probe_data_dir`], `--no-data-dir`).
     pub data_dir: bool,
+    /// Variables every call gets beside the `CNI_*` ones, as a runtime
+    /// passes its own environment on (`--env`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Target {
@@ -73,6 +76,7 @@ impl Target {
             host_links: Vec::new(),
             host_daemons: Vec::new(),
             data_dir: true,
+            env: Vec::new(),
         }
     }
 
@@ -281,6 +285,11 @@ impl Target {
         let mut call = call.clone();
         if !call.extra.iter().any(|(k, _)| k == "CNI_PATH") {
             call.extra.push(("CNI_PATH".into(), self.cni_path_var()));
+        }
+        for (k, v) in &self.env {
+            if !call.extra.iter().any(|(set, _)| set == k) {
+                call.extra.push((k.clone(), v.clone()));
+            }
         }
         let spawn = Spawn {
             timeout: self.timeout,

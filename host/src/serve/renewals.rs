@@ -92,6 +92,11 @@ fn renew_place(place: &Place, boot: Option<&str>) -> Result<Duration, String> {
     let conf = place
         .store_conf()
         .ok_or_else(|| format!("its listed store {} does not parse", place.store))?;
+    // A store that is gone holds nothing to renew; opening it would make
+    // it again.
+    if crate::release::nothing_stored(&conf, &place.data_dir) {
+        return Ok(RESCAN);
+    }
     let store = crate::invoke::open_store_at(&conf, &place.data_dir).map_err(|e| e.to_string())?;
     let mut next = RESCAN;
     for network in store.namespaces().map_err(|e| e.to_string())? {

@@ -103,3 +103,71 @@ fn the_policy_template_conforms() {
     t.small_ipam = Some(json!({"subnet": "10.202.0.0/29"}));
     assert!(conforms(t, vec![], None) >= 160);
 }
+
+/// The DHCP server of each case: dnsmasq in the case's host namespace on
+/// the peer of the macvlan master, with four addresses, as cni-conformance's
+/// own test gives the reference dhcp plugin (`conformance/tests/all`), but
+/// without the ping check that holds every new offer back 3 s: with it,
+/// the run takes minutes.
+const DNSMASQ: &str = "ip addr add 10.226.0.1/24 dev cnictm0p && exec dnsmasq --keep-in-foreground \
+    --log-facility=- --port=0 --no-resolv --no-hosts --interface=cnictm0p --bind-interfaces --no-ping \
+    --dhcp-range=10.226.0.10,10.226.0.13,255.255.255.0,1h --dhcp-leasefile=\"$CNICT_SCRATCH/leases\" --pid-file=";
+
+/// The dhcp policy judged as the reference dhcp is, through macvlan, which
+/// delegates to it, against a DHCP server in each case, with no
+/// expectations file of its own: macvlan's own faults are expected as the
+/// carrier's, from the file it was judged with. Every version, strictly
+/// (the pool's four addresses make the leak rule prove that DEL releases
+/// each lease).
+#[test]
+fn the_dhcp_policy_conforms_through_macvlan_with_no_expectations() {
+    if !crate::dhcp_policy::available() {
+        return;
+    }
+    let macvlan = crate::dhcp_policy::MACVLAN;
+    let config = json!({
+        "type": "macvlan", "master": "cnictm0", "mode": "bridge",
+        "ipam": {"type": "wasm-ipam", "policy": "dhcp", "grant": ["dhcp"], "dhcpTimeoutMs": 5000}
+    });
+    let mut t = Target::native(macvlan);
+    t.plugin_kind = cni_conformance::kind::PluginKind::Interface;
+    t.config = Some(config.clone());
+    t.small_config = Some(config);
+    t.cni_path = vec![
+        plugin().parent().unwrap().to_path_buf(),
+        Path::new(macvlan).parent().unwrap().to_path_buf(),
+    ];
+    t.set.insert("cacheDir".into(), json!(shared_cache()));
+    t.host_links = vec!["cnictm0".into()];
+    t.host_daemons = vec![DNSMASQ.into()];
+    // No node-wide list of DHCP stores for the node's renewer: the cases'
+    // stores are temporary.
+    t.env = vec![("WASM_IPAM_SOCKET".into(), String::new())];
+    t.timeout = Some(std::time::Duration::from_secs(30));
+    let suite = Suite {
+        target: Arc::new(t),
+        recordings: recordings(),
+        replay_plugin: "dhcp".into(),
+        modes: vec![Mode::Spec],
+        expectations: Expectations::carried(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../conformance/expectations/macvlan-1.1.1.toml"),
+        )
+        .unwrap(),
+        results: Arc::default(),
+        strict: true,
+    };
+    assert!(
+        suite
+            .unused_expectations(&suite.trials().unwrap())
+            .is_empty()
+    );
+    let args = libtest_mimic::Arguments {
+        quiet: true,
+        test_threads: Some(4),
+        ..Default::default()
+    };
+    let conclusion = libtest_mimic::run(&args, suite.trials().unwrap());
+    assert!(!conclusion.has_failed(), "{conclusion:?}");
+    assert!(conclusion.num_passed >= 100, "{conclusion:?}");
+}

@@ -11,6 +11,7 @@ mod deploy;
 mod dhcp;
 mod dhcp_crash;
 mod dhcp_policy;
+mod dhcp_serve;
 mod etcd;
 mod etcd_cluster;
 mod fuzz;

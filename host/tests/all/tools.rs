@@ -856,7 +856,7 @@ fn release_node_frees_a_departed_nodes_addresses() {
 }
 
 /// `promtool check metrics` on `text`; in CI promtool must be there.
-fn promtool_accepts(text: &str) {
+pub(crate) fn promtool_accepts(text: &str) {
     if !Path::new("/usr/bin/promtool").exists() {
         assert!(
             std::env::var_os("CI").is_none(),
