@@ -14,9 +14,11 @@
 //! cluster bursts of `cluster.rs`: N nodes starting P pods at once. With
 //! `--faults`, only the bursts of `faults.rs` on a 3-member etcd cluster
 //! the bench starts itself, while a member dies, restarts or is partitioned
-//! away.
+//! away. With `--dhcp`, only `dhcp.rs`: the dhcp policy against the
+//! reference dhcp plugin and its daemon, through macvlan, against dnsmasq.
 
 mod cluster;
+mod dhcp;
 mod faults;
 mod measure;
 mod plot;
@@ -68,6 +70,12 @@ struct Cli {
     /// the partition run needs root), once per fault.
     #[arg(long, value_name = "NODESxPODS", num_args = 0..=1, default_missing_value = "20x10")]
     faults: Option<cluster::Spec>,
+    /// Only the dhcp comparison: ADD and DEL through macvlan, the dhcp
+    /// policy against the reference dhcp and its daemon, against a dnsmasq
+    /// the bench starts; then what each keeps through restarts (needs
+    /// root, dnsmasq and the reference plugins).
+    #[arg(long)]
+    dhcp: bool,
     /// Also draw the plots into this directory, as SVG: `add-latency.svg`,
     /// and with `--cluster`, `cluster.svg`.
     #[arg(long, value_name = "DIR")]
@@ -196,6 +204,12 @@ fn main() -> Result<()> {
             "{} does not exist: build it (cargo build -p wasm-ipam) or give --wasm-ipam",
             ours.display()
         );
+    }
+    if cli.dhcp {
+        let results = json!({"dhcp": dhcp::run(&ours, cli.smoke)?});
+        std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
+        println!("\nJSON: {}", cli.json.display());
+        return Ok(());
     }
     if let Some(spec) = &cli.faults {
         let results = json!({"faults": faults::run_all(&ours, spec.nodes, spec.pods)?});

@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(release(&mut *txn, "c1", "eth0").unwrap(), Some(r.clone()));
         assert_eq!(release(&mut *txn, "c1", "eth0").unwrap(), None);
         assert!(all(&mut *txn).unwrap().is_empty());
-        assert_eq!(pending(&mut *txn).unwrap(), [r.clone()]);
+        assert_eq!(pending(&mut *txn).unwrap(), std::slice::from_ref(&r));
         assert!(!held_again(&mut *txn, &r).unwrap());
         // The same client id acquired again by a re-created pod: the old
         // RELEASE must not be sent.

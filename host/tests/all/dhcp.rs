@@ -125,11 +125,12 @@ impl Drop for Dnsmasq {
 
 /// A DHCP server and a container namespace wired to it.
 pub(crate) struct DhcpSite {
-    // Dropped in this order: the server first, then the namespaces.
+    // Dropped in this order: the server first, then its lease file's
+    // folder, then the namespaces.
     pub server: Dnsmasq,
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     pub container: Netns,
-    pub site: Netns,
+    _site: Netns,
 }
 
 impl DhcpSite {
@@ -165,9 +166,9 @@ impl DhcpSite {
         );
         DhcpSite {
             server,
-            dir,
+            _dir: dir,
             container,
-            site,
+            _site: site,
         }
     }
 

@@ -64,7 +64,7 @@ fn an_add_killed_before_or_after_its_commit_keeps_the_store_and_the_server_in_st
     // the same client id, the same lease.
     assert!(site.del(&a, &conf).ok());
     assert_eq!(address(&site.add(&a, &conf)), orphan);
-    assert_eq!(site.net.leased(), [orphan.clone()]);
+    assert_eq!(site.net.leased(), std::slice::from_ref(&orphan));
     // Killed just after the commit: all of it is there, and the runtime's
     // DEL releases it, in the store and at the server (broadcast: the
     // failed ADD's interface never got the address).

@@ -212,7 +212,7 @@ fn add_check_and_del_through_macvlan_against_dnsmasq() {
         "{line:?}"
     );
     // The store holds it, and the host its record for renewals.
-    assert_eq!(site.net.leased(), [ip.clone()]);
+    assert_eq!(site.net.leased(), std::slice::from_ref(&ip));
     assert_eq!(site.host_keys("lease"), ["c1/net1"]);
     // CHECK, with the result the runtime kept.
     let mut check = conf.clone();

@@ -274,7 +274,7 @@ fn unusable_policy_files_are_config_errors() {
         (json!(core_module), "is not a valid WebAssembly component"),
         (
             json!(test_policy("not-a-policy")),
-            "does not implement the cni:ipam/ipam-policy@0.1.0 world",
+            "does not implement the cni:ipam/ipam-policy@0.1.1 world",
         ),
     ] {
         let mut c = net.conf.clone();

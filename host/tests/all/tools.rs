@@ -249,23 +249,23 @@ fn compile_checks_the_contract_and_warms_the_cache() {
     ));
     assert!(
         first.contains(
-            "implements cni:ipam/ipam-policy-tools@0.1.0 (ipam-policy, with inspect and nodes"
+            "implements cni:ipam/ipam-policy-tools@0.1.1 (ipam-policy, with inspect and nodes"
         ),
         "{first}"
     );
     assert!(
-        first.contains("cni:ipam/policy@0.1.0: add, del, check, gc, status"),
+        first.contains("cni:ipam/policy@0.1.1: add, del, check, gc, status"),
         "{first}"
     );
     assert!(
-        first.contains("cni:ipam/nodes@0.1.0: release-node"),
+        first.contains("cni:ipam/nodes@0.1.1: release-node"),
         "{first}"
     );
     assert!(
-        first.contains("cni:ipam/inspect@0.1.0: leases, usage"),
+        first.contains("cni:ipam/inspect@0.1.1: leases, usage"),
         "{first}"
     );
-    assert!(first.contains("cni:ipam/store@0.1.0"), "{first}");
+    assert!(first.contains("cni:ipam/store@0.1.1"), "{first}");
     assert!(first.contains("compiled in"), "{first}");
     let entries = cache_entries(&cache_dir);
     assert_eq!(entries.len(), 1);
@@ -339,7 +339,7 @@ fn compile_refuses_what_is_not_a_policy_and_keeps_nothing() {
             0,
             "",
         ),
-        "does not implement the cni:ipam/ipam-policy@0.1.0 world",
+        "does not implement the cni:ipam/ipam-policy@0.1.1 world",
     );
     let junk = cache.path().join("junk.wasm");
     std::fs::write(&junk, b"\0asm junk").unwrap();
@@ -537,7 +537,7 @@ fn import_refuses_what_it_cannot_carry_over_exactly_and_imports_nothing() {
     bare.conf["name"] = json!("pods");
     fails_with(
         &import(&from, &bare),
-        "does not export cni:ipam/inspect@0.1.0: the import needs it to see what is held already",
+        "does not export cni:ipam/inspect@0.1.1: the import needs it to see what is held already",
     );
     assert_eq!(bare.store_dump(), Vec::new());
     // Both left the reference's reservations as they were.
@@ -700,13 +700,15 @@ fn install_puts_the_plugin_in_place_and_compiles_the_policies() {
     );
     let mode = std::fs::metadata(&installed).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o755);
-    for policy in ["host-local", "pooled", "sticky"] {
+    let builtins = wasm_ipam::sandbox::builtin_names();
+    assert_eq!(builtins, ["host-local", "pooled", "sticky", "dhcp"]);
+    for policy in &builtins {
         assert!(
             out.contains(&format!("installed the precompiled policy {policy} in")),
             "{out}"
         );
     }
-    assert_eq!(cache_entries(&cache).len(), 3, "{out}");
+    assert_eq!(cache_entries(&cache).len(), builtins.len(), "{out}");
     // The installed plugin is a working CNI plugin, and it finds the
     // policies compiled.
     let net = Net::with_ipam(
@@ -720,7 +722,11 @@ fn install_puts_the_plugin_in_place_and_compiles_the_policies() {
     )
     .unwrap();
     assert!(added.ok(), "{} {}", added.stdout, added.stderr);
-    assert_eq!(cache_entries(&cache).len(), 3, "nothing compiled again");
+    assert_eq!(
+        cache_entries(&cache).len(),
+        builtins.len(),
+        "nothing compiled again"
+    );
 
     // Again, over a plugin that is running: the running one goes on, the
     // new one is in place, no temporary file is left.
@@ -968,7 +974,29 @@ fn metrics_are_served_over_http() {
 
 #[test]
 fn a_policy_without_the_optional_exports_still_serves_and_the_tools_say_so() {
-    // policy-bare: world ipam-policy only, built without the kit.
+    // policy-bare: world ipam-policy only, built without the kit, against
+    // the contract as it was at 0.1.0; this host serves 0.1.1.
+    let cache = tempfile::tempdir().unwrap();
+    let path = test_policy("policy_bare");
+    let vetted = stdout(&tool(
+        &[
+            "compile",
+            path.to_str().unwrap(),
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        0,
+        "",
+    ));
+    assert!(
+        vetted.contains("implements cni:ipam/ipam-policy@0.1.1"),
+        "{vetted}"
+    );
+    assert!(
+        vetted.contains("cni:ipam/policy@0.1.0: add, del"),
+        "{vetted}"
+    );
+    assert!(vetted.contains("cni:ipam/store@0.1.0"), "{vetted}");
     let bare = Net::with_ipam(
         "1.0.0",
         json!({"policy": test_policy("policy_bare"), "node": "node-a"}),
@@ -978,7 +1006,7 @@ fn a_policy_without_the_optional_exports_still_serves_and_the_tools_say_so() {
     let dir = dir_arg(&bare);
     let listed = stdout(&tool(&["leases", "--data-dir", &dir], 0, ""));
     assert!(
-        listed.contains("does not report leases: it does not export cni:ipam/inspect@0.1.0"),
+        listed.contains("does not report leases: it does not export cni:ipam/inspect@0.1.1"),
         "{listed}"
     );
     let json = stdout(&tool(&["leases", "--data-dir", &dir, "--json"], 0, ""));
@@ -994,7 +1022,7 @@ fn a_policy_without_the_optional_exports_still_serves_and_the_tools_say_so() {
     ));
     assert!(
         released.contains(
-            "keeps no per-node state to release (it does not export cni:ipam/nodes@0.1.0)"
+            "keeps no per-node state to release (it does not export cni:ipam/nodes@0.1.1)"
         ),
         "{released}"
     );
