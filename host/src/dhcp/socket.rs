@@ -12,7 +12,8 @@
 //! interface has an address the client sends from 0.0.0.0 to the limited
 //! broadcast address, and asks the server to broadcast its answers (the
 //! BOOTP broadcast flag), which a socket bound to the device receives.
-//! No raw socket and no hand-made IP or UDP header is needed.
+//! No raw socket and no hand-made IP or UDP header is needed. The device is
+//! bound before the port (see `open_in`), so port 68 is per interface.
 //!
 //! A main plugin may call its IPAM plugin before it sets the interface up
 //! (macvlan and ipvlan do: the link comes up with its address, after the
@@ -24,7 +25,9 @@ use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 
-use nix::sys::socket::{setsockopt, sockopt};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, setsockopt, sockopt};
 
 use super::DhcpError;
 
@@ -71,13 +74,30 @@ fn open_in(at: &Attachment) -> Result<ClientSocket, DhcpError> {
             at.netns.display()
         ))
     };
-    let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
-        .map_err(|e| io("cannot bind UDP port 68", e))?;
-    setsockopt(&socket, sockopt::BindToDevice, &OsString::from(&at.ifname))
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| io("cannot make a UDP socket", e.into()))?;
+    // Bound to the device before the port, and with SO_REUSEADDR: then
+    // port 68 is this interface's alone, so exchanges on two interfaces of
+    // one pod (a renewal on net1 while net2 is added) do not collide, and
+    // neither does one right after another whose socket a forked child
+    // briefly holds a copy of.
+    setsockopt(&fd, sockopt::BindToDevice, &OsString::from(&at.ifname))
         .map_err(|e| io("cannot bind the socket to the interface", e.into()))?;
-    socket
-        .set_broadcast(true)
-        .map_err(|e| io("cannot allow broadcast", e))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)
+        .map_err(|e| io("cannot share UDP port 68", e.into()))?;
+    setsockopt(&fd, sockopt::Broadcast, &true)
+        .map_err(|e| io("cannot allow broadcast", e.into()))?;
+    socket::bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)),
+    )
+    .map_err(|e| io("cannot bind UDP port 68", e.into()))?;
+    let socket = UdpSocket::from(fd);
     Ok(ClientSocket {
         socket,
         mac,
@@ -115,7 +135,7 @@ fn set_up(ifname: &str) -> std::io::Result<()> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name) {
         *dst = *src as libc::c_char;
     }
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&probe);
+    let fd = probe.as_raw_fd();
     // SAFETY: `req` is a valid ifreq naming the interface, as both
     // requests expect; the kernel writes only into `req`.
     if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) } < 0 {

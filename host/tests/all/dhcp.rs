@@ -323,3 +323,32 @@ fn a_missing_namespace_or_interface_is_named() {
     assert!(matches!(err, DhcpError::Interface(_)), "{err:?}");
     assert!(err.to_string().contains("\"net9\""), "{err}");
 }
+
+#[test]
+fn two_interfaces_of_one_namespace_exchange_at_once() {
+    if !dhcp_available() {
+        return;
+    }
+    let site = DhcpSite::new();
+    // A second interface in the pod, on a link no server answers.
+    site.container
+        .ip(&[
+            "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+        ])
+        .unwrap();
+    for link in ["eth1", "eth1p"] {
+        site.container.ip(&["link", "set", link, "up"]).unwrap();
+    }
+    let mut quiet = site.attachment();
+    quiet.ifname = "eth1".into();
+    let mut req = request(b"\x00pod-q", "pod-q");
+    req.timeout = Duration::from_secs(3);
+    // eth1's exchange holds its port 68 for its whole 3 s...
+    let waiting = std::thread::spawn(move || dhcp::acquire(&quiet, &req));
+    std::thread::sleep(Duration::from_millis(300));
+    // ...while eth0's goes through on its own.
+    let lease = dhcp::acquire(&site.attachment(), &request(b"\x00pod-e", "pod-e")).unwrap();
+    assert!(in_pool(&lease), "{lease:?}");
+    let err = waiting.join().unwrap().unwrap_err();
+    assert!(matches!(err, DhcpError::NoAnswer { .. }), "{err:?}");
+}
