@@ -9,6 +9,7 @@ mod conformance;
 mod crash;
 mod deploy;
 mod dhcp;
+mod dhcp_cleanup;
 mod dhcp_crash;
 mod dhcp_policy;
 mod dhcp_serve;

@@ -1,0 +1,87 @@
+//! The dhcp policy's leases go the ways every policy's do: CNI GC, the
+//! reclaim after a reboot, and `wasm-ipam release-node`, against a real
+//! dnsmasq. The store lets each lease go; the server is told only where
+//! this node, in this boot, can still reach the interface, and otherwise
+//! its lease lapses by itself.
+
+use std::process::Command;
+
+use cni::exec::{self, Call};
+use serde_json::json;
+use wasm_ipam::envvars::{BOOT_ID, SOCKET};
+
+use crate::common::plugin;
+use crate::dhcp_policy::{Site, address, available};
+
+#[test]
+fn gc_the_reclaim_after_a_reboot_and_release_node_let_dhcp_leases_go() {
+    if !available() {
+        return;
+    }
+    let site = Site::new(&[]);
+    let conf = site.conf(json!({}));
+    let socket = site.socket().display().to_string();
+    let in_boot = |call: Call, boot: &str| call.env(BOOT_ID, boot);
+    let add = |pod: &crate::dhcp_policy::Pod, boot: &str, conf: &serde_json::Value| {
+        let out = site.run(in_boot(pod.call("ADD"), boot), conf);
+        assert!(out.ok(), "ADD {}: {} {}", pod.id, out.stdout, out.stderr);
+        address(&out.json())
+    };
+    let (p1, p2) = (site.pod("c1", None), site.pod("c2", None));
+    let (ip1, ip2) = (add(&p1, "boot-1", &conf), add(&p2, "boot-1", &conf));
+
+    // GC, straight to the IPAM plugin (macvlan 1.1.1 has no GC): c1 is not
+    // in use any more. Its namespace is still there, so it is released at
+    // the server too.
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c2", "ifname": "net1"}]);
+    let call = Call::new("GC").env(BOOT_ID, "boot-1").env(SOCKET, &socket);
+    let out = exec::run(plugin(), &call, gc.to_string().as_bytes()).unwrap();
+    assert!(out.ok(), "GC: {} {}", out.stdout, out.stderr);
+    assert_eq!(site.net.leased(), std::slice::from_ref(&ip2));
+    assert!(
+        site.server.settles(&ip1, true, 5),
+        "dnsmasq still leases {ip1}"
+    );
+
+    // The node reboots: its first call releases c2, made in the earlier
+    // boot. That namespace is gone with the boot, so the server is not
+    // told; its lease lapses by itself.
+    let p3 = site.pod("c3", None);
+    let ip3 = add(&p3, "boot-2", &conf);
+    assert_eq!(site.net.leased(), std::slice::from_ref(&ip3));
+    assert!(site.host_keys("release").is_empty());
+    assert!(site.server.line(&ip2).is_some(), "told to release {ip2}");
+
+    // A node that left the cluster: its leases go from the store, and its
+    // interfaces are not this node's to release from.
+    let mut elsewhere = conf.clone();
+    elsewhere["ipam"]["node"] = json!("node-gone");
+    let p4 = site.pod("c4", None);
+    let ip4 = add(&p4, "boot-2", &elsewhere);
+    let out = Command::new(plugin())
+        .args(["release-node", "node-gone", "--data-dir"])
+        .arg(site.net.data_dir())
+        .env(SOCKET, "")
+        .env(BOOT_ID, "boot-2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(site.net.leased(), [ip3]);
+    for section in ["lease", "release"] {
+        let keys = site.host_keys(section);
+        assert!(
+            keys.iter().all(|k| !k.starts_with("c4/")),
+            "{section}: {keys:?}"
+        );
+    }
+    assert!(
+        site.server.line(&ip4).is_some(),
+        "released from another node"
+    );
+}
