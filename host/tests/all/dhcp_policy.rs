@@ -180,9 +180,19 @@ fn add_check_and_del_through_macvlan_against_dnsmasq() {
         return;
     }
     let site = Site::new(&[]);
-    let conf = site.conf(json!({"release": "always"}));
+    // The reference's daemon socket: there is no daemon, and the log says so.
+    let conf = site.conf(json!({"release": "always", "daemonSocketPath": "/run/cni/dhcp.sock"}));
     let pod = site.pod("c1", Some("web-0"));
-    let result = site.add(&pod, &conf);
+    let added = site.run(pod.call("ADD"), &conf);
+    assert!(added.ok(), "ADD: {} {}", added.stdout, added.stderr);
+    assert!(
+        added
+            .stderr
+            .contains("daemonSocketPath \"/run/cni/dhcp.sock\" is ignored"),
+        "{}",
+        added.stderr
+    );
+    let result = added.json();
     let ip = address(&result);
     let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
     assert!(
