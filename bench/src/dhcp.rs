@@ -321,7 +321,10 @@ fn timed(site: &Site, pairs: usize) -> Result<Value> {
         // Each round in turn starts with another system.
         for k in 0..systems.len() {
             let s = (i + k) % systems.len();
-            let id = format!("b{i}");
+            // Each system its own container ids: the reference's client id
+            // is made of the container id, as an unnamed pod's is here, and
+            // a shared one would share leases and dnsmasq's ping results.
+            let id = format!("b{s}-{i}");
             let add = site.call(systems[s], "ADD", &id, &pods[s]);
             if !add.ok() {
                 bail!(

@@ -45,8 +45,6 @@ use crate::sandbox::{Attachment, Context, Invocation, Op, Sandbox};
 use crate::store::{Store, StoreError, Txn};
 
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
-/// Records read per scan.
-const PAGE: u32 = 256;
 
 /// This boot's id, or `None` when the kernel does not say (no /proc).
 pub fn boot_id(lookup: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
@@ -130,28 +128,20 @@ fn recorded(
 ) -> Result<Vec<(Attachment, String)>, StoreError> {
     let prefix = records(node);
     let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = txn.scan(&prefix, after.as_deref(), PAGE)?;
-        let full = page.len() == PAGE as usize;
-        after = page.last().map(|(k, _)| k.clone());
-        for (key, value) in page {
-            let Some((id, ifname)) = key[prefix.len()..].split_once('/') else {
-                continue;
+    for (key, value) in txn.scan_all(&prefix)? {
+        let Some((id, ifname)) = key[prefix.len()..].split_once('/') else {
+            continue;
+        };
+        let was = String::from_utf8_lossy(&value).into_owned();
+        if gone.covers(&was) {
+            let a = Attachment {
+                container_id: id.to_string(),
+                ifname: ifname.to_string(),
             };
-            let was = String::from_utf8_lossy(&value).into_owned();
-            if gone.covers(&was) {
-                let a = Attachment {
-                    container_id: id.to_string(),
-                    ifname: ifname.to_string(),
-                };
-                out.push((a, was));
-            }
-        }
-        if !full {
-            return Ok(out);
+            out.push((a, was));
         }
     }
+    Ok(out)
 }
 
 /// What the policy sees for a call no runtime made (a DEL of an attachment

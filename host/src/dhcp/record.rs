@@ -25,7 +25,6 @@ use crate::store::{StoreError, Txn};
 const LEASES: &str = "dhcp/lease/";
 const CLIENTS: &str = "dhcp/client/";
 const RELEASES: &str = "dhcp/release/";
-const PAGE: u32 = 256;
 
 /// One lease the host holds for an attachment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,18 +164,11 @@ pub fn unqueue(txn: &mut dyn Txn, record: &Record) -> Result<(), StoreError> {
 }
 
 fn scan(txn: &mut dyn Txn, section: &str) -> Result<Vec<Record>, StoreError> {
-    let prefix = key(section, "");
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = txn.scan(&prefix, after.as_deref(), PAGE)?;
-        let full = page.len() == PAGE as usize;
-        after = page.last().map(|(k, _)| k.clone());
-        out.extend(page.iter().filter_map(|(_, v)| decode(v)));
-        if !full {
-            return Ok(out);
-        }
-    }
+    Ok(txn
+        .scan_all(&key(section, ""))?
+        .iter()
+        .filter_map(|(_, v)| decode(v))
+        .collect())
 }
 
 /// Every lease the host holds in the network, on every node.

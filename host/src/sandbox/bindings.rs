@@ -9,27 +9,12 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-/// The optional exports of world `ipam-policy-tools` (`inspect`, `nodes`),
-/// over the same imports and types as `ipam-policy`. A policy may export
-/// none of them: the host looks each one up when it needs it.
-pub mod tools {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "ipam-policy-tools",
-        imports: { default: trappable },
-        with: {
-            "cni:ipam/types": super::cni::ipam::types,
-            "cni:ipam/store": super::cni::ipam::store,
-            "cni:ipam/log": super::cni::ipam::log,
-            "cni:ipam/clock": super::cni::ipam::clock,
-            "cni:ipam/policy": super::exports::cni::ipam::policy,
-        },
-    });
-}
-
-/// The optional `dhcp` import of world `ipam-dhcp-policy`, over the same
-/// types. Linked only into a policy that imports it.
-pub mod dhcp {
+/// What a policy may have beyond `ipam-policy`, from the widest world,
+/// `ipam-dhcp-policy`: the optional exports `inspect` and `nodes`, and the
+/// optional `dhcp` import, over the same imports and types. A policy may
+/// have none of them: the host looks each export up when it needs it, and
+/// links `dhcp` only into a policy that imports it.
+pub mod optional {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "ipam-dhcp-policy",
@@ -40,8 +25,6 @@ pub mod dhcp {
             "cni:ipam/log": super::cni::ipam::log,
             "cni:ipam/clock": super::cni::ipam::clock,
             "cni:ipam/policy": super::exports::cni::ipam::policy,
-            "cni:ipam/inspect": super::tools::exports::cni::ipam::inspect,
-            "cni:ipam/nodes": super::tools::exports::cni::ipam::nodes,
         },
     });
 }
@@ -49,4 +32,4 @@ pub mod dhcp {
 pub use self::cni::ipam::types::{
     Allocation, Attachment, Availability, Context, Dns, IpConfig, IpamError, Released, Route,
 };
-pub use tools::exports::cni::ipam::inspect::{Figure, Lease, PoolUsage};
+pub use optional::exports::cni::ipam::inspect::{Figure, Lease, PoolUsage};

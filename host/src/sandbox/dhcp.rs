@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Result;
 
 use super::bindings::Attachment;
-use super::bindings::dhcp::cni::ipam::dhcp as wit;
+use super::bindings::optional::cni::ipam::dhcp as wit;
 use super::state::{HostState, LimitError};
 use crate::dhcp::record::Record;
 use crate::dhcp::{DhcpError, Request};

@@ -311,7 +311,7 @@ impl Sandbox {
                 IpamPolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             })
             .and_then(|()| match imports_dhcp {
-                true => bindings::dhcp::cni::ipam::dhcp::add_to_linker::<
+                true => bindings::optional::cni::ipam::dhcp::add_to_linker::<
                     HostState,
                     HasSelf<HostState>,
                 >(&mut linker, |s| s),
@@ -461,7 +461,7 @@ fn call_optional(
     op: &Op,
     ctx: &Context,
 ) -> wasmtime::Result<Option<Result<Answer, IpamError>>> {
-    use bindings::tools::exports::cni::ipam::{inspect, nodes};
+    use bindings::optional::exports::cni::ipam::{inspect, nodes};
     let pre = instance.instance_pre(&*store);
     Ok(Some(match op {
         Op::ReleaseNode => match nodes::GuestIndices::new(&pre) {

@@ -82,6 +82,21 @@ pub trait Txn: Send {
         start_after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Entry>, StoreError>;
+    /// Every entry under `prefix`, read page by page: for the host's own
+    /// records, which it reads whole.
+    fn scan_all(&mut self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        const PAGE: u32 = 256;
+        let mut out: Vec<Entry> = Vec::new();
+        loop {
+            let after = out.last().map(|(k, _)| k.clone());
+            let page = self.scan(prefix, after.as_deref(), PAGE)?;
+            let full = page.len() == PAGE as usize;
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

@@ -34,15 +34,20 @@ fn within(secs: u64, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-/// One figure of `wasm-ipam metrics` for the site's network.
-fn metric(site: &Site, name: &str) -> Option<f64> {
+/// What `wasm-ipam metrics` prints for the site's store.
+fn metrics(site: &Site) -> String {
     let out = Command::new(plugin())
         .args(["metrics", "--data-dir"])
         .arg(site.net.data_dir())
         .env("WASM_IPAM_SOCKET", "")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One figure of `wasm-ipam metrics` for the site's network.
+fn metric(site: &Site, name: &str) -> Option<f64> {
+    let text = metrics(site);
     let prefix = format!("wasm_ipam_{name}{{network=\"{NETWORK}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -130,13 +135,7 @@ fn renewals_that_fail_while_the_dhcp_server_is_down_are_reported_and_resume_afte
     );
     assert!(expiry(&site, &ip) > before, "dnsmasq saw no renewal");
     // The exposition stays valid for Prometheus with the DHCP figures in.
-    let out = Command::new(plugin())
-        .args(["metrics", "--data-dir"])
-        .arg(site.net.data_dir())
-        .env("WASM_IPAM_SOCKET", "")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = metrics(&site);
     assert!(
         text.contains("# HELP wasm_ipam_dhcp_leases_lapsed"),
         "{text}"
