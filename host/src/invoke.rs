@@ -180,7 +180,13 @@ pub fn run_conf(
     Timings::mark(timings, "store_open");
     let now = now(lookup)?;
     let boot = reboot::boot_id(lookup);
-    let dhcp = dhcp_capability(&sandbox, conf, exchanges(&env)?, &ctx.node, boot.as_deref())?;
+    let dhcp = dhcp_capability(
+        &sandbox,
+        conf,
+        || exchanges(&env),
+        &ctx.node,
+        boot.as_deref(),
+    )?;
     let answer = transact(
         &Work {
             store: &*store,
@@ -333,8 +339,11 @@ pub fn run_with(
 ) -> Result<Answered, CniError> {
     allowed(request.env.command, conf)?;
     let (op, ctx) = prepare(&request.env, conf)?;
-    let no_exchange = Exchanges::None("an operator tool's call makes no DHCP exchange".into());
-    let dhcp = dhcp_capability(sandbox, conf, no_exchange, &ctx.node, None)?;
+    // No exchange; but the RELEASEs of what a GC gives up go out from the
+    // node that made the namespaces, in the boot that made them.
+    let no_exchange = || Exchanges::None("an operator tool's call makes no DHCP exchange".into());
+    let boot = reboot::boot_id(&|k| std::env::var_os(k));
+    let dhcp = dhcp_capability(sandbox, conf, no_exchange, &ctx.node, boot.as_deref())?;
     transact(
         &Work {
             store,
@@ -353,36 +362,30 @@ pub fn run_with(
 
 /// Whether a runtime's call may make DHCP exchanges: those for a container
 /// interface (ADD, CHECK and DEL with `CNI_NETNS`), in its namespace.
-fn exchanges(env: &Env) -> Result<Exchanges, CniError> {
+fn exchanges(env: &Env) -> Exchanges {
     let interface = matches!(env.command, Command::Add | Command::Check | Command::Del);
     match (&env.netns, &env.container_id, &env.ifname) {
-        (Some(netns), Some(id), Some(ifname)) if interface => {
-            // Absolute, as the renewals run later from elsewhere.
-            let netns = std::path::absolute(netns).map_err(|e| {
-                CniError::InvalidEnvironment(format!(
-                    "CNI_NETNS {netns:?} is not a usable path: {e}"
-                ))
-            })?;
-            Ok(Exchanges::Live(Target {
-                container_id: id.clone(),
-                ifname: ifname.clone(),
-                netns,
-            }))
-        }
-        _ => Ok(Exchanges::None(format!(
+        (Some(netns), Some(id), Some(ifname)) if interface => Exchanges::Live(Target {
+            container_id: id.clone(),
+            ifname: ifname.clone(),
+            // Absolute, as the renewals run later from elsewhere (as given
+            // when the working directory is gone: the exchange names it).
+            netns: std::path::absolute(netns).unwrap_or_else(|_| netns.into()),
+        }),
+        _ => Exchanges::None(format!(
             "a {} call has no container interface to make a DHCP exchange on",
             env.command.as_str()
-        ))),
+        )),
     }
 }
 
 /// The `dhcp` capability of a call with `sandbox`'s policy: none for a
-/// policy that does not import it; code 7 for one that does, on a network
-/// that does not grant it.
+/// policy that does not import it (`exchanges` is not even asked); code 7
+/// for one that does, on a network that does not grant it.
 pub fn dhcp_capability(
     sandbox: &Sandbox,
     conf: &NetConf,
-    exchanges: Exchanges,
+    exchanges: impl FnOnce() -> Exchanges,
     node: &str,
     boot: Option<&str>,
 ) -> Result<Option<Arc<Capability>>, CniError> {
@@ -397,7 +400,7 @@ pub fn dhcp_capability(
         )));
     }
     Ok(Some(Arc::new(Capability::new(
-        exchanges,
+        exchanges(),
         node.to_string(),
         boot.map(str::to_string),
     ))))

@@ -210,7 +210,7 @@ pub fn release(
 ) -> Result<Released, CniError> {
     let ctx = bare_context(conf, node);
     // A DEL gives up a DHCP lease; its RELEASE goes once this commits.
-    let no_exchange = Exchanges::None("a release by the host makes no DHCP exchange".into());
+    let no_exchange = || Exchanges::None("a release by the host makes no DHCP exchange".into());
     let boot = match gone {
         Gone::OtherBoots(boot) => Some(boot),
         Gone::All => None,

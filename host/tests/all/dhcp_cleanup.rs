@@ -1,6 +1,6 @@
-//! The dhcp policy's leases go the ways every policy's do: CNI GC, the
-//! reclaim after a reboot, and `wasm-ipam release-node`, against a real
-//! dnsmasq. The store lets each lease go; the server is told only where
+//! The dhcp policy's leases go the ways every policy's do: CNI GC and
+//! `wasm-ipam gc`, the reclaim after a reboot, and `wasm-ipam
+//! release-node`, against a real dnsmasq. The store lets each lease go; the server is told only where
 //! this node, in this boot, can still reach the interface, and otherwise
 //! its lease lapses by itself.
 
@@ -27,22 +27,57 @@ fn gc_the_reclaim_after_a_reboot_and_release_node_let_dhcp_leases_go() {
         assert!(out.ok(), "ADD {}: {} {}", pod.id, out.stdout, out.stderr);
         address(&out.json())
     };
-    let (p1, p2) = (site.pod("c1", None), site.pod("c2", None));
+    let (p1, p2, p5) = (
+        site.pod("c1", None),
+        site.pod("c2", None),
+        site.pod("c5", None),
+    );
     let (ip1, ip2) = (add(&p1, "boot-1", &conf), add(&p2, "boot-1", &conf));
+    let ip5 = add(&p5, "boot-1", &conf);
 
     // GC, straight to the IPAM plugin (macvlan 1.1.1 has no GC): c1 is not
     // in use any more. Its namespace is still there, so it is released at
     // the server too.
     let mut gc = conf.clone();
     gc["cniVersion"] = json!("1.1.0");
-    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c2", "ifname": "net1"}]);
+    gc["cni.dev/valid-attachments"] = json!([
+        {"containerID": "c2", "ifname": "net1"},
+        {"containerID": "c5", "ifname": "net1"},
+    ]);
     let call = Call::new("GC").env(BOOT_ID, "boot-1").env(SOCKET, &socket);
     let out = exec::run(plugin(), &call, gc.to_string().as_bytes()).unwrap();
     assert!(out.ok(), "GC: {} {}", out.stdout, out.stderr);
-    assert_eq!(site.net.leased(), std::slice::from_ref(&ip2));
+    assert!(!site.net.leased().contains(&ip1));
     assert!(
         site.server.settles(&ip1, true, 5),
         "dnsmasq still leases {ip1}"
+    );
+    // The operator's `wasm-ipam gc`, on the node, in the same boot: c5 goes,
+    // at the server too.
+    let valid = site.net.dir.path().join("valid.json");
+    std::fs::write(
+        &valid,
+        json!([{"containerID": "c2", "ifname": "net1"}]).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(plugin())
+        .args(["gc", "--network", crate::dhcp_policy::NETWORK, "--valid"])
+        .arg(&valid)
+        .arg("--data-dir")
+        .arg(site.net.data_dir())
+        .env(SOCKET, "")
+        .env(BOOT_ID, "boot-1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(site.net.leased(), std::slice::from_ref(&ip2));
+    assert!(
+        site.server.settles(&ip5, true, 5),
+        "dnsmasq still leases {ip5}"
     );
 
     // The node reboots: its first call releases c2, made in the earlier
