@@ -24,7 +24,7 @@
 //!   call itself; an ADD whose commit landed before the server died is
 //!   found by the policy, as a runtime's retry would find it.
 //! - DHCP leases: the server also renews the leases of this node that the
-//!   `dhcp` capability took, at T1 and T2 ([`renewals`]), reading them
+//!   `dhcp` capability took, before T1 and at T2 ([`renewals`]), reading them
 //!   from the stores, so a restart loses none. Without a server, a lease
 //!   lapses at its expiry.
 //! - Root only: the socket is created mode 0600 (in a 0700 folder when the

@@ -8,8 +8,9 @@
 //! leases were taken, renews them all. For each lease of this node and
 //! boot:
 //!
-//! - at T1 it renews with the server that granted it (unicast), at T2 it
-//!   rebinds with any server (broadcast), and past the expiry it keeps
+//! - before T1 it renews with the server that granted it (unicast; a
+//!   tenth of T1 ahead, at most 30 s, so the renewal is done by T1), at T2
+//!   it rebinds with any server (broadcast), and past the expiry it keeps
 //!   rebinding, since the pod still uses the address;
 //! - a failure is logged with the lease and what happened, counted in the
 //!   record (`wasm-ipam metrics` shows it), and tried again after half the
@@ -118,12 +119,13 @@ fn renew_place(place: &Place, boot: Option<&str>) -> Result<Duration, String> {
     Ok(next)
 }
 
-/// When a lease is next to be renewed: at T1, or, after failures, half the
-/// time left to the next of T2 and the expiry (1 s to 60 s, and no longer
-/// than T1).
+/// When a lease is next to be renewed: a little before T1, or, after
+/// failures, half the time left to the next of T2 and the expiry (1 s to
+/// 60 s, and no longer than T1).
 pub fn due(r: &Record) -> u64 {
     if r.failures == 0 {
-        return r.renew_at();
+        let lead = u64::from(r.lease.renew_secs / 10).min(30);
+        return r.renew_at().saturating_sub(lead);
     }
     let tried = r.attempted_at.unwrap_or(r.bound_at);
     let longest = u64::from(r.lease.renew_secs).clamp(1, 60);
@@ -242,8 +244,9 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_is_due_at_t1_then_half_the_time_left_between_1_and_60_s() {
-        assert_eq!(due(&lease(1000, 0, None)), 2800);
+    fn a_lease_is_due_before_t1_then_half_the_time_left_between_1_and_60_s() {
+        // T1 at 2800: 30 s ahead.
+        assert_eq!(due(&lease(1000, 0, None)), 2770);
         // Failed at T1: 1350 s to T2, so the 60 s cap.
         assert_eq!(due(&lease(1000, 1, Some(2800))), 2860);
         // Failed 10 s before T2: 5 s.
