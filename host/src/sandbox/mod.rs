@@ -64,6 +64,13 @@ pub const NODES_INTERFACE: &str = contract!("nodes");
 /// The optional `dhcp` capability, as a component imports it.
 pub const DHCP_INTERFACE: &str = contract!("dhcp");
 
+/// Whether `name`, a component's import, is the `dhcp` capability of a
+/// contract version this host serves.
+pub fn is_dhcp_import(name: &str) -> bool {
+    name.split_once('@')
+        .is_some_and(|(path, version)| path == "cni:ipam/dhcp" && contract_compatible(version))
+}
+
 /// Whether a `cni:ipam` import of `version` is one this host serves: the
 /// same major and minor version, any patch. A patch release only adds, and
 /// the linker resolves such an import to this host's definitions, as it
@@ -301,11 +308,7 @@ impl Sandbox {
     fn link(engine: Engine, component: &Component, name: String) -> Result<Sandbox, CniError> {
         let mut linker = Linker::new(&engine);
         let ty = component.component_type();
-        let imports_dhcp = ty.imports(&engine).any(|(name, _)| {
-            name.split_once('@').is_some_and(|(path, version)| {
-                path == "cni:ipam/dhcp" && contract_compatible(version)
-            })
-        });
+        let imports_dhcp = ty.imports(&engine).any(|(name, _)| is_dhcp_import(name));
         wasi::add_imported(&mut linker, ty.imports(&engine).map(|(name, _)| name))
             .and_then(|()| {
                 IpamPolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)

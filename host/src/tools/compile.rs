@@ -4,10 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::sandbox::{ImportKind, Origin, PolicySource, inspect};
-
-/// The `dhcp` capability's interface, without its version.
-const DHCP_PATH: &str = "cni:ipam/dhcp";
+use crate::sandbox::{ImportKind, Origin, PolicySource, inspect, is_dhcp_import};
 
 pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let source = PolicySource::resolve(policy).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -41,9 +38,8 @@ pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Resul
         .max()
         .unwrap_or(0);
     for (name, kind) in &found.imports {
-        let dhcp = name.starts_with(&format!("{}@", DHCP_PATH));
         let note = match kind {
-            ImportKind::Contract if dhcp => {
+            ImportKind::Contract if is_dhcp_import(name) => {
                 "cni:ipam contract: DHCP exchanges, where a network grants \"dhcp\""
             }
             ImportKind::Contract => "cni:ipam contract",
@@ -52,11 +48,7 @@ pub fn run(policy: &str, cache_dir: &Path, out: &mut dyn Write) -> anyhow::Resul
         };
         writeln!(out, "    {name:<width$}  {note}")?;
     }
-    if found
-        .imports
-        .iter()
-        .any(|(n, k)| *k == ImportKind::Contract && n.starts_with(&format!("{DHCP_PATH}@")))
-    {
+    if found.imports.iter().any(|(n, _)| is_dhcp_import(n)) {
         writeln!(
             out,
             "  (it runs only on networks whose ipam says \"grant\": [\"dhcp\"]; elsewhere it is refused with code 7)"

@@ -1038,3 +1038,20 @@ fn a_policy_without_the_optional_exports_still_serves_and_the_tools_say_so() {
         "released through the policy's DEL"
     );
 }
+
+#[test]
+fn compile_says_which_policies_need_the_dhcp_grant() {
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    let dhcp = stdout(&tool(&["compile", "dhcp", "--cache-dir", c], 0, ""));
+    assert!(
+        dhcp.contains("cni:ipam/dhcp@0.1.1             cni:ipam contract: DHCP exchanges, where a network grants \"dhcp\""),
+        "{dhcp}"
+    );
+    assert!(
+        dhcp.contains("it runs only on networks whose ipam says \"grant\": [\"dhcp\"]"),
+        "{dhcp}"
+    );
+    let plain = stdout(&tool(&["compile", "host-local", "--cache-dir", c], 0, ""));
+    assert!(!plain.contains("dhcp"), "{plain}");
+}
