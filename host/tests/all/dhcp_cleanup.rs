@@ -4,8 +4,6 @@
 //! this node, in this boot, can still reach the interface, and otherwise
 //! its lease lapses by itself.
 
-use std::process::Command;
-
 use cni::exec::{self, Call};
 use serde_json::json;
 use wasm_ipam::envvars::{BOOT_ID, SOCKET};
@@ -60,19 +58,16 @@ fn gc_the_reclaim_after_a_reboot_and_release_node_let_dhcp_leases_go() {
         json!([{"containerID": "c2", "ifname": "net1"}]).to_string(),
     )
     .unwrap();
-    let out = Command::new(plugin())
-        .args(["gc", "--network", crate::dhcp_policy::NETWORK, "--valid"])
-        .arg(&valid)
-        .arg("--data-dir")
-        .arg(site.net.data_dir())
-        .env(SOCKET, "")
-        .env(BOOT_ID, "boot-1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let valid = valid.to_str().unwrap();
+    site.tool(
+        &[
+            "gc",
+            "--network",
+            crate::dhcp_policy::NETWORK,
+            "--valid",
+            valid,
+        ],
+        Some("boot-1"),
     );
     assert_eq!(site.net.leased(), std::slice::from_ref(&ip2));
     assert!(
@@ -95,18 +90,7 @@ fn gc_the_reclaim_after_a_reboot_and_release_node_let_dhcp_leases_go() {
     elsewhere["ipam"]["node"] = json!("node-gone");
     let p4 = site.pod("c4", None);
     let ip4 = add(&p4, "boot-2", &elsewhere);
-    let out = Command::new(plugin())
-        .args(["release-node", "node-gone", "--data-dir"])
-        .arg(site.net.data_dir())
-        .env(SOCKET, "")
-        .env(BOOT_ID, "boot-2")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    site.tool(&["release-node", "node-gone"], Some("boot-2"));
     assert_eq!(site.net.leased(), [ip3]);
     for section in ["lease", "release"] {
         let keys = site.host_keys(section);

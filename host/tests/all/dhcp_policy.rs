@@ -138,6 +138,27 @@ impl Site {
         self.run(pod.call("DEL"), conf)
     }
 
+    /// Runs an operator tool of the binary on the site's store (`args`,
+    /// then `--data-dir`), in `boot` when given; what it printed, once it
+    /// succeeded.
+    pub fn tool(&self, args: &[&str], boot: Option<&str>) -> String {
+        let mut cmd = std::process::Command::new(plugin());
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(self.net.data_dir())
+            .env(wasm_ipam::envvars::SOCKET, "");
+        if let Some(boot) = boot {
+            cmd.env(wasm_ipam::envvars::BOOT_ID, boot);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The host's own keys for DHCP: its lease records, its client index
     /// and its outbox of RELEASEs.
     pub fn host_keys(&self, section: &str) -> Vec<String> {
@@ -230,13 +251,7 @@ fn add_check_and_del_through_macvlan_against_dnsmasq() {
     let out = site.run(pod.call("CHECK"), &check);
     assert!(out.ok(), "CHECK: {} {}", out.stdout, out.stderr);
     // The operator sees it.
-    let listed = std::process::Command::new(plugin())
-        .args(["leases", "--data-dir"])
-        .arg(site.net.data_dir())
-        .env("WASM_IPAM_SOCKET", "")
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&listed.stdout);
+    let listed = site.tool(&["leases"], None);
     assert!(
         listed.contains(&ip) && listed.contains("shop/web-0"),
         "{listed}"

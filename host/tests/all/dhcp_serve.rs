@@ -3,12 +3,11 @@
 //! (options 58 and 59), so that renewals show in seconds: in dnsmasq's own
 //! lease file, in `wasm-ipam metrics`, and in the server's log.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::plugin;
 use crate::dhcp_policy::{NETWORK, Site, address, available};
 use crate::serve::Server;
 
@@ -36,13 +35,7 @@ fn within(secs: u64, mut done: impl FnMut() -> bool) -> bool {
 
 /// What `wasm-ipam metrics` prints for the site's store.
 fn metrics(site: &Site) -> String {
-    let out = Command::new(plugin())
-        .args(["metrics", "--data-dir"])
-        .arg(site.net.data_dir())
-        .env("WASM_IPAM_SOCKET", "")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    site.tool(&["metrics"], None)
 }
 
 /// One figure of `wasm-ipam metrics` for the site's network.
