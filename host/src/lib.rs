@@ -26,3 +26,4 @@ pub mod sandbox;
 pub mod serve;
 pub mod store;
 pub mod tools;
+pub mod trust;

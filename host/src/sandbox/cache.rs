@@ -5,7 +5,13 @@
 //! only when:
 //!
 //! - the cache directory is ours and writable by nobody else (it is created
-//!   0700), and so is the file;
+//!   0700), and so is every folder above it ([`crate::trust`]): otherwise
+//!   a local user who owns a folder on the way could swap the cache for
+//!   one of theirs between a check and the load;
+//! - the entry is opened once, relative to the folder's descriptor and
+//!   without following a link, checked on its own descriptor (a regular
+//!   file of this user's that no one else can write), and mapped through
+//!   that descriptor, never opened again by path;
 //! - its name matches the policy's hash and the engine's compatibility hash
 //!   (a different wasmtime or engine config never even looks at it; the
 //!   compiler's flags are not in it, as calls map entries with an engine
@@ -27,14 +33,15 @@
 //! compiled into this binary is written instead ([`install`]), as trusted as
 //! the binary itself, and goes through the same checks when it is mapped.
 
-use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
 
+use rustix::fs::{FileType, Mode, OFlags};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::trust::TrustedDir;
 
 // The number changes with the trailer's layout, so an older entry is a miss.
 const MAGIC: &[u8; 8] = b"WIPAMC02";
@@ -45,49 +52,52 @@ fn checksum(artifact: &[u8]) -> [u8; CHECKSUM] {
     xxhash_rust::xxh3::xxh3_128(artifact).to_le_bytes()
 }
 
-pub fn entry_path(engine: &Engine, dir: &Path, wasm_hash: &[u8; 32]) -> PathBuf {
+/// The entry's file name in the cache folder.
+pub fn entry_name(engine: &Engine, wasm_hash: &[u8; 32]) -> String {
     let mut h = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    let name = format!(
+    format!(
         "{}-{:016x}.cwasm",
         blake3::Hash::from_bytes(*wasm_hash).to_hex(),
         h.finish()
-    );
-    dir.join(name)
+    )
 }
 
-fn owned_and_private(meta: &fs::Metadata) -> bool {
-    meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0
-}
-
-/// Checks an entry without copying it: ownership and mode of the directory
-/// and the file, then the trailer's checksum over a read-only mapping of the
-/// file, which wasmtime then maps again from the page cache.
-fn verify(dir: &Path, path: &Path) -> Result<(), String> {
-    let dir_meta = fs::metadata(dir).map_err(|e| e.to_string())?;
-    if !owned_and_private(&dir_meta) {
-        return Err(format!(
-            "cache dir {} is not private to this user",
-            dir.display()
-        ));
-    }
-    let file = fs::File::open(path).map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file()
-        || !owned_and_private(&meta)
-        || fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink())
+/// Opens the entry `name` in `dir`, never through a link, and checks what
+/// was opened: a regular file of this user's that no one else can write.
+fn open_entry(dir: &TrustedDir, name: &str) -> Result<Option<std::fs::File>, String> {
+    let shown = || dir.path().join(name).display().to_string();
+    let fd = match rustix::fs::openat(
+        dir.fd(),
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(format!("cache entry {} cannot be opened: {e}", shown())),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
+    let me = rustix::process::geteuid().as_raw();
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+        || st.st_uid != me
+        || st.st_mode & 0o022 != 0
     {
         return Err(format!(
             "cache entry {} is not a private regular file",
-            path.display()
+            shown()
         ));
     }
-    let len = meta.len() as usize;
+    Ok(Some(std::fs::File::from(fd)))
+}
+
+/// Checks an open entry without copying it: the trailer's checksum over a
+/// read-only mapping of the file, which wasmtime then maps again from the
+/// page cache.
+fn verify(file: &std::fs::File, shown: &str) -> Result<(), String> {
+    let len = file.metadata().map_err(|e| e.to_string())?.len() as usize;
     if len < TRAILER {
-        return Err(format!(
-            "cache entry {} has no valid trailer",
-            path.display()
-        ));
+        return Err(format!("cache entry {shown} has no valid trailer"));
     }
     // SAFETY: a private read-only mapping of a file only this user can
     // write and that is only ever replaced by rename, never changed in
@@ -98,7 +108,7 @@ fn verify(dir: &Path, path: &Path) -> Result<(), String> {
             len,
             rustix::mm::ProtFlags::READ,
             rustix::mm::MapFlags::PRIVATE,
-            &file,
+            file,
             0,
         )
     }
@@ -107,14 +117,10 @@ fn verify(dir: &Path, path: &Path) -> Result<(), String> {
     let bytes = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), len) };
     let body = len - TRAILER;
     let verdict = if &bytes[len - MAGIC.len()..] != MAGIC {
-        Err(format!(
-            "cache entry {} has no valid trailer",
-            path.display()
-        ))
+        Err(format!("cache entry {shown} has no valid trailer"))
     } else if checksum(&bytes[..body]) != bytes[body..body + CHECKSUM] {
         Err(format!(
-            "cache entry {} is damaged (checksum mismatch)",
-            path.display()
+            "cache entry {shown} is damaged (checksum mismatch)"
         ))
     } else {
         Ok(())
@@ -125,22 +131,76 @@ fn verify(dir: &Path, path: &Path) -> Result<(), String> {
     verdict
 }
 
-fn write_atomically(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(artifact)?;
-    tmp.write_all(&checksum(artifact))?;
-    tmp.write_all(MAGIC)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    // Make the rename itself durable.
-    fs::File::open(dir)?.sync_all()
+/// Maps the open, verified `file` with `engine`. wasmtime opens what it
+/// maps by path, so it is given the descriptor's own path in /proc, which
+/// reaches the file this call checked whatever has been renamed since;
+/// without /proc, the file is read into memory.
+///
+/// # Safety
+///
+/// `file` must have passed [`open_entry`] and [`verify`].
+unsafe fn map(engine: &Engine, file: std::fs::File) -> wasmtime::Result<Component> {
+    use std::os::fd::AsRawFd;
+    let by_fd = format!("/proc/self/fd/{}", file.as_fd().as_raw_fd());
+    if std::path::Path::new(&by_fd).exists() {
+        // SAFETY: the caller's.
+        return unsafe { Component::deserialize_file(engine, &by_fd) };
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut bytes)?;
+    // SAFETY: the caller's; the trailer after the artifact is outside every
+    // section wasmtime reads.
+    unsafe { Component::deserialize(engine, &bytes[..bytes.len().saturating_sub(TRAILER)]) }
 }
 
-/// Waits for this node's turn to compile the entry at `path`, and holds it
+/// A unique name for a file being written in the cache.
+fn temp_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        ".tmp-{}-{}-{nanos:08x}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Writes the entry `name` whole or not at all: a new file in the folder,
+/// synced, then renamed over the old one, and the rename synced.
+fn write_atomically(dir: &TrustedDir, name: &str, artifact: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_name();
+    let fd = rustix::fs::openat(
+        dir.fd(),
+        tmp.as_str(),
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let mut file = std::fs::File::from(fd);
+    let written = file
+        .write_all(artifact)
+        .and_then(|()| file.write_all(&checksum(artifact)))
+        .and_then(|()| file.write_all(MAGIC))
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            Ok(rustix::fs::renameat(
+                dir.fd(),
+                tmp.as_str(),
+                dir.fd(),
+                name,
+            )?)
+        });
+    if written.is_err() {
+        let _ = rustix::fs::unlinkat(dir.fd(), tmp.as_str(), rustix::fs::AtFlags::empty());
+    }
+    written?;
+    // Make the rename itself durable.
+    dir.sync()
+}
+
+/// Waits for this node's turn to compile the entry `name`, and holds it
 /// until the returned file is dropped (an flock on `<entry>.lock`).
 ///
 /// On a cold node every pod's first call misses at once; without turns each
@@ -148,67 +208,70 @@ fn write_atomically(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result
 /// on 2 cores and took 61 s. With them, the first call compiles and the
 /// others wait, look again and map its entry. `None` when the lock cannot be
 /// taken (an unwritable cache): the call then compiles on its own.
-pub fn compile_turn(dir: &Path, path: &Path) -> Option<fs::File> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .ok()?;
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path.with_extension("lock"))
-        .ok()?;
+pub fn compile_turn(dir: &TrustedDir, name: &str) -> Option<std::fs::File> {
+    let file = dir.lock_file(&format!("{name}.lock")).ok()?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).ok()?;
     Some(file)
 }
 
-/// The cached artifact at `path`, mapped with `engine`, if it passes every
-/// check; a present entry that fails one is logged, and is replaced by the
-/// caller's [`compile`].
+/// The cached artifact `name` in `dir`, mapped with `engine`, if it passes
+/// every check; a present entry that fails one is logged, and is replaced
+/// by the caller's [`compile`].
 pub fn lookup(
     engine: &Engine,
-    dir: &Path,
-    path: &Path,
+    dir: &TrustedDir,
+    name: &str,
     log: &mut dyn FnMut(String),
 ) -> Option<Component> {
-    match verify(dir, path) {
-        // SAFETY: the file is one only this user can write, named for this
-        // engine's settings and this policy, whose checksum was just
-        // verified, and it is never changed in place; wasmtime checks the
-        // header, the settings and the CPU features it needs again. The
-        // trailer after the artifact is outside every section wasmtime reads.
-        Ok(()) => match unsafe { Component::deserialize_file(engine, path) } {
-            Ok(c) => return Some(c),
-            Err(e) => log(format!(
-                "cache entry {} rejected: {e}; recompiling",
-                path.display()
-            )),
-        },
-        Err(why) if path.exists() => log(format!("{why}; recompiling")),
-        Err(_) => {}
+    let shown = dir.path().join(name).display().to_string();
+    let file = match open_entry(dir, name) {
+        Ok(Some(file)) => file,
+        Ok(None) => return None,
+        Err(why) => {
+            log(format!("{why}; recompiling"));
+            return None;
+        }
+    };
+    if let Err(why) = verify(&file, &shown) {
+        log(format!("{why}; recompiling"));
+        return None;
     }
-    None
+    // SAFETY: the file was opened once, without following a link, in a
+    // folder no one else can change, and checked on its descriptor: a
+    // regular file only this user can write, named for this engine's
+    // settings and this policy, whose checksum was just verified; it is
+    // never changed in place, and it is mapped through that same
+    // descriptor. wasmtime checks the header, the settings and the CPU
+    // features it needs again.
+    match unsafe { map(engine, file) } {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log(format!("cache entry {shown} rejected: {e}; recompiling"));
+            None
+        }
+    }
 }
 
-/// Writes `artifact`, compiled at build time, into the cache at `path` and
-/// maps it with `engine`, as if a call had compiled it. An unwritable cache
-/// maps it from memory instead. `None` if wasmtime refuses it (an artifact
-/// of another build's settings): the caller then compiles.
+/// Writes `artifact`, compiled at build time, into the cache as `name`
+/// and maps it with `engine`, as if a call had compiled it. Without a
+/// usable cache (`dir` is `None`, or the write fails) it is mapped from
+/// memory instead. `None` if wasmtime refuses it (an artifact of another
+/// build's settings): the caller then compiles.
 pub fn install(
     engine: &Engine,
-    dir: &Path,
-    path: &Path,
+    dir: Option<&TrustedDir>,
+    name: &str,
     artifact: &[u8],
     log: &mut dyn FnMut(String),
 ) -> Option<Component> {
-    if let Err(e) = write_atomically(dir, path, artifact) {
-        log(format!(
-            "cannot cache the precompiled policy in {}: {e}; mapping it from the binary",
-            dir.display()
-        ));
+    let written = dir.map(|d| (d, write_atomically(d, name, artifact)));
+    let Some((dir, Ok(()))) = written else {
+        if let Some((dir, Err(e))) = written {
+            log(format!(
+                "cannot cache the precompiled policy in {}: {e}; mapping it from the binary",
+                dir.path().display()
+            ));
+        }
         // SAFETY: the artifact is part of this binary, compiled by its own
         // build with the host's settings; wasmtime checks its header, its
         // settings and the CPU features it needs.
@@ -221,35 +284,37 @@ pub fn install(
                 None
             }
         };
-    }
-    let component = lookup(engine, dir, path, log);
+    };
+    let component = lookup(engine, dir, name, log);
     if component.is_none() {
         log(format!(
             "the precompiled policy in {} was refused; compiling",
-            path.display()
+            dir.path().join(name).display()
         ));
     }
     component
 }
 
-/// Compiles `wasm` with `compiler` and caches the artifact at `path`. A
-/// cache that cannot be written is logged: the call goes on uncached.
+/// Compiles `wasm` with `compiler` and caches the artifact as `name` in
+/// `dir`. A cache that cannot be written is logged: the call goes on
+/// uncached.
 pub fn compile(
     compiler: &Engine,
-    dir: &Path,
-    path: &Path,
+    dir: Option<&TrustedDir>,
+    name: &str,
     wasm: &[u8],
     log: &mut dyn FnMut(String),
 ) -> Result<Component, wasmtime::Error> {
     let component = Component::new(compiler, wasm)?;
-    if let Err(e) = component
-        .serialize()
-        .map_err(|e| e.to_string())
-        .and_then(|artifact| write_atomically(dir, path, &artifact).map_err(|e| e.to_string()))
+    if let Some(dir) = dir
+        && let Err(e) = component
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|artifact| write_atomically(dir, name, &artifact).map_err(|e| e.to_string()))
     {
         log(format!(
             "cannot cache the compiled policy in {}: {e}",
-            dir.display()
+            dir.path().display()
         ));
     }
     Ok(component)

@@ -83,6 +83,7 @@ pub fn contract_compatible(version: &str) -> bool {
 use crate::cni::CniError;
 use crate::cni::config::Limits;
 use crate::store::{StoreError, Txn};
+use crate::trust::{TrustError, TrustedDir};
 use bindings::{IpamPolicy, IpamPolicyPre};
 use state::HostState;
 
@@ -157,32 +158,59 @@ struct Compiled {
     origin: Origin,
 }
 
+/// The cache folder, checked: `None` when it cannot be made or opened
+/// (the call then runs without a cache and says why); code 7 when someone
+/// other than root and this user could change it.
+fn cache_folder(
+    cache_dir: &std::path::Path,
+    log: &mut dyn FnMut(String),
+) -> Result<Option<TrustedDir>, CniError> {
+    match TrustedDir::open(cache_dir, true) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(e @ TrustError::Unsafe { .. }) => Err(CniError::InvalidConfig(format!(
+            "ipam.cacheDir {} is refused: {e}; compiled policies are native code this \
+             process runs, so no one else may be able to change that folder or any above it",
+            cache_dir.display()
+        ))),
+        Err(e) => {
+            log(format!(
+                "cannot cache the policy in {}: {e}; running it without a cache",
+                cache_dir.display()
+            ));
+            Ok(None)
+        }
+    }
+}
+
 /// The policy's component, from the cache, or from the artifact built into
 /// the binary, or compiled; the last two are written into the cache.
 fn compile(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Compiled, CniError> {
     let log = &mut |m| log::info!("{m}");
     let engine = engine()?;
-    let entry = cache::entry_path(&engine, cache_dir, source.hash());
+    let name = cache::entry_name(&engine, source.hash());
+    let dir = cache_folder(cache_dir, log)?;
     let found = |engine, component, origin| Compiled {
         engine,
         component,
-        entry: entry.clone(),
+        entry: cache_dir.join(&name),
         origin,
     };
-    if let Some(component) = cache::lookup(&engine, cache_dir, &entry, log) {
+    if let Some(dir) = &dir
+        && let Some(component) = cache::lookup(&engine, dir, &name, log)
+    {
         return Ok(found(engine, component, Origin::Cached));
     }
     // A miss: one call of the node fills the entry, the others wait for it
     // and then find it.
-    let turn = cache::compile_turn(cache_dir, &entry);
-    if turn.is_some()
-        && let Some(component) = cache::lookup(&engine, cache_dir, &entry, log)
+    let turn = dir.as_ref().and_then(|d| cache::compile_turn(d, &name));
+    if let (Some(dir), Some(_)) = (&dir, &turn)
+        && let Some(component) = cache::lookup(&engine, dir, &name, log)
     {
         return Ok(found(engine, component, Origin::Cached));
     }
     let started = std::time::Instant::now();
     if let Some(artifact) = source.precompiled()
-        && let Some(component) = cache::install(&engine, cache_dir, &entry, artifact, log)
+        && let Some(component) = cache::install(&engine, dir.as_ref(), &name, artifact, log)
     {
         log(format!(
             "installed the precompiled policy {} in {} ms",
@@ -193,7 +221,7 @@ fn compile(source: &PolicySource, cache_dir: &std::path::Path) -> Result<Compile
     }
     let compiler = compiler()?;
     let component =
-        cache::compile(&compiler, cache_dir, &entry, source.wasm(), log).map_err(|e| {
+        cache::compile(&compiler, dir.as_ref(), &name, source.wasm(), log).map_err(|e| {
             CniError::InvalidConfig(format!(
                 "policy {} is not a valid WebAssembly component: {}",
                 source.name(),

@@ -1,0 +1,425 @@
+//! Folders and files trusted the way OpenSSH's StrictModes trusts them: a
+//! path is used only if no one but root and this process's user can change
+//! it, or any folder above it.
+//!
+//! wasm-ipam runs as root, and what it keeps on disk decides what root
+//! does: a compiled policy in the cache is native code root maps and runs,
+//! and the database decides which address a pod gets. A folder a local
+//! user can write anywhere on the way lets that user swap what root loads
+//! (`renameat2(RENAME_EXCHANGE)` wins a check-then-open race within a few
+//! calls), move the database away so that a held address is handed out
+//! again, or plant a symbolic link that makes root create a file where the
+//! user chooses. So:
+//!
+//! - [`TrustedDir::open`] walks the path from `/` one folder at a time,
+//!   each opened relative to the one above with `O_NOFOLLOW` and checked
+//!   with `fstat` on that descriptor: owned by root or this user, and not
+//!   writable by group or others, unless it has the sticky bit (as `/tmp`
+//!   has, where no one can rename another's entry). The folder itself must
+//!   not be writable by others even with the sticky bit: others could
+//!   still create the names wasm-ipam has yet to create. A symbolic link on
+//!   the way is followed only when root or this user owns it (in a sticky
+//!   folder its owner can replace it), and its target is walked the same
+//!   way; a link as the folder itself is refused.
+//! - Everything after works on the folder's descriptor ([`TrustedDir::fd`]):
+//!   entries are opened with `openat` and `O_NOFOLLOW`, and checked with
+//!   `fstat` on what was opened. Since nobody else can change the folders
+//!   on the way, the canonical path found by the walk
+//!   ([`TrustedDir::path`]) names the same folder for as long as the call
+//!   runs, for the libraries that need a path (SQLite).
+//! - [`read_regular`] reads a file named in the config (a policy, a
+//!   resolv.conf) without following a final link, only if it is a regular
+//!   file, never blocking on a FIFO, and never more than a bound, whatever
+//!   the file claims its size is (`/dev/zero` claims 0).
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+/// Symbolic links followed in one walk, at most (Linux's own limit).
+const MAX_LINKS: usize = 40;
+
+/// Why a path is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// A folder or link on the path that someone else could change.
+    #[error("{at} {why}")]
+    Unsafe { at: PathBuf, why: String },
+    /// The path cannot be opened or made.
+    #[error("{at}: {error}")]
+    Io { at: PathBuf, error: std::io::Error },
+}
+
+impl TrustError {
+    fn io(at: &Path, error: impl Into<std::io::Error>) -> TrustError {
+        TrustError::Io {
+            at: at.to_path_buf(),
+            error: error.into(),
+        }
+    }
+
+    fn unsafe_at(at: &Path, why: impl Into<String>) -> TrustError {
+        TrustError::Unsafe {
+            at: at.to_path_buf(),
+            why: why.into(),
+        }
+    }
+}
+
+/// A folder no one but root and this user can change, open.
+#[derive(Debug)]
+pub struct TrustedDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl TrustedDir {
+    /// Opens the folder `path`, making it (mode 0700) and the folders
+    /// above it that are missing when `create` is set, and checks every
+    /// folder from `/` down (see the module docs).
+    pub fn open(path: &Path, create: bool) -> Result<TrustedDir, TrustError> {
+        let absolute = std::path::absolute(path).map_err(|e| TrustError::io(path, e))?;
+        let mut pending: VecDeque<OsString> = parts(&absolute);
+        let root = rustix::fs::open(
+            "/",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| TrustError::io(Path::new("/"), e))?;
+        let root_path = PathBuf::from("/");
+        check_dir(&stat_fd(&root, &root_path)?, &root_path, pending.is_empty())?;
+        let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(root, root_path)];
+        let mut links = 0;
+        while let Some(name) = pending.pop_front() {
+            if name == ".." {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            let last = pending.is_empty();
+            let (dir, dir_path) = stack.last().expect("the root stays");
+            let here = dir_path.join(&name);
+            let st = match rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(dir, name.as_os_str(), Mode::from_raw_mode(0o700)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(TrustError::io(&here, e)),
+                    }
+                    rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                }
+                other => other,
+            }
+            .map_err(|e| TrustError::io(&here, e))?;
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Symlink if last => {
+                    let to = rustix::fs::readlinkat(dir, name.as_os_str(), Vec::new())
+                        .map(|t| PathBuf::from(OsString::from_vec(t.into_bytes())))
+                        .unwrap_or_default();
+                    return Err(TrustError::unsafe_at(
+                        &here,
+                        format!(
+                            "is a symbolic link (to {}): name the folder itself",
+                            to.display()
+                        ),
+                    ));
+                }
+                FileType::Symlink => {
+                    check_owner(&st, &here, "a symbolic link")?;
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(TrustError::io(&here, Errno::LOOP));
+                    }
+                    let target = rustix::fs::readlinkat(dir, name.as_os_str(), Vec::new())
+                        .map_err(|e| TrustError::io(&here, e))?;
+                    let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
+                    if target.is_absolute() {
+                        stack.truncate(1);
+                    }
+                    for part in parts(&target).into_iter().rev() {
+                        pending.push_front(part);
+                    }
+                }
+                FileType::Directory => {
+                    // The folder itself is opened for reading, to sync it
+                    // and open entries in it; those above only to walk.
+                    let access = if last { OFlags::RDONLY } else { OFlags::PATH };
+                    let fd = rustix::fs::openat(
+                        dir,
+                        name.as_os_str(),
+                        access | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| TrustError::io(&here, e))?;
+                    check_dir(&stat_fd(&fd, &here)?, &here, last)?;
+                    stack.push((fd, here));
+                }
+                _ => {
+                    return Err(TrustError::io(
+                        &here,
+                        std::io::Error::from(std::io::ErrorKind::NotADirectory),
+                    ));
+                }
+            }
+        }
+        let (fd, path) = stack.pop().expect("the walk ends in a folder");
+        Ok(TrustedDir { fd, path })
+    }
+
+    /// The folder, for `openat` and its kin.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Its canonical path, which no one else can change.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the folder holds under `name`, not following a link: `None`
+    /// when there is nothing.
+    pub fn stat(&self, name: &str) -> std::io::Result<Option<Stat>> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens (creating, mode 0600, if missing) the file `name` in the
+    /// folder for writing, never through a link: for lock files.
+    pub fn lock_file(&self, name: &str) -> std::io::Result<std::fs::File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Makes its latest renames durable.
+    pub fn sync(&self) -> std::io::Result<()> {
+        Ok(rustix::fs::fsync(&self.fd)?)
+    }
+}
+
+/// The normal parts of a path, `..` kept for the walk to apply.
+fn parts(path: &Path) -> VecDeque<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stat_fd(fd: &OwnedFd, at: &Path) -> Result<Stat, TrustError> {
+    rustix::fs::fstat(fd).map_err(|e| TrustError::io(at, e))
+}
+
+fn check_owner(st: &Stat, at: &Path, what: &str) -> Result<(), TrustError> {
+    let me = rustix::process::geteuid().as_raw();
+    if st.st_uid == 0 || st.st_uid == me {
+        Ok(())
+    } else {
+        Err(TrustError::unsafe_at(
+            at,
+            format!(
+                "is {what} owned by uid {}, who is neither root nor this process's user (uid {me})",
+                st.st_uid
+            ),
+        ))
+    }
+}
+
+/// A folder on the way (`last`: the folder itself) is trusted.
+fn check_dir(st: &Stat, at: &Path, last: bool) -> Result<(), TrustError> {
+    check_owner(st, at, "a folder")?;
+    let mode = st.st_mode & 0o7777;
+    let writable = mode & 0o022 != 0;
+    let sticky = mode & 0o1000 != 0;
+    let by = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "its group and all users",
+        (true, false) => "its group",
+        _ => "all users",
+    };
+    if writable && last {
+        return Err(TrustError::unsafe_at(
+            at,
+            format!(
+                "is writable by {by} (mode {mode:04o}), who could put their own files in it: \
+                 make it writable by its owner alone"
+            ),
+        ));
+    }
+    if writable && !sticky {
+        return Err(TrustError::unsafe_at(
+            at,
+            format!(
+                "is writable by {by} without the sticky bit (mode {mode:04o}), so they could \
+                 rename what lies below it: make it writable by its owner alone"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Why a file named in the config was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Missing, unreadable: the error names which.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// Not a regular file (a link, a device, a FIFO, a folder), or too large.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The content of the regular file `path`, at most `limit` bytes: opened
+/// without following a final link and without blocking (a FIFO would
+/// otherwise wait for a writer for ever), checked on the descriptor, and
+/// read with the bound applied to what is read, not to what `fstat` says.
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+    let fd = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) => {
+            let to = std::fs::read_link(path)
+                .map(|t| format!(" (to {})", t.display()))
+                .unwrap_or_default();
+            return Err(FileError::Refused(format!(
+                "it is a symbolic link{to}: name the file itself"
+            )));
+        }
+        Err(e) => return Err(FileError::Io(e.into())),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| FileError::Io(e.into()))?;
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a directory"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::Socket => Some("a socket"),
+        _ => Some("not a regular file"),
+    };
+    if let Some(kind) = kind {
+        return Err(FileError::Refused(format!(
+            "it is {kind}, not a regular file"
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FileError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(FileError::Refused(format!(
+            "it is larger than {limit} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_private_folder_is_opened_and_made_with_its_parents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = TrustedDir::open(&tmp.path().join("a/b"), true).unwrap();
+        assert_eq!(dir.path(), tmp.path().canonicalize().unwrap().join("a/b"));
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(matches!(
+            TrustedDir::open(&tmp.path().join("missing"), false),
+            Err(TrustError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn a_folder_others_can_write_is_refused_on_the_way_and_at_the_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir_all(open.join("data")).unwrap();
+        chmod(&open, 0o777);
+        let err = TrustedDir::open(&open.join("data"), true).unwrap_err();
+        assert!(
+            matches!(&err, TrustError::Unsafe { at, why } if at.ends_with("open") && why.contains("without the sticky bit")),
+            "{err}"
+        );
+        // Sticky, as /tmp: fine on the way, not as the folder itself.
+        chmod(&open, 0o1777);
+        TrustedDir::open(&open.join("data"), true).unwrap();
+        let err = TrustedDir::open(&open, true).unwrap_err();
+        assert!(err.to_string().contains("mode 1777"), "{err}");
+    }
+
+    #[test]
+    fn links_are_followed_on_the_way_but_not_at_the_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("real/data")).unwrap();
+        std::os::unix::fs::symlink("real", tmp.path().join("via")).unwrap();
+        let dir = TrustedDir::open(&tmp.path().join("via/data"), false).unwrap();
+        assert!(
+            dir.path().ends_with("real/data"),
+            "{}",
+            dir.path().display()
+        );
+        std::os::unix::fs::symlink("real/data", tmp.path().join("data")).unwrap();
+        let err = TrustedDir::open(&tmp.path().join("data"), true).unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn read_regular_refuses_devices_fifos_links_and_oversize_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"12345");
+        assert!(
+            matches!(read_regular(&file, 4), Err(FileError::Refused(m)) if m.contains("larger than 4"))
+        );
+        let zero = read_regular(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(zero.to_string().contains("character device"), "{zero}");
+        let fifo = tmp.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(
+            read_regular(&fifo, 10)
+                .unwrap_err()
+                .to_string()
+                .contains("FIFO")
+        );
+        std::os::unix::fs::symlink(&file, tmp.path().join("link")).unwrap();
+        let link = read_regular(&tmp.path().join("link"), 10).unwrap_err();
+        assert!(link.to_string().contains("symbolic link (to "), "{link}");
+        assert!(matches!(
+            read_regular(&tmp.path().join("none"), 10),
+            Err(FileError::Io(_))
+        ));
+    }
+}
