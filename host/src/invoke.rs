@@ -22,6 +22,7 @@ use crate::netrecord::NetworkRecord;
 use crate::retry::Retries;
 use crate::sandbox::{self, Answer, Attachment, Availability, Context, Invocation, Op, Sandbox};
 use crate::store::{EtcdStore, Store, StoreError};
+use crate::trust::{TrustError, TrustedDir};
 use crate::{crash, envvars, reboot, release};
 
 /// What to do with the engine and the store when the call is done.
@@ -90,9 +91,23 @@ pub fn now(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<u64, CniError> {
     }))
 }
 
-/// The node a call runs for: `ipam.node`, else this machine's host name.
-pub fn node_name(conf: &NetConf) -> String {
-    conf.ipam.node.clone().unwrap_or_else(hostname)
+/// The node a call runs for: `ipam.node`, else this machine's host name,
+/// which must then be a plain name too (it becomes part of store keys):
+/// code 7 saying to set `ipam.node` otherwise.
+pub fn node_name(conf: &NetConf) -> Result<String, CniError> {
+    if let Some(node) = &conf.ipam.node {
+        return Ok(node.clone());
+    }
+    let name = hostname();
+    // Host names are case-insensitive, and some are set in capitals.
+    if crate::cni::config::valid_node_name(&name.to_ascii_lowercase()) {
+        Ok(name)
+    } else {
+        Err(CniError::InvalidConfig(format!(
+            "this machine's host name {name:?} is not a plain node name (letters, digits, '-' \
+             and '.'): set ipam.node"
+        )))
+    }
 }
 
 fn hostname() -> String {
@@ -226,9 +241,27 @@ pub fn open_store(conf: &NetConf) -> Result<Box<dyn Store>, CniError> {
 
 /// The store `store` names, with `data_dir` its node-local folder.
 pub fn open_store_at(store: &StoreConf, data_dir: &Path) -> Result<Box<dyn Store>, CniError> {
+    let dir = data_folder(data_dir)?;
     Ok(match store {
-        StoreConf::Embedded => crate::serve::stores::open(data_dir)?,
-        StoreConf::Etcd(etcd) => Box::new(EtcdStore::connect(etcd, Some(data_dir))?),
+        StoreConf::Embedded => crate::serve::stores::open(&dir)?,
+        StoreConf::Etcd(etcd) => Box::new(EtcdStore::connect(etcd, Some(dir))?),
+    })
+}
+
+/// `ipam.dataDir`, made if missing and checked: code 7 when someone other
+/// than root and this user could change it or a folder above it, code 5
+/// when it cannot be made.
+pub fn data_folder(data_dir: &Path) -> Result<TrustedDir, CniError> {
+    TrustedDir::open(data_dir, true).map_err(|e| match e {
+        TrustError::Unsafe { .. } => CniError::InvalidConfig(format!(
+            "ipam.dataDir {} is refused: {e}; the store decides which addresses are free, so no \
+             one else may be able to change that folder or any above it",
+            data_dir.display()
+        )),
+        TrustError::Io { .. } => CniError::Io(format!(
+            "cannot create data dir {}: {e}",
+            data_dir.display()
+        )),
     })
 }
 
@@ -313,7 +346,7 @@ fn prepare(env: &Env, conf: &NetConf) -> Result<(Op, Context), CniError> {
         args: conf.args.clone(),
         runtime_config: conf.runtime_config.clone(),
         netns: env.netns.clone(),
-        node: node_name(conf),
+        node: node_name(conf)?,
         dns,
     };
     Ok((op, ctx))
@@ -537,6 +570,9 @@ fn transact(work: &Work, timings: &mut Option<Timings>) -> Result<Answered, CniE
             _ => {}
         }
         if mode == Mode::Commit {
+            // A served call whose client stopped waiting must leave
+            // nothing: the client runs the call itself.
+            crate::serve::guard::may_commit()?;
             crash::at(crash::Point::Commit);
             match txn.commit() {
                 Ok(()) => {

@@ -11,7 +11,6 @@
 //! kept: nothing would renew.
 
 use std::io::Write as _;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -99,18 +98,16 @@ pub fn remember(place: &Place) {
 /// and a reader never sees half a list.
 fn add(path: &Path, place: &Place) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let lock = std::fs::File::create(dir.join(format!("{FILE}.lock")))?;
+    // A list root reads back to renew from: the folder must be root's.
+    let dir = crate::trust::TrustedDir::open(dir, true).map_err(std::io::Error::other)?;
+    let lock = dir.lock_file(&format!("{FILE}.lock"))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
     let mut list = read(path);
     if list.contains(place) {
         return Ok(());
     }
     list.push(place.clone());
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir.path())?;
     tmp.write_all(&serde_json::to_vec_pretty(&list).expect("a list serializes"))?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())

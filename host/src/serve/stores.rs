@@ -26,11 +26,11 @@
 //! The etcd store is not kept: its client and runtime are per call.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use crate::store::{DB_FILE, Journal, SqliteStore, Store, StoreError, Txn};
+use crate::trust::TrustedDir;
 
 /// Kept connections per data dir, at most: more are closed when returned.
 const MAX_IDLE: usize = 8;
@@ -48,18 +48,19 @@ pub fn keep_open() {
     IDLE.get_or_init(Default::default);
 }
 
-fn file_id(data_dir: &Path) -> Option<FileId> {
-    let meta = std::fs::metadata(data_dir.join(DB_FILE)).ok()?;
-    Some((meta.dev(), meta.ino()))
+fn file_id(dir: &TrustedDir) -> Option<FileId> {
+    let st = dir.stat(DB_FILE).ok()??;
+    Some((st.st_dev, st.st_ino))
 }
 
-/// The embedded store in `data_dir`: a kept connection when one is safe
-/// to use again, else a new one.
-pub fn open(data_dir: &Path) -> Result<Box<dyn Store>, StoreError> {
+/// The embedded store in the checked folder `dir`: a kept connection when
+/// one is safe to use again, else a new one.
+pub fn open(dir: &TrustedDir) -> Result<Box<dyn Store>, StoreError> {
     let Some(idle) = IDLE.get() else {
-        return Ok(Box::new(SqliteStore::open(data_dir)?));
+        return Ok(Box::new(SqliteStore::open_in(dir, Journal::Rollback)?));
     };
-    let now = file_id(data_dir);
+    let data_dir = dir.path();
+    let now = file_id(dir);
     let kept = idle
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -69,8 +70,8 @@ pub fn open(data_dir: &Path) -> Result<Box<dyn Store>, StoreError> {
         Some((store, id)) if Some(id) == now => (store, id),
         // Dropped here: the file it points to is gone or another.
         _ => {
-            let store = SqliteStore::open_with(data_dir, Journal::Wal)?;
-            let id = file_id(data_dir).ok_or_else(|| {
+            let store = SqliteStore::open_in(dir, Journal::Wal)?;
+            let id = file_id(dir).ok_or_else(|| {
                 StoreError::Io(format!("{} vanished as it was opened", data_dir.display()))
             })?;
             (store, id)

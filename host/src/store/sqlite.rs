@@ -17,8 +17,13 @@
 //!   concurrent processes on one node are serialized, never interleaved, and
 //!   a transaction never fails half-way on a lock upgrade.
 //! - Keys are BLOBs, so ordering and prefix ranges are bytewise.
+//! - A new database is made whole under a name of its own, table and all,
+//!   and only then renamed to `wasm-ipam.db`; so a database without the
+//!   table (a file truncated to zero) is damage, refused with code 5,
+//!   never taken for a new store. The file is never opened through a
+//!   link, and one that another user owns or can write is refused: the
+//!   folder it lives in is checked first ([`crate::trust`]).
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +31,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
 use super::{Entry, Store, StoreError, Txn, backoff, prefix_end};
+use crate::trust::TrustedDir;
 
 pub const DB_FILE: &str = "wasm-ipam.db";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,24 +82,24 @@ pub enum Journal {
 
 impl SqliteStore {
     /// Opens (creating if needed, mode 0700) `data_dir` and the database in
-    /// it, with a rollback journal.
+    /// it, with a rollback journal: for the tools and tests, which name a
+    /// folder. CNI calls check theirs first, naming the config field (see
+    /// `invoke::open_store_at`), and open it with [`SqliteStore::open_in`].
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_with(data_dir, Journal::Rollback)
+        let dir = TrustedDir::open(data_dir, true).map_err(|e| {
+            StoreError::Io(format!(
+                "cannot use the data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        SqliteStore::open_in(&dir, Journal::Rollback)
     }
 
-    /// [`SqliteStore::open`], journaling as `journal` says.
-    pub fn open_with(data_dir: &Path, journal: Journal) -> Result<SqliteStore, StoreError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .map_err(|e| {
-                StoreError::Io(format!(
-                    "cannot create data dir {}: {e}",
-                    data_dir.display()
-                ))
-            })?;
-        let path = data_dir.join(DB_FILE);
+    /// The database in the checked folder `dir`, made if it is missing,
+    /// journaling as `journal` says.
+    pub fn open_in(dir: &TrustedDir, journal: Journal) -> Result<SqliteStore, StoreError> {
+        let path = dir.path().join(DB_FILE);
+        existing_or_new(dir, &path)?;
         let conn = retry_busy(|| connect(&path, journal))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -106,6 +112,116 @@ impl SqliteStore {
     pub fn idle(&self) -> bool {
         Arc::strong_count(&self.conn) == 1 && self.conn.lock().is_ok_and(|c| c.is_autocommit())
     }
+}
+
+/// The one table. It is made only in a new database, before the database
+/// has its name (see [`existing_or_new`]).
+const SCHEMA: &str = "CREATE TABLE kv (
+     ns    TEXT NOT NULL,
+     key   BLOB NOT NULL,
+     value BLOB NOT NULL,
+     PRIMARY KEY (ns, key)
+ ) WITHOUT ROWID;";
+
+/// Makes sure `dir` holds a database this process may trust at `path`: an
+/// existing one must be a regular file (not a link) of this user's that no
+/// one else can write; a missing one is made whole beside it, schema and
+/// all, and only then given its name. So a database file that exists and
+/// has no table is damage (truncated to zero by a full disk or a careless
+/// hand), never a store that was just begun, and it is refused rather
+/// than taken for a new, empty one: a new store would hand out addresses
+/// that pods still hold.
+fn existing_or_new(dir: &TrustedDir, path: &Path) -> Result<(), StoreError> {
+    let refuse =
+        |why: String| StoreError::Io(format!("{}: {why}; wasm-ipam refuses it", path.display()));
+    let st = dir.stat(DB_FILE).map_err(|e| refuse(e.to_string()))?;
+    let Some(st) = st else {
+        return create_aside(dir);
+    };
+    let me = rustix::process::geteuid().as_raw();
+    match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::RegularFile => {}
+        rustix::fs::FileType::Symlink => {
+            return Err(refuse(
+                "it is a symbolic link, which would make this process write where the link \
+                 points"
+                    .into(),
+            ));
+        }
+        _ => return Err(refuse("it is not a regular file".into())),
+    }
+    if st.st_uid != me {
+        return Err(refuse(format!(
+            "it is owned by uid {}, not by this process's user (uid {me}), so someone else may \
+             have put it there",
+            st.st_uid
+        )));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "others can write it (mode {:04o})",
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Makes a new database, with its table, under a name of its own in
+/// `dir`, then gives it the store's name unless another call did first.
+fn create_aside(dir: &TrustedDir) -> Result<(), StoreError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = format!(
+        ".{DB_FILE}.new-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let tmp_path = dir.path().join(&tmp);
+    let made = (|| {
+        let conn = Connection::open_with_flags(
+            &tmp_path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)
+    })()
+    .map_err(|e| io(&tmp_path, e));
+    let named = made.and_then(|()| {
+        let flags = rustix::fs::RenameFlags::NOREPLACE;
+        match rustix::fs::renameat_with(dir.fd(), tmp.as_str(), dir.fd(), DB_FILE, flags) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            // A filesystem without RENAME_NOREPLACE: a hard link fails the
+            // same way when the name is taken.
+            Err(rustix::io::Errno::INVAL) => {
+                match rustix::fs::linkat(
+                    dir.fd(),
+                    tmp.as_str(),
+                    dir.fd(),
+                    DB_FILE,
+                    rustix::fs::AtFlags::empty(),
+                ) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| {
+            StoreError::Io(format!(
+                "cannot create {}: {e}",
+                dir.path().join(DB_FILE).display()
+            ))
+        })
+    });
+    // Whatever happened, the name of its own goes: renamed, linked, lost
+    // to another call, or left half made.
+    let _ = rustix::fs::unlinkat(dir.fd(), tmp.as_str(), rustix::fs::AtFlags::empty());
+    named?;
+    dir.sync()
+        .map_err(|e| StoreError::Io(format!("{}: {e}", dir.path().display())))
 }
 
 /// Runs `f` again while SQLite reports the database busy, up to the busy
@@ -131,11 +247,27 @@ fn connect(path: &Path, journal: Journal) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )
     .map_err(|e| io(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| io(path, e))?;
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'kv'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| io(path, e))?;
+    if tables == 0 {
+        return Err(StoreError::Io(format!(
+            "{} holds no wasm-ipam store: it is empty or its table is gone, so it was damaged \
+             (a new store is never left without its table), and the addresses it held are \
+             unknown. Restore it from a backup; or, once no pod on this node holds an address \
+             from it, remove it and the next call makes a new one",
+            path.display()
+        )));
+    }
     match journal {
         Journal::Rollback => rollback_journal(&conn, path)?,
         // Entering WAL needs an exclusive lock: the busy handler waits for
@@ -146,15 +278,6 @@ fn connect(path: &Path, journal: Journal) -> Result<Connection, StoreError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|e| io(path, e))?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS kv (
-             ns    TEXT NOT NULL,
-             key   BLOB NOT NULL,
-             value BLOB NOT NULL,
-             PRIMARY KEY (ns, key)
-         ) WITHOUT ROWID;",
-    )
-    .map_err(|e| io(path, e))?;
     Ok(conn)
 }
 

@@ -30,8 +30,6 @@
 //! releasing hundreds of leases, needs a higher cap on the etcd servers.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +37,7 @@ use etcd_client::{Compare, CompareOp, ConnectOptions, GetOptions, TxnOp};
 
 use super::{Entry, Store, StoreError, Txn, prefix_end};
 use crate::cni::config::EtcdConf;
+use crate::trust::TrustedDir;
 
 mod failover;
 
@@ -88,7 +87,7 @@ impl Shared {
 
 pub struct EtcdStore {
     shared: Arc<Shared>,
-    lock_dir: Option<PathBuf>,
+    lock_dir: Option<TrustedDir>,
 }
 
 /// Holds the node's turn for one network until dropped: the flock goes with
@@ -98,26 +97,18 @@ struct NodeTurn {
 }
 
 impl NodeTurn {
-    fn take(dir: Option<&Path>, namespace: &str) -> Result<NodeTurn, StoreError> {
+    fn take(dir: Option<&TrustedDir>, namespace: &str) -> Result<NodeTurn, StoreError> {
         let Some(dir) = dir else {
             return Ok(NodeTurn { _lock: None });
         };
         let io = |e: std::io::Error| {
             StoreError::Io(format!(
                 "{}: cannot take the node's lock: {e}",
-                dir.display()
+                dir.path().display()
             ))
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(format!("etcd-{namespace}.lock")))
+        let file = dir
+            .lock_file(&format!("etcd-{namespace}.lock"))
             .map_err(io)?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io(e.into()))?;
@@ -126,10 +117,10 @@ impl NodeTurn {
 }
 
 impl EtcdStore {
-    /// Connects to the cluster. `lock_dir` (the node's data dir) is where
-    /// calls of this node take turns; `None` lets transactions of this
-    /// process race, as tests of the conflict checks want.
-    pub fn connect(conf: &EtcdConf, lock_dir: Option<&Path>) -> Result<EtcdStore, StoreError> {
+    /// Connects to the cluster. `lock_dir` (the node's data dir, checked)
+    /// is where calls of this node take turns; `None` lets transactions of
+    /// this process race, as tests of the conflict checks want.
+    pub fn connect(conf: &EtcdConf, lock_dir: Option<TrustedDir>) -> Result<EtcdStore, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -163,14 +154,14 @@ impl EtcdStore {
                 endpoints,
                 lease: Default::default(),
             }),
-            lock_dir: lock_dir.map(Path::to_path_buf),
+            lock_dir,
         })
     }
 }
 
 impl Store for EtcdStore {
     fn begin(&self, namespace: &str) -> Result<Box<dyn Txn>, StoreError> {
-        let turn = NodeTurn::take(self.lock_dir.as_deref(), namespace)?;
+        let turn = NodeTurn::take(self.lock_dir.as_ref(), namespace)?;
         let s = &self.shared;
         let ns_prefix = s.ns_prefix(namespace);
         let opts = GetOptions::new().with_prefix().with_count_only();
