@@ -24,15 +24,26 @@ pub fn parse(text: &str) -> Dns {
     dns
 }
 
+/// The most of a resolv.conf file that is read: glibc reads at most 3
+/// nameservers and 6 search domains, so a real one is a few hundred bytes.
+const MAX_BYTES: u64 = 64 << 10;
+
+/// Reads the file `ipam.resolvConf` names: a regular file (not a link, a
+/// device or a FIFO) of at most 64 KiB, or code 7; code 5 when it cannot
+/// be read.
 pub fn read(path: &Path) -> Result<Dns, CniError> {
-    std::fs::read_to_string(path)
-        .map(|text| parse(&text))
-        .map_err(|e| {
-            CniError::Io(format!(
-                "cannot read ipam.resolvConf {}: {e}",
-                path.display()
-            ))
-        })
+    use crate::trust::{FileError, read_regular};
+    match read_regular(path, MAX_BYTES) {
+        Ok(bytes) => Ok(parse(&String::from_utf8_lossy(&bytes))),
+        Err(FileError::Refused(why)) => Err(CniError::InvalidConfig(format!(
+            "ipam.resolvConf {} is refused: {why}",
+            path.display()
+        ))),
+        Err(FileError::Io(e)) => Err(CniError::Io(format!(
+            "cannot read ipam.resolvConf {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -49,6 +60,17 @@ mod tests {
         assert_eq!(dns.domain.as_deref(), Some("cluster.local"));
         assert_eq!(dns.search, ["a.svc", "b.svc"]);
         assert_eq!(dns.options, ["ndots:5", "edns0"]);
+    }
+
+    #[test]
+    fn a_device_or_fifo_is_refused_at_once_naming_it() {
+        let err = read(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(err.code(), 7);
+        assert!(
+            err.to_string()
+                .contains("/dev/zero is refused: it is a character device"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -31,6 +31,27 @@ pub enum PolicySource {
     },
 }
 
+/// Why `bytes` cannot be a component, judged from its preamble alone: the
+/// magic number, then the version and layer (a component is version 0x0d,
+/// layer 1; a core module version 1, layer 0). The bytes themselves are
+/// never put in a message: a policy path can name any file root can read.
+fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    const MAGIC: &[u8; 4] = b"\0asm";
+    if !bytes.starts_with(MAGIC) {
+        return Some("the file does not start with the WebAssembly magic number");
+    }
+    match bytes.get(4..8) {
+        Some([0x0d, 0x00, 0x01, 0x00]) => None,
+        Some([0x01, 0x00, 0x00, 0x00]) => Some(
+            "it is a core WebAssembly module; a policy is a component (build it for \
+             wasm32-wasip2, or wrap it with `wasm-tools component new`)",
+        ),
+        // Another component encoding: wasmtime says what it makes of it.
+        Some([_, _, 0x01, 0x00]) => None,
+        _ => Some("its WebAssembly header is incomplete or of an unknown kind"),
+    }
+}
+
 pub fn builtin_names() -> Vec<&'static str> {
     BUILTINS.iter().map(|b| b.name).collect()
 }
@@ -50,16 +71,13 @@ impl PolicySource {
         let path = Path::new(policy);
         let unreadable =
             |why: String| CniError::InvalidConfig(format!("cannot read policy {policy}: {why}"));
-        let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
-        if meta.is_dir() {
-            return Err(unreadable("it is a directory".into()));
-        }
-        if meta.len() > MAX_POLICY_BYTES {
-            return Err(unreadable(format!(
-                "it is larger than {MAX_POLICY_BYTES} bytes"
+        let wasm = crate::trust::read_regular(path, MAX_POLICY_BYTES)
+            .map_err(|e| unreadable(e.to_string()))?;
+        if let Some(why) = not_a_component(&wasm) {
+            return Err(CniError::InvalidConfig(format!(
+                "policy {policy} is not a WebAssembly component: {why}"
             )));
         }
-        let wasm = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
         let hash = *blake3::hash(&wasm).as_bytes();
         Ok(PolicySource::File {
             path: path.to_path_buf(),
@@ -101,6 +119,29 @@ impl PolicySource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_is_not_a_component_is_named_without_its_bytes() {
+        assert!(not_a_component(b"root:$6$secret:19000:0:99999:7:::").is_some());
+        assert!(
+            not_a_component(b"\0asm\x01\0\0\0")
+                .unwrap()
+                .contains("core")
+        );
+        assert!(not_a_component(b"\0asm").unwrap().contains("incomplete"));
+        assert_eq!(not_a_component(b"\0asm\x0d\0\x01\0rest"), None);
+        let tmp = tempfile::tempdir().unwrap();
+        let shadow = tmp.path().join("shadow.wasm");
+        std::fs::write(&shadow, b"root:$6$secret").unwrap();
+        let err = PolicySource::resolve(shadow.to_str().unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("magic number") && !err.contains("root") && !err.contains("0x72"),
+            "{err}"
+        );
+    }
 
     /// `build.rs` compiles with its own wasmtime (the compiler alone): its
     /// artifacts must be exactly what the host's settings give for the
