@@ -117,6 +117,32 @@ struct ResultV02<'a> {
     dns: &'a Dns,
 }
 
+/// Why `net`'s address cannot be a host's on its own subnet, or `None`:
+/// the network or broadcast address of an IPv4 subnet that has both (up to
+/// /30), an address of 0.0.0.0/8 ("this network"), or IPv4-mapped IPv6.
+/// A policy that hands one out has a broken range, and a pod given one
+/// would not be reachable.
+fn not_a_host_address(net: &IpNet) -> Option<&'static str> {
+    match net {
+        IpNet::V4(v4) => {
+            let a = v4.addr();
+            if a.octets()[0] == 0 {
+                Some("is in 0.0.0.0/8, which is no host's")
+            } else if v4.prefix_len() <= 30 && a == v4.network() {
+                Some("is the network address of its subnet")
+            } else if v4.prefix_len() <= 30 && a == v4.broadcast() {
+                Some("is the broadcast address of its subnet")
+            } else {
+                None
+            }
+        }
+        IpNet::V6(v6) => v6
+            .addr()
+            .to_ipv4_mapped()
+            .map(|_| "is IPv4-mapped IPv6, which no interface holds"),
+    }
+}
+
 impl IpamResult {
     /// Checks what no CNI version allows: the same address twice, or a
     /// gateway of the other family.
@@ -131,6 +157,9 @@ impl IpamResult {
                 return Err(format!(
                     "address {addr} can never be a pod's (unspecified, loopback, multicast or broadcast)"
                 ));
+            }
+            if let Some(why) = not_a_host_address(&ip.address) {
+                return Err(format!("address {} {why}", ip.address));
             }
             if self.ips[..i]
                 .iter()
@@ -373,6 +402,37 @@ mod tests {
                 r.validate().unwrap_err().contains("can never be a pod's"),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn validate_rejects_network_broadcast_and_mapped_addresses() {
+        for (bad, why) in [
+            ("10.40.0.255/24", "broadcast address"),
+            ("10.40.1.0/24", "network address"),
+            ("0.0.0.2/24", "0.0.0.0/8"),
+            ("::ffff:10.0.0.5/120", "IPv4-mapped"),
+        ] {
+            let r = IpamResult {
+                ips: vec![IpConfig {
+                    address: bad.parse().unwrap(),
+                    gateway: None,
+                }],
+                ..IpamResult::default()
+            };
+            let err = r.validate().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        // Point-to-point and host routes have no network or broadcast.
+        for good in ["10.40.0.0/31", "10.40.0.1/31", "10.40.0.0/32"] {
+            let r = IpamResult {
+                ips: vec![IpConfig {
+                    address: good.parse().unwrap(),
+                    gateway: None,
+                }],
+                ..IpamResult::default()
+            };
+            assert!(r.validate().is_ok(), "{good}");
         }
     }
 

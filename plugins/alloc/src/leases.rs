@@ -5,7 +5,8 @@
 //!   CHECK find an attachment's addresses without reading every lease.
 //!
 //! Container ids and interface names cannot contain `/` (the host checks),
-//! so the index keys are unambiguous. One layout for all policies lets the
+//! so the index keys are unambiguous; a long container id is hashed in the
+//! index key ([`crate::keys`]), and kept whole in the lease. One layout for all policies lets the
 //! host's operator tooling list leases whatever the policy.
 
 use std::net::IpAddr;
@@ -77,7 +78,11 @@ fn lease_key(ip: IpAddr) -> String {
 }
 
 fn owner_prefix(att: &Attachment) -> String {
-    format!("{OWNER_PREFIX}{}/{}/", att.container_id, att.ifname)
+    format!(
+        "{OWNER_PREFIX}{}/{}/",
+        crate::keys::part(&att.container_id),
+        att.ifname
+    )
 }
 
 pub fn get(host: &dyn Host, ip: IpAddr) -> Option<Lease> {
@@ -183,6 +188,22 @@ pub fn stale(host: &dyn Host, valid: &[Attachment]) -> Vec<(IpAddr, Lease)> {
     all(host)
         .into_iter()
         .filter(|(_, l)| !keep.contains(&(l.container_id.as_str(), l.ifname.as_str())))
+        .collect()
+}
+
+/// The attachments holding the leases [`stale`] finds, each once, in
+/// order: for a policy that releases whole attachments (keeping what its
+/// DEL keeps). A set, so a GC stays linear in the leases and the list.
+pub fn stale_attachments(host: &dyn Host, valid: &[Attachment]) -> Vec<Attachment> {
+    let held: BTreeSet<(String, String)> = stale(host, valid)
+        .into_iter()
+        .map(|(_, l)| (l.container_id, l.ifname))
+        .collect();
+    held.into_iter()
+        .map(|(container_id, ifname)| Attachment {
+            container_id,
+            ifname,
+        })
         .collect()
 }
 

@@ -12,6 +12,8 @@
 //!   network can switch between them;
 //! - [`inspect`]: what a policy reports to the operator tools;
 //! - [`errors`]: the error constructors and the built-in policy codes;
+//! - [`fields`]: which `ipam` fields no one reads;
+//! - [`keys`]: store keys of unbounded runtime input (container ids);
 //! - [`workload`]: who a workload is across re-creations (the `key` field);
 //! - [`dhcp`]: the optional `dhcp` import's values and trait, and a DHCP
 //!   server in memory for tests.
@@ -22,8 +24,10 @@
 pub mod args;
 pub mod dhcp;
 pub mod errors;
+pub mod fields;
 pub mod host;
 pub mod inspect;
+pub mod keys;
 pub mod leases;
 pub mod ranges;
 pub mod testing;

@@ -120,6 +120,9 @@ impl Range {
                 subnet.network()
             ));
         }
+        if let Some(why) = unusable_subnet(&subnet) {
+            return Err(format!("subnet {subnet} {why}"));
+        }
         let mut r = Range {
             subnet,
             start: next_ip(subnet.network()),
@@ -128,6 +131,12 @@ impl Range {
         };
         if let Some(g) = &c.gateway {
             r.gateway = parse_ip("gateway", g)?;
+            if !same_family(r.gateway, subnet.addr()) {
+                return Err(format!(
+                    "gateway {} is not of the family of subnet {subnet}",
+                    r.gateway
+                ));
+            }
         }
         if let Some(s) = &c.range_start {
             let ip = parse_ip("rangeStart", s)?;
@@ -142,6 +151,12 @@ impl Range {
                 return Err(format!("RangeEnd {ip} not in network {subnet}"));
             }
             r.end = ip;
+        }
+        if ip_num(r.start) > ip_num(r.end) {
+            return Err(format!(
+                "rangeStart {} is after rangeEnd {}: the range would be empty",
+                r.start, r.end
+            ));
         }
         Ok(r)
     }
@@ -183,6 +198,32 @@ impl Range {
     /// `ip` with this range's prefix length, as results carry it.
     pub fn with_prefix(&self, ip: IpAddr) -> String {
         format!("{ip}/{}", self.subnet.prefix_len())
+    }
+}
+
+/// Why no address of `subnet` may be handed to a pod, or `None`: what
+/// the kernel or the network reserves (loopback, multicast, "this
+/// network" 0.0.0.0/8), and IPv4-mapped IPv6, which names IPv4 hosts and
+/// no interface can hold.
+pub fn unusable_subnet(subnet: &IpNet) -> Option<&'static str> {
+    let within = |outer: &str| {
+        let outer: IpNet = outer.parse().expect("a literal network");
+        outer.contains(subnet) || subnet.contains(&outer)
+    };
+    match subnet {
+        IpNet::V4(_) if within("0.0.0.0/8") => {
+            Some("is in 0.0.0.0/8, which means \"this network\" and is no host's address")
+        }
+        IpNet::V4(_) if within("127.0.0.0/8") => Some("is a loopback network"),
+        IpNet::V4(_) if within("224.0.0.0/4") => Some("is a multicast network"),
+        IpNet::V6(_) if within("ff00::/8") => Some("is a multicast network"),
+        IpNet::V6(_) if subnet.contains(&"::1".parse::<IpAddr>().expect("an address")) => {
+            Some("holds the loopback address ::1")
+        }
+        IpNet::V6(_) if within("::ffff:0:0/96") => {
+            Some("is IPv4-mapped IPv6 (::ffff:0:0/96), which no interface can hold")
+        }
+        _ => None,
     }
 }
 
@@ -296,6 +337,11 @@ impl<'a> Iterator for RangeIter<'a> {
                 Some(_) => {}
             }
             let r = &self.set.0[self.idx];
+            // Whatever a range claims, nothing outside it is ever handed
+            // out: the walk ends instead.
+            if !r.contains(cur) {
+                return None;
+            }
             if cur != r.gateway {
                 return Some((cur, r));
             }
@@ -475,6 +521,23 @@ mod tests {
                 "mixed address families",
             ),
             (json!([]), "empty range set"),
+            (
+                json!([{"subnet": "10.40.0.0/24", "rangeStart": "10.40.0.250", "rangeEnd": "10.40.0.100"}]),
+                "rangeStart 10.40.0.250 is after rangeEnd 10.40.0.100",
+            ),
+            (
+                json!([{"subnet": "10.1.0.0/24", "gateway": "fd00::1"}]),
+                "gateway fd00::1 is not of the family of subnet 10.1.0.0/24",
+            ),
+            (
+                json!([{"subnet": "224.1.0.0/24"}]),
+                "is a multicast network",
+            ),
+            (json!([{"subnet": "127.5.0.0/24"}]), "is a loopback network"),
+            (json!([{"subnet": "0.0.0.0/24"}]), "0.0.0.0/8"),
+            (json!([{"subnet": "::ffff:10.0.0.0/120"}]), "IPv4-mapped"),
+            (json!([{"subnet": "ff02::/64"}]), "is a multicast network"),
+            (json!([{"subnet": "::/64"}]), "loopback address ::1"),
         ] {
             let err = set(cfg.clone()).unwrap_err();
             assert!(err.contains(want), "{cfg}: {err}");

@@ -33,7 +33,11 @@ pub fn workload(names: &[String], ctx: &Context, att: &Attachment) -> String {
         .collect();
     match values {
         Some(v) => format!("{}/{}", v.join("/"), att.ifname),
-        None => format!("container:{}/{}", att.container_id, att.ifname),
+        None => format!(
+            "container:{}/{}",
+            crate::keys::part(&att.container_id),
+            att.ifname
+        ),
     }
 }
 

@@ -303,15 +303,8 @@ impl Policy for DhcpPolicy {
         valid: &[Attachment],
     ) -> Result<Vec<Released>, IpamError> {
         let cfg = parse(host, ctx)?;
-        let mut stale: Vec<Attachment> = Vec::new();
-        for (_, lease) in leases::stale(host, valid) {
-            let att = lease.attachment();
-            if !stale.contains(&att) {
-                stale.push(att);
-            }
-        }
         let mut released = Vec::new();
-        for att in stale {
+        for att in leases::stale_attachments(host, valid) {
             for ip in detach(host, &cfg, &att) {
                 released.push(Released {
                     attachment: att.clone(),

@@ -36,7 +36,9 @@ pub use ipam_alloc::{
     Allocation, Attachment, Availability, Context, Dns, Host, IpConfig, IpamError, Level, MemHost,
     PolicyError, Released, Route,
 };
-pub use ipam_alloc::{args, dhcp, errors, host, inspect, leases, ranges, testing, types, workload};
+pub use ipam_alloc::{
+    args, dhcp, errors, fields, host, inspect, keys, leases, ranges, testing, types, workload,
+};
 pub use wit_dhcp::{WitDhcp, WitDhcpHost};
 pub use wit_host::WitHost;
 

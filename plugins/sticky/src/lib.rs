@@ -361,16 +361,8 @@ impl Policy for Sticky {
         let cfg = config::parse(ctx)?;
         let now = host.now();
         // Detach whole attachments, so each keeps its hold as on DEL.
-        let stale: BTreeSet<(String, String)> = leases::stale(host, valid)
-            .into_iter()
-            .map(|(_, l)| (l.container_id, l.ifname))
-            .collect();
         let mut released = Vec::new();
-        for (container_id, ifname) in stale {
-            let att = Attachment {
-                container_id,
-                ifname,
-            };
+        for att in leases::stale_attachments(host, valid) {
             for ip in detach(host, &cfg, &att, now) {
                 released.push(Released {
                     attachment: att.clone(),
