@@ -114,8 +114,9 @@ fn leases_lists_holders_pods_and_how_full_each_pool_is() {
     assert_eq!(blocks["name"], "blocks");
     assert_eq!(blocks["policy"], "pooled");
     assert_eq!(blocks["pools"][0]["used"], 2);
-    // A /24 less its network, broadcast and gateway-free: 254 usable.
-    assert_eq!(blocks["pools"][0]["capacity"], 254);
+    // A /24 less its network, its broadcast and the address kept for a
+    // gateway: 253 usable.
+    assert_eq!(blocks["pools"][0]["capacity"], 253);
     assert_eq!(hl["policy"], "host-local");
     // 10.9.0.1-10.9.0.14 less the gateway: 13 addresses, 3 taken.
     assert_eq!(hl["pools"][0]["used"], 3);
@@ -342,7 +343,7 @@ fn compile_refuses_what_is_not_a_policy_and_keeps_nothing() {
         "does not implement the cni:ipam/ipam-policy@0.1.1 world",
     );
     let junk = cache.path().join("junk.wasm");
-    std::fs::write(&junk, b"\0asm junk").unwrap();
+    std::fs::write(&junk, b"\0asm\x0d\0\x01\0 junk").unwrap();
     fails_with(
         &tool(
             &["compile", junk.to_str().unwrap(), "--cache-dir", c],

@@ -39,6 +39,10 @@ struct RawConfig {
     max_blocks_per_node: u32,
     #[serde(default)]
     cooldown_seconds: u64,
+    /// Routes for every pool's addresses, as host-local's `routes`, so a
+    /// network moved from host-local keeps its routes.
+    #[serde(default)]
+    routes: Vec<RouteConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +60,8 @@ pub struct Pool {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub pools: Vec<Pool>,
+    /// Fields of `ipam` no one reads, for a warning.
+    pub unknown: Vec<String>,
     pub node: String,
     pub strict_affinity: bool,
     /// 0: unlimited.
@@ -69,12 +75,41 @@ fn parse_net(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
+/// The longest pool name: a DNS label's, which keeps the keys a pool's
+/// blocks live under short.
+const MAX_POOL_NAME: usize = 63;
+
+/// A pool name goes into store keys: letters, digits, `_`, `.` and `-`,
+/// starting with a letter or digit, at most [`MAX_POOL_NAME`] bytes.
+fn valid_pool_name(name: &str) -> bool {
+    name.len() <= MAX_POOL_NAME
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The fields of `ipam` pooled reads, besides the host's.
+const FIELDS: &[&str] = &[
+    "pools",
+    "strictAffinity",
+    "maxBlocksPerNode",
+    "cooldownSeconds",
+    "routes",
+];
+
 impl Pool {
     fn from_raw(raw: RawPool) -> Result<Pool, String> {
-        if raw.name.is_empty() || raw.name.contains('/') {
+        if !valid_pool_name(&raw.name) {
+            let shown: String = raw.name.chars().take(MAX_POOL_NAME + 1).collect();
             return Err(format!(
-                "pool name {:?} must be non-empty and have no '/'",
-                raw.name
+                "pool name {shown:?}{} must be 1 to {MAX_POOL_NAME} letters, digits, '_', '.' \
+                 and '-', starting with a letter or digit",
+                if shown.len() < raw.name.len() {
+                    "..."
+                } else {
+                    ""
+                }
             ));
         }
         let net: IpNet = raw
@@ -89,6 +124,9 @@ impl Pool {
                 net.network(),
                 net.prefix_len()
             ));
+        }
+        if let Some(why) = ipam_kit::ranges::unusable_subnet(&net) {
+            return Err(format!("pool {}: cidr {net} {why}", raw.name));
         }
         let default_block = if net.addr().is_ipv4() { 26 } else { 122 };
         let block_prefix = raw
@@ -182,13 +220,23 @@ impl Pool {
         same_family(ip, self.net.addr()) && self.net.contains(&ip)
     }
 
+    /// The address kept for a gateway: the configured one, else the pool's
+    /// first host address. A bridge with `isGateway` and no gateway in the
+    /// result takes that address for itself, as the reference bridge does,
+    /// so a pod given it would clash with its own bridge.
+    pub fn reserved_gateway(&self) -> IpAddr {
+        self.gateway
+            .unwrap_or_else(|| ip_from_num(self.net.addr(), ip_num(self.net.network()) + 1))
+    }
+
     /// Whether `ip` may ever be handed out: inside the pool, not its network
-    /// or (IPv4) broadcast address, not the gateway, not excluded.
+    /// or (IPv4) broadcast address, not the gateway (or the address a
+    /// bridge would take as one), not excluded.
     pub fn usable(&self, ip: IpAddr) -> bool {
         self.contains(ip)
             && ip != self.net.network()
             && !(self.is_ipv4() && ip == self.net.broadcast())
-            && Some(ip) != self.gateway
+            && ip != self.reserved_gateway()
             && !self.exclude.iter().any(|e| e.contains(&ip))
     }
 
@@ -206,8 +254,9 @@ impl Pool {
                 .checked_shl(u32::from(net.max_prefix_len() - net.prefix_len()))
                 .unwrap_or(u128::MAX)
         };
-        let mut reserved = 1 + u128::from(self.is_ipv4());
-        reserved += u128::from(self.gateway.is_some_and(|g| self.net.contains(&g)));
+        // The network address, the IPv4 broadcast, and the gateway (or the
+        // address kept for one), which is always inside the pool.
+        let mut reserved = 2 + u128::from(self.is_ipv4());
         reserved += self.exclude.iter().map(size).sum::<u128>();
         size(&self.net).saturating_sub(reserved)
     }
@@ -219,19 +268,37 @@ impl Pool {
 }
 
 pub fn parse(ctx: &Context) -> Result<Config, IpamError> {
-    let raw: RawConfig = serde_json::from_str(&ctx.config)
+    let value: serde_json::Value = serde_json::from_str(&ctx.config)
+        .map_err(|e| invalid_config(format!("invalid pooled config: {e}")))?;
+    let unknown = ipam_kit::fields::unknown(&value, FIELDS);
+    let raw: RawConfig = serde_json::from_value(value)
         .map_err(|e| invalid_config(format!("invalid pooled config: {e}")))?;
     if raw.pools.is_empty() {
         return Err(invalid_config(
             "pooled: no pools configured (ipam.pools is empty)",
         ));
     }
-    let pools = raw
+    let mut pools = raw
         .pools
         .into_iter()
         .map(Pool::from_raw)
         .collect::<Result<Vec<_>, _>>()
         .map_err(invalid_config)?;
+    // The network's routes go with every pool's addresses, after the
+    // pool's own.
+    let network_routes = raw
+        .routes
+        .into_iter()
+        .map(route_from_config)
+        .collect::<Result<Vec<_>, IpamError>>()
+        .map_err(|e| invalid_config(format!("routes: {}", ipam_kit::errors::message(&e))))?;
+    for pool in &mut pools {
+        for route in &network_routes {
+            if !pool.routes.contains(route) {
+                pool.routes.push(route.clone());
+            }
+        }
+    }
     for (i, a) in pools.iter().enumerate() {
         for b in &pools[i + 1..] {
             if a.name == b.name {
@@ -256,6 +323,7 @@ pub fn parse(ctx: &Context) -> Result<Config, IpamError> {
     }
     Ok(Config {
         pools,
+        unknown,
         node,
         strict_affinity: raw.strict_affinity,
         max_blocks_per_node: raw.max_blocks_per_node,

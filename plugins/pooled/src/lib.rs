@@ -138,6 +138,15 @@ impl Policy for Pooled {
     fn add(host: &mut dyn Host, ctx: &Context, att: &Attachment) -> Result<Allocation, IpamError> {
         args::reject_unknown_cni_args(ctx, &["IP", "IPAM_POOL", "K8S_POD_NAMESPACE"])?;
         let cfg = config::parse(ctx)?;
+        if !cfg.unknown.is_empty() {
+            host.log(
+                ipam_kit::Level::Warn,
+                &format!(
+                    "pooled does not read ipam.{}: a typo, or a field of another policy",
+                    cfg.unknown.join(", ipam.")
+                ),
+            );
+        }
         if let Some(held) = leases::of(host, att).first() {
             return Err(errors::policy(
                 ALREADY_ALLOCATED,

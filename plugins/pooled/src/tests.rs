@@ -53,18 +53,19 @@ fn lowest_free_address_of_an_own_block_then_a_new_block() {
     let mut h = MemHost::default();
     let n = node_at(0, 8);
     let c = ctx(small(json!({})), &n);
-    // Block 10.30.0.0/30: .0 is the pool's network address, never handed out.
-    assert_eq!(add1(&mut h, &c, "a"), "10.30.0.1/27");
-    assert_eq!(add1(&mut h, &c, "b"), "10.30.0.2/27");
-    assert_eq!(add1(&mut h, &c, "c"), "10.30.0.3/27");
+    // Block 10.30.0.0/30: .0 is the pool's network address, and .1 is kept
+    // for the gateway a bridge takes; neither is handed out.
+    assert_eq!(add1(&mut h, &c, "a"), "10.30.0.2/27");
+    assert_eq!(add1(&mut h, &c, "b"), "10.30.0.3/27");
     assert_eq!(
-        add1(&mut h, &c, "d"),
+        add1(&mut h, &c, "c"),
         "10.30.0.4/27",
         "a second block is claimed, the next from where the node starts"
     );
+    assert_eq!(add1(&mut h, &c, "d"), "10.30.0.5/27");
     assert_eq!(owned_blocks(&h, &n), ["10.30.0.0/30", "10.30.0.4/30"]);
     Pooled::del(&mut h, &c, &att("b")).unwrap();
-    assert_eq!(add1(&mut h, &c, "e"), "10.30.0.2/27", "lowest free first");
+    assert_eq!(add1(&mut h, &c, "e"), "10.30.0.3/27", "lowest free first");
 }
 
 #[test]
@@ -73,9 +74,9 @@ fn nodes_prefer_their_own_blocks() {
     let (na, nb) = (node_at(0, 8), node_at(5, 8));
     let a = ctx(small(json!({})), &na);
     let b = ctx(small(json!({})), &nb);
-    assert_eq!(add1(&mut h, &a, "a1"), "10.30.0.1/27");
+    assert_eq!(add1(&mut h, &a, "a1"), "10.30.0.2/27");
     assert_eq!(add1(&mut h, &b, "b1"), "10.30.0.20/27");
-    assert_eq!(add1(&mut h, &a, "a2"), "10.30.0.2/27");
+    assert_eq!(add1(&mut h, &a, "a2"), "10.30.0.3/27");
     assert_eq!(add1(&mut h, &b, "b2"), "10.30.0.21/27");
     assert_eq!(owned_blocks(&h, &nb), ["10.30.0.20/30"]);
     // The node name in the config wins over the host's.
@@ -93,7 +94,8 @@ fn fill_pool_from(h: &mut MemHost, c: &Context, prefix: &str) -> usize {
 
 #[test]
 fn borrowing_unless_strict_affinity() {
-    // A /28 in /29 blocks: block 0 (.1-.7) and block 1 (.8-.14).
+    // A /28 in /29 blocks: block 0 (.2-.7: .1 is kept for the gateway) and
+    // block 1 (.8-.14).
     let pool = |extra: Value| {
         let mut c = json!({"pools": [{"name": "p", "cidr": "10.31.0.0/28", "blockSize": 29}]});
         for (k, v) in extra.as_object().unwrap() {
@@ -109,7 +111,7 @@ fn borrowing_unless_strict_affinity() {
     add1(&mut h, &b, "b0");
     assert_eq!(
         fill_pool_from(&mut h, &a, "a-more-"),
-        6 + 6,
+        5 + 6,
         "a fills its block, then borrows b's"
     );
     let leases = leases::all(&h);
@@ -130,7 +132,7 @@ fn borrowing_unless_strict_affinity() {
     add1(&mut h, &b, "b0");
     assert_eq!(
         fill_pool_from(&mut h, &a, "a-more-"),
-        6,
+        5,
         "strict affinity never borrows"
     );
     let err = add(&mut h, &a, "late").unwrap_err();
@@ -155,9 +157,23 @@ fn max_blocks_per_node_stops_claiming_and_borrowing() {
     let mut h = MemHost::default();
     let n = node_at(0, 8);
     let c = ctx(small(json!({"maxBlocksPerNode": 1})), &n);
-    assert_eq!(fill_pool_from(&mut h, &c, "p"), 3);
+    assert_eq!(fill_pool_from(&mut h, &c, "p"), 2, ".2 and .3");
     assert_eq!(owned_blocks(&h, &n).len(), 1);
     assert_eq!(code(&add(&mut h, &c, "late").unwrap_err()), 11);
+}
+
+#[test]
+fn the_networks_routes_go_with_every_pools_addresses() {
+    // As host-local's: a network moved to pooled keeps its routes.
+    let mut h = MemHost::default();
+    let c = ctx(
+        json!({"pools": [{"name": "p", "cidr": "10.33.0.0/24", "routes": [{"dst": "10.99.0.0/16"}]}],
+               "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.99.0.0/16"}]}),
+        "n",
+    );
+    let a = Pooled::add(&mut h, &c, &att("a")).unwrap();
+    let dsts: Vec<&str> = a.routes.iter().map(|r| r.dst.as_str()).collect();
+    assert_eq!(dsts, ["10.99.0.0/16", "0.0.0.0/0"]);
 }
 
 #[test]
@@ -206,14 +222,14 @@ fn pools_are_chosen_by_request_then_namespace_then_default() {
     // Three pools of four /26 blocks each; this node starts at the first.
     let n = node_at(0, 4);
     let mut c = ctx(conf.clone(), &n);
-    assert_eq!(add1(&mut h, &c, "a"), "10.40.0.1/24");
+    assert_eq!(add1(&mut h, &c, "a"), "10.40.0.2/24");
     c.cni_args = vec![("K8S_POD_NAMESPACE".into(), "prod".into())];
-    assert_eq!(add1(&mut h, &c, "b"), "10.41.0.1/24");
+    assert_eq!(add1(&mut h, &c, "b"), "10.41.0.2/24");
     c.cni_args.push(("IPAM_POOL".into(), "special".into()));
-    assert_eq!(add1(&mut h, &c, "c"), "10.42.0.1/24");
+    assert_eq!(add1(&mut h, &c, "c"), "10.42.0.2/24");
     let mut c = ctx(conf.clone(), &n);
     c.args = Some(json!({"cni": {"pool": "prod"}}).to_string());
-    assert_eq!(add1(&mut h, &c, "d"), "10.41.0.2/24");
+    assert_eq!(add1(&mut h, &c, "d"), "10.41.0.3/24");
     c.args = Some(json!({"cni": {"pool": "nope"}}).to_string());
     let err = add(&mut h, &c, "e").unwrap_err();
     assert_eq!(code(&err), 7);
@@ -265,11 +281,11 @@ fn released_addresses_cool_down_before_reuse() {
         ..MemHost::default()
     };
     let c = ctx(small(json!({"cooldownSeconds": 30})), &node_at(0, 8));
-    assert_eq!(add1(&mut h, &c, "a"), "10.30.0.1/27");
+    assert_eq!(add1(&mut h, &c, "a"), "10.30.0.2/27");
     Pooled::del(&mut h, &c, &att("a")).unwrap();
-    assert_eq!(add1(&mut h, &c, "b"), "10.30.0.2/27", ".1 is cooling");
+    assert_eq!(add1(&mut h, &c, "b"), "10.30.0.3/27", ".2 is cooling");
     h.now = 1030;
-    assert_eq!(add1(&mut h, &c, "c"), "10.30.0.1/27", "cooled down");
+    assert_eq!(add1(&mut h, &c, "c"), "10.30.0.2/27", "cooled down");
 }
 
 #[test]
@@ -277,17 +293,18 @@ fn an_emptied_block_returns_to_the_pool_but_a_node_keeps_one() {
     let mut h = MemHost::default();
     let n = node_at(0, 8);
     let c = ctx(small(json!({})), &n);
-    for id in ["a", "b", "c", "d"] {
+    // Block 0 holds two (.2 and .3), so "c" claims a second block.
+    for id in ["a", "b", "c"] {
         add1(&mut h, &c, id);
     }
     assert_eq!(owned_blocks(&h, &n).len(), 2);
-    Pooled::del(&mut h, &c, &att("d")).unwrap();
+    Pooled::del(&mut h, &c, &att("c")).unwrap();
     assert_eq!(
         owned_blocks(&h, &n),
         ["10.30.0.0/30"],
         "the emptied second block went back"
     );
-    for id in ["a", "b", "c"] {
+    for id in ["a", "b"] {
         Pooled::del(&mut h, &c, &att(id)).unwrap();
     }
     assert_eq!(
@@ -360,6 +377,27 @@ fn config_errors_name_the_problem() {
             json!({"pools": [{"name": "p", "cidr": "10.0.0.0/24"}, {"name": "p", "cidr": "10.1.0.0/24"}]}),
             "used twice",
         ),
+        (
+            json!({"pools": [{"name": "x".repeat(600), "cidr": "10.0.0.0/24"}]}),
+            "must be 1 to 63 letters",
+        ),
+        (
+            json!({"pools": [{"name": "a/b", "cidr": "10.0.0.0/24"}]}),
+            "pool name \"a/b\" must be",
+        ),
+        (
+            json!({"pools": [{"name": "p", "cidr": "224.1.0.0/24"}]}),
+            "cidr 224.1.0.0/24 is a multicast network",
+        ),
+        (
+            json!({"pools": [{"name": "p", "cidr": "0.0.0.0/24"}]}),
+            "0.0.0.0/8",
+        ),
+        (
+            json!({"pools": [{"name": "p", "cidr": "10.0.0.0/24"}],
+                   "routes": [{"dst": "nowhere"}]}),
+            "routes: invalid route dst \"nowhere\"",
+        ),
     ] {
         let err = add(&mut h, &ctx(conf.clone(), "n"), "a").unwrap_err();
         assert_eq!(code(&err), 7, "{conf}");
@@ -418,12 +456,15 @@ fn the_open_index_follows_room_in_a_nodes_blocks() {
     add1(&mut h, &c, "a");
     assert_eq!(open(&h), 1, "block 0 has room");
     add1(&mut h, &c, "b");
-    add1(&mut h, &c, "c");
-    assert_eq!(open(&h), 0, "block 0 is full: .1 to .3");
-    Pooled::del(&mut h, &c, &att("b")).unwrap();
+    assert_eq!(
+        open(&h),
+        0,
+        "block 0 is full: .2 and .3 (.1 is the gateway's)"
+    );
+    Pooled::del(&mut h, &c, &att("a")).unwrap();
     assert_eq!(open(&h), 1, "room again");
     let block = blocks::get_block(&h, "p", 0).unwrap();
-    assert!(block.in_use(1) && !block.in_use(2) && block.in_use(3));
+    assert!(!block.in_use(1) && !block.in_use(2) && block.in_use(3));
 }
 
 #[test]
@@ -607,7 +648,7 @@ fn a_released_node_gives_its_blocks_back_once_they_are_empty() {
         .unwrap();
     assert_eq!(
         add1(&mut h, &ctx(small(json!({})), &other), "x"),
-        "10.30.0.1/27"
+        "10.30.0.2/27"
     );
     // Releasing a node that holds nothing is a no-op.
     Pooled::release_node(&mut h, &c).unwrap();
