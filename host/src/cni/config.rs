@@ -105,12 +105,8 @@ fn parse_store(ipam: &Map<String, Value>) -> Result<StoreConf, CniError> {
     let endpoints: Vec<String> = match etcd.get("endpoints") {
         Some(Value::Array(list)) if !list.is_empty() => list
             .iter()
-            .map(|e| match e.as_str() {
-                Some(s) if s.starts_with("http://") || s.starts_with("https://") => Ok(s.to_string()),
-                _ => Err(invalid(format!(
-                    "ipam.store.etcd.endpoints must be URLs such as \"http://127.0.0.1:2379\", not {e}"
-                ))),
-            })
+            .enumerate()
+            .map(|(i, e)| endpoint(i, e))
             .collect::<Result<_, _>>()?,
         other => {
             return Err(invalid(format!(
@@ -119,10 +115,14 @@ fn parse_store(ipam: &Map<String, Value>) -> Result<StoreConf, CniError> {
             )));
         }
     };
-    let prefix = opt_str(etcd, "prefix", "ipam.store.etcd.prefix")?
-        .unwrap_or("/wasm-ipam")
-        .trim_end_matches('/')
-        .to_string();
+    let prefix = opt_str(etcd, "prefix", "ipam.store.etcd.prefix")?.unwrap_or("/wasm-ipam");
+    if let Some(c) = prefix.chars().find(|c| c.is_control()) {
+        return Err(invalid(format!(
+            "ipam.store.etcd.prefix {prefix:?} has the control character {c:?}: a prefix is a \
+             plain path such as \"/wasm-ipam\""
+        )));
+    }
+    let prefix = prefix.trim_end_matches('/').to_string();
     let timeout = Duration::from_millis(
         opt_u64(etcd, "timeoutMs", "ipam.store.etcd.timeoutMs", (1, 60_000))?.unwrap_or(2000),
     );
@@ -131,6 +131,66 @@ fn parse_store(ipam: &Map<String, Value>) -> Result<StoreConf, CniError> {
         prefix,
         timeout,
     }))
+}
+
+/// One of `ipam.store.etcd.endpoints`, the `i`th: an `http://` URL of a
+/// host and a port, checked here so that a typo is code 7 naming it, not
+/// "try again later" from a client that can never connect.
+fn endpoint(i: usize, e: &Value) -> Result<String, CniError> {
+    let field = format!("ipam.store.etcd.endpoints[{i}]");
+    let text = e.as_str().ok_or_else(|| {
+        invalid(format!(
+            "{field} must be a URL such as \"http://127.0.0.1:2379\", not {e}"
+        ))
+    })?;
+    let bad = |why: String| invalid(format!("{field} {text:?} {why}"));
+    let url = url::Url::parse(text).map_err(|err| {
+        bad(format!(
+            "is not a URL such as \"http://127.0.0.1:2379\" ({err})"
+        ))
+    })?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(bad(
+                "asks for TLS, which this version does not speak to etcd yet: reach etcd over \
+                 http:// on a network only the nodes share"
+                    .into(),
+            ));
+        }
+        other => {
+            return Err(bad(format!(
+                "has the scheme {other:?}; etcd is reached over http://"
+            )));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("names no host".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "carries a user name or password, which etcd endpoints do not take".into(),
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(
+            "has a path, query or fragment; an endpoint is a scheme, a host and a port".into(),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// Kubernetes' rule for a node's name (a DNS-1123 subdomain): at most 253
+/// characters, lowercase letters, digits, `-` and `.`, starting and ending
+/// with a letter or digit. Node names are parts of store keys, where a `/`
+/// would let one node's records pass for another's.
+pub fn valid_node_name(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| alnum(c) || c == '-' || c == '.')
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
 }
 
 /// The host's settings, from the `ipam` object.
@@ -285,14 +345,24 @@ fn parse_ipam(ipam: &Map<String, Value>) -> Result<IpamConf, CniError> {
     if policy.is_empty() {
         return Err(invalid("ipam.policy must not be empty".into()));
     }
-    let data_dir =
-        PathBuf::from(opt_str(ipam, "dataDir", "ipam.dataDir")?.unwrap_or(DEFAULT_DATA_DIR));
-    let cache_dir = opt_str(ipam, "cacheDir", "ipam.cacheDir")?
-        .map(PathBuf::from)
-        .unwrap_or_else(|| data_dir.join("cache"));
+    let folder = |key: &str| -> Result<Option<PathBuf>, CniError> {
+        match opt_str(ipam, key, &format!("ipam.{key}"))? {
+            Some("") => Err(invalid(format!(
+                "ipam.{key} must not be empty: leave it out for the default"
+            ))),
+            other => Ok(other.map(PathBuf::from)),
+        }
+    };
+    let data_dir = folder("dataDir")?.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let cache_dir = folder("cacheDir")?.unwrap_or_else(|| data_dir.join("cache"));
     let node = opt_str(ipam, "node", "ipam.node")?.map(str::to_string);
-    if node.as_deref() == Some("") {
-        return Err(invalid("ipam.node must not be empty".into()));
+    if let Some(node) = &node
+        && !valid_node_name(node)
+    {
+        return Err(invalid(format!(
+            "ipam.node {node:?} is not a node name: at most 253 lowercase letters, digits, '-' \
+             and '.', starting and ending with a letter or digit (Kubernetes' rule)"
+        )));
     }
     Ok(IpamConf {
         policy: policy.to_string(),
@@ -415,12 +485,15 @@ impl NetConf {
             .as_object()
             .ok_or_else(|| invalid(format!("ipam must be an object, not {ipam_value}")))?;
         let mut valid_attachments: Option<Vec<ValidAttachment>> = None;
+        // libcni sends both keys with the same list: merged through a set,
+        // so that a GC of n attachments costs n, not n squared.
+        let mut seen = std::collections::HashSet::new();
         for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
             if let Some(v) = obj.get(key) {
                 // An empty list is a list: nothing is valid any more.
                 let list = valid_attachments.get_or_insert_with(Vec::new);
                 for a in parse_attachments(v, key)? {
-                    if !list.contains(&a) {
+                    if seen.insert((a.container_id.clone(), a.ifname.clone())) {
                         list.push(a);
                     }
                 }
@@ -525,7 +598,23 @@ mod tests {
             ),
             (
                 json!({"etcd": {"endpoints": ["127.0.0.1:2379"]}}),
-                "must be URLs",
+                "endpoints[0] \"127.0.0.1:2379\" is not a URL",
+            ),
+            (
+                json!({"etcd": {"endpoints": ["http://127.0.0.1:2379", "https://10.0.0.11:2379"]}}),
+                "endpoints[1] \"https://10.0.0.11:2379\" asks for TLS",
+            ),
+            (
+                json!({"etcd": {"endpoints": ["http://127.0.0.1:99999"]}}),
+                "\"http://127.0.0.1:99999\" is not a URL such as \"http://127.0.0.1:2379\" (invalid port number)",
+            ),
+            (
+                json!({"etcd": {"endpoints": ["http://127.0.0.1:2379/v3"]}}),
+                "has a path",
+            ),
+            (
+                json!({"etcd": {"endpoints": ["http://a:1"], "prefix": "/x\u{0}y"}}),
+                "has the control character '\\0'",
             ),
             (
                 json!({"etcd": {"endpoints": ["http://a:1"], "timeout": 5}}),
@@ -584,6 +673,15 @@ mod tests {
             ),
             ("grant", json!("dhcp"), "ipam.grant must be a list"),
             ("grant", json!(["dhcp", "net"]), "ipam.grant[1] is \"net\""),
+            ("dataDir", json!(""), "ipam.dataDir must not be empty"),
+            ("cacheDir", json!(""), "ipam.cacheDir must not be empty"),
+            ("node", json!("a/b"), "ipam.node \"a/b\" is not a node name"),
+            (
+                "node",
+                json!("Node_1"),
+                "ipam.node \"Node_1\" is not a node name",
+            ),
+            ("node", json!(""), "is not a node name"),
         ] {
             let mut v = base();
             v["ipam"][key] = value;

@@ -150,7 +150,7 @@ pub fn run(
     let found = read_dir(from, default_ifname, now, out)?;
 
     let sandbox = invoke::load_policy(conf).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node = invoke::node_name(conf);
+    let node = invoke::node_name(conf).map_err(|e| anyhow::anyhow!("{e}"))?;
     let base = reboot::bare_context(conf, &node);
     let policy = &conf.ipam.policy;
     let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}; nothing was imported");

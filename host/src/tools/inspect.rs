@@ -39,7 +39,10 @@ pub fn network(
     };
     let conf = super::recorded_conf(&record, network, data_dir, Default::default())?;
     let sandbox = invoke::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ctx = crate::reboot::bare_context(&conf, &invoke::node_name(&conf));
+    let ctx = crate::reboot::bare_context(
+        &conf,
+        &invoke::node_name(&conf).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     let ask = |op: Op| -> anyhow::Result<Answer> {
         let txn = store.begin(network)?;
         // The transaction comes back and is dropped: rolled back.
