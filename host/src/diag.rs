@@ -36,6 +36,21 @@ thread_local! {
     static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
 }
 
+/// Keeps `line`, already formatted (a served call's line, from its
+/// server), as this thread's own; prints it when nothing is kept.
+pub fn relay(line: &str) {
+    let kept = CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+        Some(capture) => {
+            capture.lines.push(line.to_string());
+            true
+        }
+        None => false,
+    });
+    if !kept {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}
+
 impl Log for Stderr {
     fn enabled(&self, meta: &Metadata) -> bool {
         meta.target().starts_with("wasm_ipam") && shows(meta.level())
@@ -45,18 +60,8 @@ impl Log for Stderr {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!("wasm-ipam: {}", record.args());
-        let kept = CAPTURE.with(|c| match c.borrow_mut().as_mut() {
-            Some(capture) => {
-                capture.lines.push(line.clone());
-                true
-            }
-            None => false,
-        });
-        if !kept {
-            // A closed stderr is no reason to fail a CNI call.
-            let _ = writeln!(std::io::stderr().lock(), "{line}");
-        }
+        // A closed stderr is no reason to fail a CNI call.
+        relay(&format!("wasm-ipam: {}", record.args()));
     }
 
     fn flush(&self) {}
@@ -74,6 +79,29 @@ pub fn captured<T>(debug: bool, f: impl FnOnce() -> T) -> (T, Vec<String>) {
     let value = f();
     let lines = CAPTURE.with(|c| c.borrow_mut().take().map(|c| c.lines).unwrap_or_default());
     (value, lines)
+}
+
+/// Prints a CNI call's log lines on stderr: always when it failed, and
+/// when it succeeded only if logging is on ([`crate::envvars::logging`]).
+///
+/// A call that succeeds says nothing by default. Its lines are not worth a
+/// write to a pipe whose reader may be gone: an interface plugin shares
+/// its stderr with the IPAM plugin it runs, and when the runtime dies
+/// mid-ADD, the Go plugin is killed by SIGPIPE at its next write, after
+/// the address was taken and before its own setup is done. And a
+/// runtime's log is no place for "installed the precompiled policy" on
+/// every node's first pod.
+pub fn emit(lines: &[String], succeeded: bool) {
+    if lines.is_empty() || (succeeded && !crate::envvars::logging()) {
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    for line in lines {
+        // A closed stderr is no reason to fail a CNI call.
+        if writeln!(err, "{line}").is_err() {
+            return;
+        }
+    }
 }
 
 /// Installs the logger: `info` and above, `debug` too with

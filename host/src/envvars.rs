@@ -32,6 +32,8 @@ pub const BOOT_ID: &str = "WASM_IPAM_BOOT_ID";
 pub const TIMINGS: &str = "WASM_IPAM_TIMINGS";
 /// Shows the policies' debug-level log lines.
 pub const DEBUG: &str = "WASM_IPAM_DEBUG";
+/// Print a successful call's log lines too.
+pub const LOG: &str = "WASM_IPAM_LOG";
 /// Kills the process at a chosen point of a call (the crash tests).
 pub const TEST_CRASH_AT: &str = "WASM_IPAM_TEST_CRASH_AT";
 /// Where the CNI binary looks for a node's `wasm-ipam serve`.
@@ -70,6 +72,11 @@ pub const VARIABLES: &[Variable] = &[
         effect: "show the policies' `debug` log lines, which are dropped otherwise",
     },
     Variable {
+        name: LOG,
+        value: "anything",
+        effect: "print a call's log lines on stderr when it succeeds too; by default only a failed call's are (as are they with `WASM_IPAM_DEBUG` or `WASM_IPAM_TIMINGS`)",
+    },
+    Variable {
         name: TEST_CRASH_AT,
         value: "`call:N`, `commit`, `after-commit`, `after-release`",
         effect: "kill the process with SIGKILL at that point of a call (see `crash.rs`); only the crash tests set it",
@@ -102,6 +109,14 @@ pub fn boot_id(lookup: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
 /// Whether [`TIMINGS`] asks for the stage times.
 pub fn timings(lookup: &dyn Fn(&str) -> Option<OsString>) -> bool {
     lookup(TIMINGS).is_some()
+}
+
+/// Whether a successful call's log lines are printed: [`LOG`], [`DEBUG`]
+/// or [`TIMINGS`] is set.
+pub fn logging() -> bool {
+    [LOG, DEBUG, TIMINGS]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
 }
 
 /// Whether [`DEBUG`] asks for the policies' debug lines.

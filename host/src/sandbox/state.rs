@@ -12,7 +12,10 @@ use crate::netrecord::RESERVED_PREFIX;
 use crate::store::{Entry, StoreError, Txn};
 
 pub const MAX_KEY_BYTES: usize = 512;
-pub const MAX_VALUE_BYTES: usize = 64 << 10;
+/// A lease names its container, whose id the kernel lets be as long as an
+/// environment variable (128 KiB, `MAX_ARG_STRLEN`), and the spec puts no
+/// bound on it: a value holds such an id with room to spare.
+pub const MAX_VALUE_BYTES: usize = 256 << 10;
 pub const MAX_SCAN: u32 = 1000;
 pub const MAX_STORE_CALLS: u64 = 1_000_000;
 pub const MAX_WRITTEN_BYTES: u64 = 64 << 20;
@@ -22,23 +25,21 @@ const MAX_LOG_LINE: usize = 4096;
 /// A policy broke one of the sandbox's limits; the call fails.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
-    #[error("the policy exceeded its memory limit of {0} MiB")]
+    #[error("exceeded its memory limit of {0} MiB")]
     Memory(usize),
-    #[error("the policy used a store key of {0} bytes; the limit is {MAX_KEY_BYTES}")]
+    #[error("used a store key of {0} bytes; the limit is {MAX_KEY_BYTES}")]
     KeyTooLarge(usize),
-    #[error("the policy stored a value of {0} bytes; the limit is {MAX_VALUE_BYTES}")]
+    #[error("stored a value of {0} bytes; the limit is {MAX_VALUE_BYTES}")]
     ValueTooLarge(usize),
-    #[error("the policy made more than {MAX_STORE_CALLS} store calls")]
+    #[error("made more than {MAX_STORE_CALLS} store calls")]
     TooManyCalls,
-    #[error("the policy wrote more than {MAX_WRITTEN_BYTES} bytes to the store")]
+    #[error("wrote more than {MAX_WRITTEN_BYTES} bytes to the store")]
     TooMuchWritten,
-    #[error("the policy grew a table beyond {0} elements")]
+    #[error("grew a table beyond {0} elements")]
     Table(usize),
-    #[error(
-        "the policy used the store key {0:?}; keys under {RESERVED_PREFIX:?} belong to the host"
-    )]
+    #[error("used the store key {0:?}; keys under {RESERVED_PREFIX:?} belong to the host")]
     Reserved(String),
-    #[error("the policy {0}")]
+    #[error("{0}")]
     Dhcp(String),
 }
 

@@ -32,6 +32,7 @@
 //!   its own user id (`SO_PEERCRED`).
 
 pub mod client;
+pub mod guard;
 pub mod policies;
 pub mod renewals;
 pub mod server;

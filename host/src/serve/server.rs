@@ -11,16 +11,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use std::io::Write;
+
+use super::guard;
 use super::wire::{self, Request, Response};
 use crate::{diag, envvars, invoke};
 
 /// How long a stopping server waits for the calls it is running.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Calls run at once, at most; more wait in the socket's backlog. Writers
-/// of one store take turns anyway (SQLite's lock), and each call holds a
-/// policy instance's memory, so a burst of pods must not become hundreds
-/// of threads.
+/// Calls run at once, at most; more are turned away, and their processes
+/// run them themselves. Writers of one store take turns anyway (SQLite's
+/// lock), and each call holds a policy instance's memory, so a burst of
+/// pods must not become hundreds of threads.
 const MAX_CALLS: usize = 32;
 
 /// The calls under way.
@@ -31,13 +34,14 @@ struct Running {
 }
 
 impl Running {
-    /// Waits until fewer than `limit` calls run, then counts one more.
-    fn enter(&self, limit: usize) {
+    /// Counts one more call if fewer than `limit` run; false otherwise.
+    fn try_enter(&self, limit: usize) -> bool {
         let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        while *n >= limit {
-            n = self.changed.wait(n).unwrap_or_else(|e| e.into_inner());
+        if *n >= limit {
+            return false;
         }
         *n += 1;
+        true
     }
 
     fn leave(&self) {
@@ -92,7 +96,13 @@ pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
                 continue;
             }
         };
-        running.enter(MAX_CALLS);
+        // At capacity, the connection is closed unanswered: its client runs
+        // the call itself at once, rather than every network's calls
+        // waiting behind one whose calls are stuck.
+        if !running.try_enter(MAX_CALLS) {
+            log::debug!("{MAX_CALLS} calls running; a new one runs in its own process");
+            continue;
+        }
         let running = running.clone();
         std::thread::spawn(move || {
             // Counted out even if the call panics (its client then runs
@@ -156,6 +166,12 @@ fn serve_one(mut stream: UnixStream) -> anyhow::Result<()> {
         );
     }
     let (request, stdin) = wire::receive::<Request>(&mut stream)?;
+    // Its client gave up waiting for the acknowledgement (this server was
+    // stopped, or slow): it runs the call itself, so this one must not.
+    if guard::now_ms() > request.ack_by_ms {
+        bail!("a request read after its client stopped waiting; dropped");
+    }
+    stream.write_all(&[wire::ACK])?;
     // This thread gets its own working directory, the client's: a
     // relative path in the config means what it means to a one-shot call.
     // SAFETY: CLONE_FS unshares only the cwd, root and umask; the file
@@ -170,10 +186,13 @@ fn serve_one(mut stream: UnixStream) -> anyhow::Result<()> {
         .collect();
     let lookup = |k: &str| env.get(k).cloned();
     let debug = env.contains_key(envvars::DEBUG);
+    let peer = std::os::fd::OwnedFd::from(stream.try_clone()?);
     let (outcome, stderr) = diag::captured(debug, || {
         log::debug!("served by wasm-ipam serve (pid {})", std::process::id());
-        envvars::with_call_crash_point(&lookup, || {
-            invoke::run_timed(&lookup, &stdin, Instant::now(), invoke::Teardown::Full)
+        guard::with(request.deadline_ms, peer, || {
+            envvars::with_call_crash_point(&lookup, || {
+                invoke::run_timed(&lookup, &stdin, Instant::now(), invoke::Teardown::Full)
+            })
         })
     });
     let (stdout, status) = invoke::output(outcome);
@@ -187,10 +206,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_call_past_the_limit_waits_for_one_to_end() {
+    fn a_call_past_the_limit_is_turned_away() {
         let running = Arc::new(Running::default());
         // A call that panics is counted out too.
-        running.enter(1);
+        assert!(running.try_enter(1));
         let panicked = {
             let running = running.clone();
             std::thread::spawn(move || {
@@ -200,18 +219,11 @@ mod tests {
         };
         assert!(panicked.join().is_err());
         assert_eq!(*running.count.lock().unwrap(), 0);
-        running.enter(1);
-        let waiter = {
-            let running = running.clone();
-            std::thread::spawn(move || {
-                running.enter(1);
-                running.leave();
-            })
-        };
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!waiter.is_finished(), "entered past the limit");
+        assert!(running.try_enter(1));
+        assert!(!running.try_enter(1), "entered past the limit");
         running.leave();
-        waiter.join().unwrap();
+        assert!(running.try_enter(1), "room again");
+        running.leave();
         running.drain(Duration::from_secs(1));
         assert_eq!(*running.count.lock().unwrap(), 0);
     }

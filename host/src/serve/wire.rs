@@ -2,8 +2,12 @@
 //! body, each as a little-endian `u32` length and its bytes.
 //!
 //! - The client sends the call's environment (the `CNI_*` and `WASM_IPAM_*`
-//!   variables, nothing else), its working directory, then the network
-//!   config exactly as it read it from stdin.
+//!   variables, nothing else), its working directory and its two
+//!   deadlines, then the network config exactly as it read it from stdin.
+//! - The server acknowledges with one byte ([`ACK`]) as soon as it has
+//!   read the request, before the call runs: a server that cannot take it
+//!   (stopped, or busy with as many calls as it runs at once) does not,
+//!   and the client soon runs the call itself.
 //! - The server answers with the exit status and the call's log lines,
 //!   then what the call prints on stdout.
 //!
@@ -27,7 +31,16 @@ pub struct Request {
     /// The client's working directory: relative paths in the config are
     /// relative to it, as they are for a call run in its own process.
     pub cwd: String,
+    /// Milliseconds since the epoch after which the client no longer waits
+    /// for [`ACK`]: a server that reads the request later drops it.
+    pub ack_by_ms: u64,
+    /// Milliseconds since the epoch after which the client no longer waits
+    /// for the answer: the call never commits past it (`guard`).
+    pub deadline_ms: u64,
 }
+
+/// What the server sends once it has read a request and will run it.
+pub const ACK: u8 = 0x06;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Response {
@@ -87,6 +100,8 @@ mod tests {
         let req = Request {
             env: vec![("CNI_COMMAND".into(), "ADD".into())],
             cwd: "/".into(),
+            ack_by_ms: 1,
+            deadline_ms: 2,
         };
         let mut buf = Vec::new();
         send(&mut buf, &req, b"{\"cniVersion\":\"1.1.0\"}").unwrap();

@@ -209,30 +209,32 @@ pub fn serve(
     now: &dyn Fn() -> anyhow::Result<u64>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    let bound = server.server_addr().to_ip().context("not an IP listener")?;
+    let (bound, requests) =
+        super::http::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     writeln!(out, "serving metrics on http://{bound}/metrics")?;
     out.flush()?;
-    for request in server.incoming_requests() {
-        let response = if request.url() != "/metrics" {
-            tiny_http::Response::from_string("not found: the metrics are at /metrics\n")
-                .with_status_code(404)
+    for request in requests {
+        let response = if request.path != "/metrics" {
+            super::http::Response {
+                status: 404,
+                content_type: "text/plain; charset=utf-8",
+                body: "not found: the metrics are at /metrics\n".into(),
+            }
         } else {
             match now().and_then(|t| render(store, data_dir, t)) {
-                Ok(text) => tiny_http::Response::from_string(text).with_header(
-                    tiny_http::Header::from_bytes(
-                        &b"Content-Type"[..],
-                        &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
-                    )
-                    .expect("a valid header"),
-                ),
-                Err(e) => {
-                    tiny_http::Response::from_string(format!("{e:#}\n")).with_status_code(500)
-                }
+                Ok(text) => super::http::Response {
+                    status: 200,
+                    content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    body: text,
+                },
+                Err(e) => super::http::Response {
+                    status: 500,
+                    content_type: "text/plain; charset=utf-8",
+                    body: format!("{e:#}\n"),
+                },
             }
         };
-        let _ = request.respond(response);
+        request.respond(response);
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 pub mod compile;
 pub mod gc;
+mod http;
 pub mod import;
 pub mod inspect;
 pub mod install;
