@@ -149,10 +149,18 @@ fn a_corrupted_database_is_an_io_error_and_is_left_alone() {
 struct Mount(std::path::PathBuf);
 
 impl Mount {
+    /// A tmpfs on `dir`, private to its owner as a data dir must be (a
+    /// tmpfs is 1777 unless told otherwise).
     fn tmpfs(dir: &Path, options: &str) -> Option<Mount> {
         std::fs::create_dir_all(dir).unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("mode=0700,{options}"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .is_ok_and(|s| s.success());

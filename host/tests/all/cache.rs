@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::common::{Net, cache_entries, test_policy};
+use crate::common::{Net, assert_error, cache_entries, test_policy};
 
 fn net_with_cache(cache: &Path) -> Net {
     net_with_policy(cache, json!("host-local"))
@@ -177,10 +177,31 @@ fn a_cache_others_can_write_is_not_trusted() {
     let cache = tmp.path().join("cache");
     let net = net_with_cache(&cache);
     net.add_ip("c0");
+    // Compiled policies are code root runs: a cache folder others can
+    // write is refused, naming the field and the folder at fault.
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = net.add("c1");
-    assert!(out.ok());
-    assert!(out.stderr.contains("not private"), "{}", out.stderr);
+    assert_error(
+        &out,
+        7,
+        &format!(
+            "ipam.cacheDir {} is refused: {}",
+            cache.display(),
+            cache.display()
+        ),
+    );
+    assert!(out.stdout.contains("mode 0777"), "{}", out.stdout);
+    // An entry others can write, in a private folder, is compiled again.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let entry = cache_entries(&cache).remove(0);
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = net.add("c2");
+    assert!(out.ok(), "{} {}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("not a private regular file"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -152,7 +152,7 @@ fn the_network_attachment_definition_serves_add_and_del() {
     emptied["ipam"] = json!({"dataDir": data.path(), "cacheDir": shared_cache()});
     let del = exec::run(
         plugin(),
-        &Call::attach("DEL", "c1"),
+        &Call::attach("DEL", "c1").env("WASM_IPAM_LOG", "1"),
         emptied.to_string().as_bytes(),
     )
     .unwrap();

@@ -113,7 +113,9 @@ impl Site {
         let cni_path = format!("{}:/usr/lib/cni", plugin().parent().unwrap().display());
         let call = call
             .env("CNI_PATH", &cni_path)
-            .env("WASM_IPAM_SOCKET", &self.socket().display().to_string());
+            .env("WASM_IPAM_SOCKET", &self.socket().display().to_string())
+            // The tests read what a successful call logs.
+            .env("WASM_IPAM_LOG", "1");
         let spawn = Spawn {
             timeout: Some(Duration::from_secs(60)),
             netns: Some(self.node.name()),

@@ -270,8 +270,15 @@ fn unusable_policy_files_are_config_errors() {
             "cannot read policy /nonexistent/policy.wasm",
         ),
         (json!(net.dir.path()), "is a directory"),
-        (json!(garbage), "is not a valid WebAssembly component"),
-        (json!(core_module), "is not a valid WebAssembly component"),
+        (
+            json!(garbage),
+            "is not a WebAssembly component: the file does not start with the WebAssembly \
+             magic number",
+        ),
+        (
+            json!(core_module),
+            "is not a WebAssembly component: it is a core WebAssembly module",
+        ),
         (
             json!(test_policy("not-a-policy")),
             "does not implement the cni:ipam/ipam-policy@0.1.1 world",
