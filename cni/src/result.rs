@@ -268,6 +268,21 @@ impl IpamResult {
             #[serde(default)]
             dns: Option<Dns>,
         }
+        // Addresses first, so that a bad one is named with its value (serde
+        // says only "invalid IP address syntax").
+        let listed = v["ips"].as_array().into_iter().flatten().enumerate();
+        let listed = listed.map(|(i, ip)| (format!("ips[{i}].address"), &ip["address"]));
+        let old = ["ip4", "ip6"].map(|f| (format!("{f}.ip"), &v[f]["ip"]));
+        for (field, address) in listed.chain(old) {
+            if let Some(text) = address.as_str()
+                && text.parse::<IpNet>().is_err()
+            {
+                return Err(CniError::InvalidConfig(format!(
+                    "invalid prevResult: {field} {text:?} is not an address with its prefix \
+                     length, such as \"10.1.0.5/24\""
+                )));
+            }
+        }
         let any: AnyResult = serde_json::from_value(v.clone())
             .map_err(|e| CniError::InvalidConfig(format!("invalid prevResult: {e}")))?;
         let mut routes = any.routes;
@@ -401,6 +416,23 @@ mod tests {
             assert!(
                 r.validate().unwrap_err().contains("can never be a pod's"),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_prev_result_address_without_a_prefix_is_named_with_its_value() {
+        for (v, field) in [
+            (
+                json!({"ips": [{"address": "10.1.0.2/24"}, {"address": "10.40.0.5"}]}),
+                "ips[1].address",
+            ),
+            (json!({"ip4": {"ip": "10.40.0.5"}}), "ip4.ip"),
+        ] {
+            let err = IpamResult::from_prev_result(&v).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{field} \"10.40.0.5\" is not an address")),
+                "{err}"
             );
         }
     }

@@ -32,8 +32,12 @@ pub fn run(
     now: u64,
     out: &mut dyn Write,
 ) -> anyhow::Result<usize> {
-    if node.is_empty() {
-        bail!("the node name must not be empty");
+    if !crate::cni::config::valid_node_name(node) {
+        // A name with a `/` would reach into other nodes' records.
+        bail!(
+            "{node:?} is not a node name: at most 253 lowercase letters, digits, '-' and '.', \
+             starting and ending with a letter or digit"
+        );
     }
     let known = store.namespaces()?;
     let networks: Vec<String> = match network {

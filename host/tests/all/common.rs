@@ -62,7 +62,7 @@ impl Net {
     /// Runs `call` with `conf`, its log lines printed even when it
     /// succeeds (`WASM_IPAM_LOG`), for the tests that read them; a call
     /// that succeeds prints nothing by default, which
-    /// `protocol::a_call_that_succeeds_says_nothing_on_stderr` holds.
+    /// `mistakes::a_call_that_succeeds_says_nothing_on_stderr` holds.
     pub fn run_conf(&self, call: &Call, conf: &Value) -> Outcome {
         let call = call.clone().env("WASM_IPAM_LOG", "1");
         exec::run(plugin(), &call, conf.to_string().as_bytes()).unwrap()

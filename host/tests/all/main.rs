@@ -16,6 +16,8 @@ mod dhcp_serve;
 mod etcd;
 mod etcd_cluster;
 mod fuzz;
+mod local_users;
+mod mistakes;
 mod policies;
 mod protocol;
 mod reboot;

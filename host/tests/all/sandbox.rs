@@ -165,7 +165,12 @@ fn store_limits_hold() {
         "more than 1000000 store calls",
     );
     fails_cleanly("huge-value", json!({}), "a value of 1048576 bytes");
-    fails_cleanly("huge-key", json!({}), "a store key of 1048576 bytes");
+    // Named once: "policy X used a store key", not "policy X the policy used".
+    fails_cleanly(
+        "huge-key",
+        json!({}),
+        "policy_misbehave.wasm used a store key of 1048576 bytes",
+    );
 }
 
 /// Runs the call and samples the host's peak resident memory (VmHWM) from

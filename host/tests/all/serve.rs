@@ -449,3 +449,107 @@ fn one_shot_calls_join_the_servers_wal_and_switch_it_back_once_it_is_gone() {
     }
     assert_eq!(net.leased(), ["10.149.0.2", "10.149.0.3", "10.149.0.4"]);
 }
+
+#[test]
+fn a_stopped_server_costs_a_call_a_second_and_never_commits_it_afterwards() {
+    let mut server = Server::start();
+    let net = Net::host_local("1.0.0", "10.142.0.0/24");
+    server.signal("-STOP");
+    let out = net.run(&via(Call::attach("ADD", "c1"), server.path()));
+    assert!(out.ok(), "{} {}", out.stdout, out.stderr);
+    assert!(!served(&out), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did not answer the call"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(net.leased(), ["10.142.0.2"]);
+    // Resumed, the server finds the request its client gave up on, and
+    // drops it instead of running it a second time.
+    server.signal("-CONT");
+    let mut log = std::io::BufReader::new(server.child.stderr.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut log, &mut line).unwrap() > 0 {
+        if line.contains("after its client stopped waiting; dropped") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(
+        line.contains("dropped"),
+        "the server never said what it did"
+    );
+    assert_eq!(
+        net.leased(),
+        ["10.142.0.2"],
+        "the abandoned ADD left nothing"
+    );
+    assert!(net.run(&via(Call::attach("DEL", "c1"), server.path())).ok());
+    assert!(net.leased().is_empty());
+}
+
+/// Threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn calls_stuck_on_one_store_hold_up_no_other_network() {
+    let server = Server::start();
+    let stuck = Net::host_local("1.0.0", "10.143.0.0/24");
+    stuck.add_ip("first");
+    // A call hung in its transaction holds the store's write lock.
+    let held = rusqlite::Connection::open(stuck.data_dir().join("wasm-ipam.db")).unwrap();
+    held.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let before = threads(server.child.id());
+    std::thread::scope(|s| {
+        let waiting: Vec<_> = (0..32)
+            .map(|i| {
+                let (stuck, socket) = (&stuck, server.path());
+                s.spawn(move || stuck.run(&via(Call::attach("ADD", &format!("w{i}")), socket)))
+            })
+            .collect();
+        // Until the server runs all 32, each waiting for the lock.
+        for _ in 0..600 {
+            if threads(server.child.id()) >= before + 32 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            threads(server.child.id()) >= before + 32,
+            "the server took the calls"
+        );
+        // Another network's call, with the server full: it runs in its
+        // own process at once, while the lock is still held. The limit
+        // catches a call queued behind the stuck ones (their wait is 30 s).
+        let other = Net::host_local("1.0.0", "10.144.0.0/24");
+        let spawn = cni::exec::Spawn {
+            timeout: Some(Duration::from_secs(20)),
+            netns: None,
+        };
+        let out = cni::exec::run_with(
+            plugin(),
+            &via(Call::attach("ADD", "o1"), server.path()),
+            other.conf.to_string().as_bytes(),
+            &spawn,
+        )
+        .unwrap();
+        assert!(
+            out.ok() && !out.timed_out,
+            "{} {} {}",
+            out.status(),
+            out.stdout,
+            out.stderr
+        );
+        assert!(!served(&out), "{}", out.stderr);
+        held.execute_batch("ROLLBACK").unwrap();
+        for w in waiting {
+            let out = w.join().unwrap();
+            assert!(out.ok(), "{} {}", out.stdout, out.stderr);
+        }
+    });
+    assert_eq!(stuck.leased().len(), 33);
+}

@@ -136,6 +136,38 @@ impl Endpoints {
     }
 }
 
+/// An etcd client error in words for an operator: gRPC's status message
+/// and, where a failed connection caused it, the innermost cause ("tcp
+/// connect error: Connection refused (os error 111)"), never the
+/// libraries' debug layout that their own `Display` falls back to.
+pub(super) fn describe(e: &etcd_client::Error) -> String {
+    use etcd_client::Error as E;
+    let innermost = |mut err: &(dyn std::error::Error + 'static)| {
+        while let Some(next) = err.source() {
+            err = next;
+        }
+        err.to_string()
+    };
+    match e {
+        E::GRpcStatus(s) => {
+            let mut text = s.message().to_string();
+            if text.is_empty() {
+                text = format!("{:?}", s.code());
+            }
+            if let Some(source) = std::error::Error::source(s) {
+                let cause = innermost(source);
+                if !text.contains(&cause) {
+                    text = format!("{text}: {cause}");
+                }
+            }
+            text
+        }
+        E::TransportError(t) => innermost(t),
+        E::IoError(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Whether an error is one a member's loss or an election causes, and so
 /// may not recur on another endpoint or a moment later.
 pub(super) fn transient(e: &etcd_client::Error) -> bool {
@@ -208,7 +240,7 @@ impl Shared {
             let last = match self.send(left, f(client)) {
                 Sent::Answered(v) => return Ok(v),
                 Sent::Failed(e) if !transient(&e) => return Err(self.error(what, e)),
-                Sent::Failed(e) => e.to_string(),
+                Sent::Failed(e) => describe(&e),
                 Sent::NoAnswer(after) => format!("no answer within {} ms", after.as_millis()),
             };
             self.clients.failed(endpoint);
@@ -286,7 +318,7 @@ impl Shared {
                 return Err(StoreError::Conflict);
             }
             Sent::Failed(e) if !transient(&e) => return Err(self.error("the commit", e)),
-            Sent::Failed(e) => e.to_string(),
+            Sent::Failed(e) => describe(&e),
             Sent::NoAnswer(after) => format!("no answer within {} ms", after.as_millis()),
         };
         self.clients.failed(endpoint);
@@ -363,6 +395,19 @@ mod tests {
             assert_eq!(transient(&status), expected, "{status}");
         }
         assert!(!transient(&E::InvalidArgs("x".into())));
+    }
+
+    #[test]
+    fn an_error_reads_as_words_not_as_debug_output() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let status = tonic::Status::from_error(Box::new(refused));
+        let text = describe(&etcd_client::Error::GRpcStatus(status));
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(!text.contains("Os {") && !text.contains("kind:"), "{text}");
+        assert_eq!(
+            describe(&tonic_status(14, "etcdserver: no leader")),
+            "etcdserver: no leader"
+        );
     }
 
     fn tonic_status(code: i32, message: &str) -> etcd_client::Error {

@@ -66,7 +66,7 @@ impl Shared {
     }
 
     fn error(&self, what: &str, e: etcd_client::Error) -> StoreError {
-        let text = e.to_string();
+        let text = failover::describe(&e);
         if text.contains("compacted") {
             // The snapshot is gone; a fresh attempt reads a newer one.
             return StoreError::Conflict;
