@@ -70,6 +70,22 @@ impl Host {
     }
 }
 
+impl Host {
+    /// What runs in the namespace that is not a `--host-daemon` (or one
+    /// of its children): after the DEL of every attachment, a daemon the
+    /// plugin left. Each with its command line.
+    pub fn leftovers(&self) -> Vec<(u32, String)> {
+        let ours: Vec<u32> = self.daemons.iter().map(|c| c.id()).collect();
+        crate::netns::processes(self.ns.name())
+            .into_iter()
+            .filter(|(pid, _)| {
+                !ours.contains(pid)
+                    && !crate::netns::process_group(*pid).is_some_and(|g| ours.contains(&g))
+            })
+            .collect()
+    }
+}
+
 impl std::ops::Deref for Host {
     type Target = Netns;
 

@@ -22,6 +22,7 @@ pub mod chain;
 pub mod coverage;
 pub mod expectations;
 pub mod host;
+pub mod json;
 pub mod kind;
 pub mod netns;
 pub mod prev;

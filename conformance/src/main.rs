@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use cni_conformance::chain::{self, Versions};
 use cni_conformance::expectations::Expectations;
-use cni_conformance::kind::{self, Detected, PluginKind};
+use cni_conformance::kind::{self, Detected};
 use cni_conformance::netns;
 use cni_conformance::recordings::Mode;
-use cni_conformance::report::{self, Results};
+use cni_conformance::report::{self, Counts, Results};
 use cni_conformance::suite::Suite;
-use cni_conformance::target::Target;
-use cni_conformance::{record, target};
+use cni_conformance::target::{PluginKind, Target};
+use cni_conformance::{json, record, target};
+use libtest_mimic::FormatSetting;
 use serde_json::Value;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -210,7 +212,28 @@ fn build_target(cli: &Cli, cache: &Path) -> Result<Target> {
                     file.display()
                 );
             }
-            Target::conflist(list, default_cni_path())
+            let mut t = Target::conflist(list, default_cni_path());
+            if !cli.cni_path.is_empty() {
+                t.cni_path = absolute_all(&cli.cni_path)?;
+            }
+            for (i, plugin) in t.plugins().iter().enumerate() {
+                let plugin_type = plugin["type"].as_str().unwrap_or_default();
+                if plugin_type.is_empty() {
+                    bail!(
+                        "{}: plugin {} of the list has no type",
+                        file.display(),
+                        i + 1
+                    );
+                }
+                if chain::find(&t, plugin_type).is_none() {
+                    bail!(
+                        "{}: {}",
+                        file.display(),
+                        chain::missing_message(plugin_type, &t.cni_path_var())
+                    );
+                }
+            }
+            t
         }
         _ => bail!(
             "give the plugin to test: --plugin PATH, --policy NAME|FILE.wasm or --conflist FILE"
@@ -230,22 +253,56 @@ fn build_target(cli: &Cli, cache: &Path) -> Result<Target> {
         .map(read_json)
         .transpose()?;
     if let Some(c) = &cli.config {
-        t.config = Some(read_json(c)?);
+        let config = read_json(c)?;
+        check_config(c, &config, &t)?;
+        t.config = Some(config);
     }
     t.small_config = cli.small_config.as_deref().map(read_json).transpose()?;
     if !cli.cni_path.is_empty() {
-        t.cni_path = cli
-            .cni_path
-            .iter()
-            .map(std::path::absolute)
-            .collect::<Result<_, _>>()?;
+        t.cni_path = absolute_all(&cli.cni_path)?;
     }
     t.timeout = Some(Duration::from_millis(cli.timeout_ms));
     t.host_links = cli.host_link.clone();
     t.host_daemons = cli.host_daemon.clone();
-    t.data_dir = !cli.no_data_dir;
+    if cli.no_data_dir {
+        let _ = t.data_dir.set(target::DataDir {
+            given: false,
+            note: Some("--no-data-dir: cases share the plugin's own state".into()),
+        });
+    }
     t.env = cli.env.clone();
     Ok(t.with_defaults())
+}
+
+fn absolute_all(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    Ok(paths
+        .iter()
+        .map(std::path::absolute)
+        .collect::<Result<_, _>>()?)
+}
+
+/// A `--config` must be one plugin's config for the plugin under test: not
+/// a list, and of its `type` (or, for an IPAM plugin judged on its `ipam`
+/// object, of its `ipam.type`), as a runtime would run it.
+fn check_config(path: &Path, config: &Value, t: &Target) -> Result<()> {
+    let shown = path.display();
+    if config.get("plugins").is_some() {
+        bail!("{shown} is a network configuration list: give it with --conflist FILE");
+    }
+    let Some(plugin_type) = config["type"].as_str().filter(|s| !s.is_empty()) else {
+        bail!("{shown} has no \"type\": a plugin's network config names the plugin it is for");
+    };
+    let binary = t.ipam_type();
+    if matches!(t.kind, target::Kind::Native(_))
+        && plugin_type != binary
+        && config["ipam"]["type"].as_str() != Some(binary.as_str())
+    {
+        bail!(
+            "{shown} is for the plugin {plugin_type:?}, but --plugin is {binary:?}: a runtime \
+             would run {plugin_type}; give that plugin's config, or the plugin it names"
+        );
+    }
+    Ok(())
 }
 
 /// `KEY=VALUE`, for `--env`.
@@ -260,13 +317,13 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 }
 
 /// Settles which rules apply, and says why on stderr.
-fn settle_kind(cli: &Cli, t: &mut Target) -> Result<String> {
+fn settle_kind(cli: &Cli, t: &mut Target, versions: &[String]) -> Result<String> {
     let detected = match cli.kind.as_deref().and_then(PluginKind::parse) {
         Some(kind) => Detected {
             kind,
             why: "--kind says so".into(),
         },
-        None => kind::detect(t).map_err(anyhow::Error::msg)?,
+        None => kind::detect(t, versions).map_err(anyhow::Error::msg)?,
     };
     t.plugin_kind = detected.kind;
     if detected.kind == PluginKind::Ipam {
@@ -311,14 +368,19 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
         print!("{}", cni_conformance::coverage::text("1.1.0"));
         return Ok(ExitCode::SUCCESS);
     }
+    // What the node holds before the suite runs the plugin at all: the
+    // probes below run it too.
+    let namespaces_before = foreign_namespaces();
+    let state_before = netns::StateBefore::take();
     let cache = tempfile::tempdir()?;
     let mut target = build_target(&cli, cache.path())?;
-    let mut note = settle_kind(&cli, &mut target)?;
-    let newest = target.versions().ok().and_then(|v| v.last().cloned());
-    if let Some(why) = newest.and_then(|v| target.probe_data_dir(&v)) {
+    let Versions { claimed, narrowed } = chain::versions(&target).map_err(anyhow::Error::msg)?;
+    let mut notes = Vec::new();
+    if let Some(why) = narrowed {
         eprintln!("cni-conformance: {why}");
-        note = format!("{note}; {why}");
+        notes.push(why);
     }
+    notes.insert(0, settle_kind(&cli, &mut target, &claimed)?);
     let replay_plugin = cli
         .replay_plugin
         .clone()
@@ -338,10 +400,10 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
     if let Some(p) = &cli.carrier_expectations {
         expectations = expectations.and(Expectations::carried(p).map_err(anyhow::Error::msg)?);
     }
-    let description = format!("{} ({note})", target.describe());
-    let namespaces_before = foreign_namespaces();
+
     let suite = Suite {
         target: Arc::new(target),
+        claimed: claimed.clone(),
         recordings: cli.recordings.clone(),
         replay_plugin,
         modes,
@@ -349,9 +411,24 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
         results: Arc::new(Results::default()),
         strict: cli.strict,
     };
-    let trials = suite.trials().map_err(anyhow::Error::msg)?;
-    let unused = suite.unused_expectations(&trials);
-    let conclusion = libtest_mimic::run(&cli.harness, trials);
+    let tests = suite.tests().map_err(anyhow::Error::msg)?;
+    let names: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
+    let unused = suite.unused_expectations(&names);
+    let listing = cli.harness.list;
+    // Whether a test runs at all, for the verdict on a run that judged
+    // nothing.
+    let runs_any = names.iter().any(|n| {
+        !cli.harness
+            .is_filtered_out(&libtest_mimic::Trial::test(n.clone(), || Ok(())))
+    });
+
+    let json_format = cli.harness.format == Some(FormatSetting::Json) && !listing;
+    let failed = if json_format {
+        json::run(&cli.harness, tests, &suite.results).failed > 0
+    } else {
+        let trials: Vec<_> = tests.into_iter().map(|t| t.trial()).collect();
+        libtest_mimic::run(&cli.harness, trials).has_failed()
+    };
     for pattern in &unused {
         eprintln!("cni-conformance: the expectation {pattern:?} matches no test; remove it");
     }
@@ -368,14 +445,32 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
         let _ = netns::ip(&["netns", "del", name]);
     }
     netns::remove_all();
+    for path in state_before.remove_left() {
+        suite.results.left(format!(
+            "{}: state of the run's networks, removed",
+            path.display()
+        ));
+    }
+    if listing {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(note) = suite.target.data_dir.get().and_then(|d| d.note.clone()) {
+        eprintln!("cni-conformance: {note}");
+        notes.push(note);
+    }
+    let description = format!("{} ({})", suite.target.describe(), notes.join("; "));
     let entries = suite.results.entries();
-    if let Some(text) = report::warnings(&entries) {
-        eprint!("{text}");
+    let leftovers = suite.results.leftovers();
+    eprint!("{}", report::closing(&entries, &leftovers, cli.strict));
+    let counts = Counts::of(&entries);
+    let judged_nothing = runs_any && counts.judged() == 0;
+    if judged_nothing {
+        eprintln!("cni-conformance: {}", nothing_judged(&entries));
     }
     if let Some(path) = &cli.report {
         std::fs::write(
             path.with_extension("md"),
-            report::markdown(&description, &entries),
+            report::markdown(&description, &entries, &leftovers),
         )?;
         std::fs::write(
             path.with_extension("xml"),
@@ -383,11 +478,28 @@ fn run_suite(cli: Cli) -> Result<ExitCode> {
         )?;
     }
     Ok(
-        if conclusion.has_failed() || !unused.is_empty() || !left.is_empty() {
+        if failed || !unused.is_empty() || !left.is_empty() || judged_nothing {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
         },
+    )
+}
+
+/// Why a run judged no rule at all: the skip reason most tests gave.
+fn nothing_judged(entries: &[report::Entry]) -> String {
+    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+    for e in entries {
+        *reasons.entry(e.detail.as_str()).or_default() += 1;
+    }
+    let top = reasons
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(why, n)| format!("; {n} of them because: {why}"))
+        .unwrap_or_default();
+    format!(
+        "no rule could be judged: every test was skipped{top}. A run that judges nothing \
+         proves nothing, so it fails"
     )
 }
 

@@ -168,7 +168,48 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // What a plugin left running in it first: a deleted namespace's
+        // processes live on, out of anyone's sight.
+        for (pid, _) in processes(&self.name) {
+            kill(pid);
+        }
         remove(&self.name);
+    }
+}
+
+/// The processes in namespace `name`, each with its command line.
+pub fn processes(name: &str) -> Vec<(u32, String)> {
+    ip(&["netns", "pids", name])
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .map(|pid: u32| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .split('\0')
+                        .filter(|a| !a.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            (pid, cmdline)
+        })
+        .collect()
+}
+
+/// The process group of `pid`, from `/proc`.
+pub fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// SIGKILL to `pid`.
+pub fn kill(pid: u32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
     }
 }
 
@@ -260,6 +301,91 @@ fn install_cleanup() {
             std::process::exit(130);
         });
     });
+}
+
+/// Where plugins keep per-network state on a node (dnsname under
+/// /run/containers/cni/dnsname, host-local under /var/lib/cni/networks):
+/// searched, a few levels deep, for what carries one of this run's
+/// network names.
+const STATE_ROOTS: &[&str] = &["/run", "/var/lib/cni", "/var/lib/containers"];
+const STATE_DEPTH: usize = 5;
+
+/// The folders under [`STATE_ROOTS`] before a run, so that the folders a
+/// plugin made for the run's networks and left empty can go too.
+pub struct StateBefore(BTreeSet<PathBuf>);
+
+/// Every folder under the state roots, [`STATE_DEPTH`] levels deep.
+fn state_folders() -> Vec<(PathBuf, bool)> {
+    let mut out = Vec::new();
+    let mut pending: Vec<(PathBuf, usize)> =
+        STATE_ROOTS.iter().map(|r| (PathBuf::from(r), 0)).collect();
+    while let Some((dir, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.starts_with("/run/netns") || path.starts_with("/run/user") {
+                continue;
+            }
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            out.push((path.clone(), is_dir));
+            if is_dir && depth + 1 < STATE_DEPTH {
+                pending.push((path, depth + 1));
+            }
+        }
+    }
+    out
+}
+
+impl StateBefore {
+    pub fn take() -> StateBefore {
+        StateBefore(
+            state_folders()
+                .into_iter()
+                .filter(|(_, dir)| *dir)
+                .map(|(p, _)| p)
+                .collect(),
+        )
+    }
+
+    /// Removes what a plugin left on the node under one of this run's
+    /// network names (`target::run_prefix`), which can only be the run's,
+    /// and then the folders it made that are left empty: the paths named
+    /// after the run's networks that it removed.
+    pub fn remove_left(&self) -> Vec<PathBuf> {
+        let prefix = crate::target::run_prefix();
+        let mut found = Vec::new();
+        for (path, is_dir) in state_folders() {
+            let named = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
+            if !named || !path.exists() {
+                continue;
+            }
+            let removed = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if removed.is_ok() {
+                found.push(path);
+            }
+        }
+        // Deepest first, so a parent empties once its children are gone.
+        let mut made: Vec<PathBuf> = state_folders()
+            .into_iter()
+            .filter(|(p, dir)| *dir && !self.0.contains(p))
+            .map(|(p, _)| p)
+            .collect();
+        made.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for dir in made {
+            // Fails, as it should, for a folder that is not empty.
+            let _ = std::fs::remove_dir(&dir);
+        }
+        found.sort();
+        found
+    }
 }
 
 /// Removes the namespaces of suites that died without cleaning up (killed

@@ -22,6 +22,15 @@
 //! next does not count in exact mode: MAC addresses, the names of host
 //! links the config does not name (generated veth names), and namespace
 //! paths, which are mapped back to the recorded ones.
+//!
+//! A chained plugin's ADD was recorded with the `prevResult` of the plugins
+//! before it, which the replay does not run: the links that result names
+//! are made first ([`Spaces::links_of`]), as they stood on the recording
+//! machine: the first host-side interface, when there are several, as a
+//! bridge holding the gateways, every other host-side one as a veth whose
+//! peer is the container interface beside it in the list, with the
+//! result's addresses and default route, so the plugin finds what it
+//! found then.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -30,11 +39,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::chain;
 use crate::host::Host;
-use crate::kind::PluginKind;
 use crate::netns::Netns;
 use crate::schema;
-use crate::target::Target;
+use crate::target::{PluginKind, Target};
 use cni::exec::{Call, Outcome};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,15 +153,34 @@ pub fn replay(
             && let Some(ours) = results.get(&att)
         {
             stdin["prevResult"] = ours.clone();
+        } else if let (Some(recorded), Some(ours)) = (rec.env.get("CNI_NETNS"), &call.netns) {
+            // An upstream plugin's result, as recorded: its sandbox paths
+            // are the recording machine's.
+            for i in stdin["prevResult"]["interfaces"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                if i["sandbox"].as_str() == Some(recorded.as_str()) {
+                    i["sandbox"] = Value::String(ours.clone());
+                }
+            }
         }
         let recorded_type = match target.plugin_kind {
             PluginKind::Ipam => &rec.stdin["ipam"]["type"],
             _ => &rec.stdin["type"],
         };
         let retargeted = recorded_type.as_str() != Some(target.ipam_type().as_str());
-        let out = target
-            .run_in(&call, &stdin, spaces.as_ref().map(|s| s.host.name()))
-            .unwrap_or_else(Outcome::not_run);
+        if let (Some(spaces), Some(prev)) = (spaces.as_mut(), stdin.get("prevResult")) {
+            spaces.links_of(prev, call.netns.as_deref())?;
+        }
+        let out = chain::run(
+            target,
+            &call,
+            &stdin,
+            spaces.as_ref().map(|s| s.host.name()),
+        )
+        .unwrap_or_else(Outcome::not_run);
         let at = format!(
             "invocation {} ({} {} {})",
             n + 1,
@@ -162,13 +190,12 @@ pub fn replay(
         );
         let shown = || {
             format!(
-                "stdin: {stdin}\nrecorded: exit {} stdout {}\ngot: exit {:?} stdout {:?} stderr \
-                 {:?}",
+                "stdin: {stdin}\nrecorded: exit {} stdout {}\ngot: {} stdout {:?} stderr {:?}",
                 rec.exit,
                 rec.stdout,
-                out.code,
+                out.status(),
                 out.stdout,
-                out.stderr.trim()
+                out.stderr_tail()
             )
         };
         if out.ok() != (rec.exit == 0) {
@@ -251,6 +278,92 @@ impl Spaces {
             host,
             sandboxes: BTreeMap::new(),
         })
+    }
+
+    /// Makes the links a recorded `prevResult` names that the replay's
+    /// namespaces lack (see the module docs); `netns` is our namespace for
+    /// the call. A link that exists already is left as it is.
+    fn links_of(&mut self, prev: &Value, netns: Option<&str>) -> Result<(), String> {
+        let interfaces = prev["interfaces"].as_array().cloned().unwrap_or_default();
+        let Some(ctr) = netns.and_then(|p| {
+            self.sandboxes
+                .values()
+                .find(|ns| ns.path().display().to_string() == p)
+        }) else {
+            return Ok(());
+        };
+        let name = |i: &Value| i["name"].as_str().unwrap_or_default().to_string();
+        let host_side: Vec<String> = interfaces
+            .iter()
+            .filter(|i| i["sandbox"].is_null())
+            .map(name)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let inside: Vec<(usize, String)> = interfaces
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i["sandbox"].is_string())
+            .map(|(n, i)| (n, name(i)))
+            .collect();
+        let exists = |ns: &Netns, link: &str| ns.link(link).map(|l| l.is_some());
+        let (bridge, peers) = match host_side.split_first() {
+            Some((first, rest)) if !rest.is_empty() => (Some(first.clone()), rest.to_vec()),
+            _ => (None, host_side.clone()),
+        };
+        if let Some(bridge) = &bridge
+            && !exists(&self.host, bridge)?
+        {
+            self.host.ip(&["link", "add", bridge, "type", "bridge"])?;
+            self.host.ip(&["link", "set", bridge, "up"])?;
+            for ip in prev["ips"].as_array().into_iter().flatten() {
+                let (Some(address), Some(gateway)) =
+                    (ip["address"].as_str(), ip["gateway"].as_str())
+                else {
+                    continue;
+                };
+                let prefix = address.rsplit_once('/').map_or("32", |(_, p)| p);
+                let _ =
+                    self.host
+                        .ip(&["addr", "add", &format!("{gateway}/{prefix}"), "dev", bridge]);
+            }
+        }
+        for (k, (index, inner)) in inside.iter().enumerate() {
+            if exists(ctr, inner)? {
+                continue;
+            }
+            let outer = peers
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| format!("cnictr{index}"));
+            self.host.ip(&[
+                "link",
+                "add",
+                &outer,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                inner,
+                "netns",
+                ctr.name(),
+            ])?;
+            self.host.ip(&["link", "set", &outer, "up"])?;
+            if let Some(bridge) = &bridge {
+                self.host.ip(&["link", "set", &outer, "master", bridge])?;
+            }
+            ctr.ip(&["link", "set", inner, "up"])?;
+            for ip in prev["ips"].as_array().into_iter().flatten() {
+                let on_it = ip["interface"].as_u64() == Some(*index as u64)
+                    || (ip["interface"].is_null() && k == 0);
+                if let Some(address) = ip["address"].as_str().filter(|_| on_it) {
+                    ctr.ip(&["addr", "add", address, "dev", inner])?;
+                    if let Some(gateway) = ip["gateway"].as_str() {
+                        let _ = ctr.ip(&["route", "add", "default", "via", gateway, "dev", inner]);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Our namespace's path for a recorded one.

@@ -47,40 +47,106 @@ pub struct Entry {
     pub status: Status,
     /// The failure message, or the reason for a skip or an expected failure.
     pub detail: String,
+    /// What the plugin answered to the step that failed, as JSON.
+    pub answer: Option<serde_json::Value>,
 }
 
-/// Results as the trials finish, from any thread.
+/// Results as the trials finish, from any thread, and what the run found
+/// left behind.
 #[derive(Debug, Default)]
-pub struct Results(Mutex<Vec<Entry>>);
+pub struct Results {
+    entries: Mutex<Vec<Entry>>,
+    left: Mutex<Vec<String>>,
+}
 
 impl Results {
     pub fn push(&self, e: Entry) {
-        self.0.lock().expect("results lock").push(e);
+        self.entries.lock().expect("results lock").push(e);
     }
 
     pub fn entries(&self) -> Vec<Entry> {
-        let mut v = self.0.lock().expect("results lock").clone();
+        let mut v = self.entries.lock().expect("results lock").clone();
         v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The entry of the test `name`, once it has run.
+    pub fn entry(&self, name: &str) -> Option<Entry> {
+        self.entries
+            .lock()
+            .expect("results lock")
+            .iter()
+            .find(|e| e.name == name)
+            .cloned()
+    }
+
+    /// Notes something the plugin left behind (a process, a state folder),
+    /// which the suite removed.
+    pub fn left(&self, what: String) {
+        self.left.lock().expect("results lock").push(what);
+    }
+
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut v = self.left.lock().expect("results lock").clone();
+        v.sort();
         v
     }
 }
 
-pub fn markdown(target: &str, entries: &[Entry]) -> String {
+/// How many entries have each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub warned: usize,
+    pub xfailed: usize,
+    pub skipped: usize,
+}
+
+impl Counts {
+    pub fn of(entries: &[Entry]) -> Counts {
+        let n = |s: Status| entries.iter().filter(|e| e.status == s).count();
+        Counts {
+            passed: n(Status::Pass),
+            failed: n(Status::Fail),
+            warned: n(Status::Warn),
+            xfailed: n(Status::XFail),
+            skipped: n(Status::Skip),
+        }
+    }
+
+    /// Whether any rule was judged at all.
+    pub fn judged(&self) -> usize {
+        self.passed + self.failed + self.warned + self.xfailed
+    }
+
+    /// The counts in words, in the same order everywhere: the console, the
+    /// report and JSON.
+    pub fn words(&self) -> String {
+        format!(
+            "{} passed, {} failed, {} warnings (failed should or convention rules), {} expected \
+             failures, {} skipped",
+            self.passed, self.failed, self.warned, self.xfailed, self.skipped
+        )
+    }
+}
+
+pub fn markdown(target: &str, entries: &[Entry], leftovers: &[String]) -> String {
     let mut out = String::new();
-    let count = |s: Status| entries.iter().filter(|e| e.status == s).count();
     writeln!(out, "# CNI conformance report\n").unwrap();
     writeln!(out, "Plugin: `{target}`\n").unwrap();
-    writeln!(
-        out,
-        "{} passed, {} failed, {} skipped, {} expected failures, {} warnings (failed should or \
-         convention rules)\n",
-        count(Status::Pass),
-        count(Status::Fail),
-        count(Status::Skip),
-        count(Status::XFail),
-        count(Status::Warn)
-    )
-    .unwrap();
+    writeln!(out, "{}\n", Counts::of(entries).words()).unwrap();
+    if !leftovers.is_empty() {
+        writeln!(
+            out,
+            "What the plugin left behind, which the suite removed:\n"
+        )
+        .unwrap();
+        for left in leftovers {
+            writeln!(out, "- {left}").unwrap();
+        }
+        out.push('\n');
+    }
     let mut columns: Vec<&str> = VERSIONS.to_vec();
     if entries.iter().any(|e| e.version == "-") {
         columns.insert(0, "-");
@@ -118,11 +184,22 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
             .iter()
             .map(|c| cells.get(c).map_or("", |s| s.word()))
             .collect();
+        // One entry per level, with its versions when the level changes
+        // across them; the spec text per version is in the Rules table.
         let levels: Vec<String> = cited.get(case).map_or_else(Vec::new, |groups| {
-            groups
-                .iter()
-                .map(|(l, _, vs)| {
-                    if groups.len() == 1 {
+            let mut by_level: Vec<(&str, Vec<&str>)> = Vec::new();
+            for (l, _, vs) in groups {
+                match by_level.iter_mut().find(|(seen, _)| seen == l) {
+                    Some((_, all)) => all.extend(vs.iter().copied()),
+                    None => by_level.push((l, vs.clone())),
+                }
+            }
+            let single = by_level.len() == 1;
+            by_level
+                .into_iter()
+                .map(|(l, mut vs)| {
+                    vs.sort_by_key(order);
+                    if single {
                         l.to_string()
                     } else {
                         format!("{l} ({})", vs.join(", "))
@@ -181,38 +258,60 @@ pub fn markdown(target: &str, entries: &[Entry]) -> String {
     out
 }
 
-/// The closing lines of a run that broke rules below `must`, or `None`.
+/// The run's last words, whatever the output format: one line whose
+/// verdict and counts are the report's, then the tests behind each count
+/// that is not a pass or a skip, and what the plugin left behind.
 ///
-/// libtest shows such a rule as ignored and the run as ok, and `--quiet`
-/// shows only a dot, so a plugin author who reads "ok" would ship a plugin
-/// that, say, never releases an address. These lines say, whatever the
-/// output format, which rules were broken, at which level, and that
-/// `--strict` fails them.
-pub fn warnings(entries: &[Entry]) -> Option<String> {
-    let mut by_level: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for e in entries.iter().filter(|e| e.status == Status::Warn) {
-        by_level.entry(&e.level).or_default().insert(&e.name);
-    }
-    if by_level.is_empty() {
-        return None;
-    }
+/// libtest shows a rule below `must` that failed as ignored, and `--quiet`
+/// shows only a letter, so a plugin author who reads "ok" would ship a
+/// plugin that, say, never releases an address. These lines say which rules
+/// were broken, at which level, and that `--strict` fails them.
+pub fn closing(entries: &[Entry], leftovers: &[String], strict: bool) -> String {
+    let counts = Counts::of(entries);
     let mut out = String::new();
-    let total: usize = by_level.values().map(BTreeSet::len).sum();
-    writeln!(
-        out,
-        "cni-conformance: every must rule held, but {total} test(s) broke a rule below must; \
-         --strict fails them:"
-    )
-    .unwrap();
-    // `should` first: the spec's own word, stronger than a habit. Only
-    // these two warn; a `must` fails.
-    for level in ["should", "convention"] {
-        if let Some(names) = by_level.get(level) {
-            let names: Vec<&str> = names.iter().copied().collect();
-            writeln!(out, "  {level}: {}", names.join(", ")).unwrap();
+    let verdict = if counts.failed > 0 {
+        "FAILED"
+    } else if counts.judged() == 0 {
+        "NOTHING JUDGED"
+    } else if counts.warned > 0 {
+        "passed, with warnings"
+    } else {
+        "passed"
+    };
+    writeln!(out, "cni-conformance: {verdict}: {}", counts.words()).unwrap();
+    let names = |status: Status, level: Option<&str>| -> Vec<&str> {
+        entries
+            .iter()
+            .filter(|e| e.status == status && level.is_none_or(|l| e.level == l))
+            .map(|e| e.name.as_str())
+            .collect()
+    };
+    let mut list = |label: &str, names: Vec<&str>| {
+        if !names.is_empty() {
+            writeln!(out, "  {label}: {}", names.join(", ")).unwrap();
         }
+    };
+    list("failed", names(Status::Fail, None));
+    // `should` first: the spec's own word, stronger than a habit.
+    let fatal = if strict {
+        ""
+    } else {
+        ", fatal only with --strict"
+    };
+    for level in ["should", "convention"] {
+        list(
+            &format!("broke a {level} rule{fatal}"),
+            names(Status::Warn, Some(level)),
+        );
     }
-    Some(out)
+    list(
+        "failed as the expectations file says",
+        names(Status::XFail, None),
+    );
+    for left in leftovers {
+        writeln!(out, "  left behind: {left}").unwrap();
+    }
+    out
 }
 
 fn xml_escape(s: &str) -> String {
@@ -294,6 +393,7 @@ mod tests {
             spec: "SPEC.md: the text".into(),
             status,
             detail: detail.into(),
+            answer: None,
         }
     }
 
@@ -314,8 +414,11 @@ mod tests {
                 "needs CNI 1.1.0 or later",
             ),
         ];
-        let md = markdown("p", &entries);
-        assert!(md.contains("1 passed, 1 failed, 1 skipped, 0 expected failures, 0 warnings"));
+        let md = markdown("p", &entries, &[]);
+        assert!(md.contains(
+            "1 passed, 1 failed, 0 warnings (failed should or convention rules), 0 expected \
+             failures, 1 skipped"
+        ));
         assert!(
             md.contains("| add.result-schema | must |  |  |  |  | fail | pass |  |"),
             "{md}"
@@ -337,20 +440,36 @@ mod tests {
     }
 
     #[test]
-    fn warnings_name_the_rules_below_must_by_level() {
-        assert_eq!(warnings(&[entry("a", "1.1.0", Status::Pass, "")]), None);
+    fn the_closing_line_is_the_reports_counts_and_names_each_test_by_level() {
+        assert!(closing(&[], &[], false).starts_with("cni-conformance: NOTHING JUDGED: 0 passed"));
         let mut leak = entry("add.reuse-after-release", "1.1.0", Status::Warn, "x");
         leak.level = "should".into();
         let mut habit = entry("add.second-add-ipam", "1.0.0", Status::Warn, "y");
         habit.level = "convention".into();
-        let text = warnings(&[habit, leak]).unwrap();
-        assert!(text.contains("2 test(s) broke a rule below must"), "{text}");
+        let failed = entry("check.after-add", "1.0.0", Status::Fail, "z");
+        let known = entry("check.after-add", "0.4.0", Status::XFail, "z");
+        let text = closing(&[habit, leak, failed, known], &["a daemon".into()], false);
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "cni-conformance: FAILED: 0 passed, 1 failed, 2 warnings (failed should or \
+             convention rules), 1 expected failures, 0 skipped"
+        );
         let should = text
-            .find("should: spec::add.reuse-after-release@1.1.0")
+            .find("broke a should rule, fatal only with --strict: spec::add.reuse-after-release@1.1.0")
             .unwrap();
         let convention = text
-            .find("convention: spec::add.second-add-ipam@1.0.0")
+            .find("broke a convention rule, fatal only with --strict: spec::add.second-add-ipam@1.0.0")
             .unwrap();
         assert!(should < convention, "{text}");
+        assert!(
+            text.contains("  failed: spec::check.after-add@1.0.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("expectations file says: spec::check.after-add@0.4.0"),
+            "{text}"
+        );
+        assert!(text.contains("  left behind: a daemon"), "{text}");
     }
 }

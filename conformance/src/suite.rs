@@ -1,5 +1,7 @@
-//! The suite: rules and recordings turned into libtest-mimic trials, with a
-//! plugin's expectations applied and every outcome kept for the report.
+//! The suite: rules and recordings turned into tests, with a plugin's
+//! expectations applied and every outcome kept for the report. The tests
+//! run as libtest-mimic trials, or, for `--format json`, in [`crate::json`],
+//! which reports them as JSON rather than as libtest's escaped text.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use cni::version::VERSIONS;
 
 pub struct Suite {
     pub target: Arc<Target>,
+    /// The versions the plugin claims (for a chain, every plugin of it).
+    pub claimed: Vec<String>,
     pub recordings: Vec<PathBuf>,
     /// Whose invocations to replay from the recordings.
     pub replay_plugin: String,
@@ -23,6 +27,18 @@ pub struct Suite {
     pub results: Arc<Results>,
     /// Fail the run on a failed `should` or `convention` rule too.
     pub strict: bool,
+}
+
+/// One test: its name, and what running it comes to.
+pub struct Test {
+    pub name: String,
+    pub run: Box<dyn FnOnce() -> Result<Completion, Failed> + Send>,
+}
+
+impl Test {
+    pub fn trial(self) -> Trial {
+        Trial::ignorable_test(self.name, self.run)
+    }
 }
 
 /// What one case came to, before expectations.
@@ -46,80 +62,125 @@ struct Meta {
     spec: String,
 }
 
-/// A trial that applies the expectation for its name and records the outcome.
-fn trial(meta: Meta, suite: &Suite, run: impl FnOnce() -> Verdict + Send + 'static) -> Trial {
+/// The two lines of a failure that say what was expected and what came
+/// back, on one line: what a warning shows on the console.
+pub fn summary(msg: &str) -> String {
+    let line = |prefix: &str| msg.lines().find(|l| l.starts_with(prefix));
+    let text = match (line("expected: "), line("got")) {
+        (Some(e), Some(g)) => format!("{e}; {g}"),
+        _ => msg
+            .lines()
+            .rfind(|l| !l.starts_with("rule ") && !l.trim().is_empty())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    if text.chars().count() > 400 {
+        format!("{}...", text.chars().take(400).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// A test that applies the expectation for its name and records the
+/// outcome.
+fn test(meta: Meta, suite: &Suite, run: impl FnOnce() -> Verdict + Send + 'static) -> Test {
     let expected = suite.expectations.find(&meta.name).cloned();
     let results = suite.results.clone();
     let strict = suite.strict;
     let name = meta.name.clone();
-    Trial::ignorable_test(name, move || {
-        let record_at = |status: Status, detail: &str, level: Option<Level>| {
-            results.push(Entry {
-                name: meta.name.clone(),
-                case: meta.case.clone(),
-                version: meta.version.clone(),
-                level: level.or(meta.level).map_or("-", Level::word).to_string(),
-                spec: meta.spec.clone(),
-                status,
-                detail: detail.to_string(),
-            })
-        };
-        let record = |status: Status, detail: &str| record_at(status, detail, None);
-        if let Some(e) = expected
-            .as_ref()
-            .filter(|e| e.status == expectations::Status::Skip)
-        {
-            record(Status::Skip, &e.reason);
-            return Ok(Completion::ignored_with(format!(
-                "expected skip: {}",
-                e.reason
-            )));
-        }
-        let expect_fail = expected.filter(|e| e.status == expectations::Status::Fail);
-        match (run(), expect_fail) {
-            (Verdict::Skip(why), _) => {
-                record(Status::Skip, &why);
-                Ok(Completion::ignored_with(why))
-            }
-            (Verdict::Pass, None) => {
-                record(Status::Pass, "");
-                Ok(Completion::Completed)
-            }
-            (Verdict::Pass, Some(e)) => {
-                let msg = format!(
-                    "expected to fail ({}), but it passed: remove it from the expectations file",
+    Test {
+        name,
+        run: Box::new(move || {
+            let record_at = |status: Status, detail: &str, level: Option<Level>| {
+                let answer = if matches!(status, Status::Pass | Status::Skip) {
+                    None
+                } else {
+                    rules::take_last_failure()
+                };
+                results.push(Entry {
+                    name: meta.name.clone(),
+                    case: meta.case.clone(),
+                    version: meta.version.clone(),
+                    level: level.or(meta.level).map_or("-", Level::word).to_string(),
+                    spec: meta.spec.clone(),
+                    status,
+                    detail: detail.to_string(),
+                    answer,
+                })
+            };
+            let record = |status: Status, detail: &str| record_at(status, detail, None);
+            if let Some(e) = expected
+                .as_ref()
+                .filter(|e| e.status == expectations::Status::Skip)
+            {
+                record(Status::Skip, &e.reason);
+                return Ok(Completion::ignored_with(format!(
+                    "expected skip: {}",
                     e.reason
-                );
-                record(Status::Fail, &msg);
-                Err(Failed::from(msg))
+                )));
             }
-            (Verdict::Fail(msg, _), Some(e)) => {
-                record(Status::XFail, &format!("{}\n{msg}", e.reason));
-                Ok(Completion::Completed)
-            }
-            (Verdict::Fail(msg, level), None) => match level {
-                Some(level) if level != Level::Must && !strict => {
-                    record_at(Status::Warn, &msg, Some(level));
-                    Ok(Completion::ignored_with(format!(
-                        "failed a {level} rule, fatal only with --strict: {}",
-                        msg.lines().nth(1).unwrap_or_default()
-                    )))
+            let expect_fail = expected.filter(|e| e.status == expectations::Status::Fail);
+            rules::take_last_failure();
+            match (run(), expect_fail) {
+                (Verdict::Skip(why), _) => {
+                    record(Status::Skip, &why);
+                    Ok(Completion::ignored_with(why))
                 }
-                _ => {
-                    record_at(Status::Fail, &msg, level);
+                (Verdict::Pass, None) => {
+                    record(Status::Pass, "");
+                    Ok(Completion::Completed)
+                }
+                (Verdict::Pass, Some(e)) => {
+                    let msg = format!(
+                        "expected to fail ({}), but it passed: remove it from the expectations \
+                         file",
+                        e.reason
+                    );
+                    record(Status::Fail, &msg);
                     Err(Failed::from(msg))
                 }
-            },
-        }
-    })
+                (Verdict::Fail(msg, _), Some(e)) => {
+                    record(Status::XFail, &format!("{}\n{msg}", e.reason));
+                    Ok(Completion::ignored_with(format!("xfail: {}", e.reason)))
+                }
+                (Verdict::Fail(msg, level), None) => match level {
+                    Some(level) if level != Level::Must && !strict => {
+                        record_at(Status::Warn, &msg, Some(level));
+                        Ok(Completion::ignored_with(format!(
+                            "warn: broke a {level} rule, fatal only with --strict: {}",
+                            summary(&msg)
+                        )))
+                    }
+                    _ => {
+                        record_at(Status::Fail, &msg, level);
+                        Err(Failed::from(msg))
+                    }
+                },
+            }
+        }),
+    }
 }
 
-fn rule_verdict(target: &Target, version: &str, rule: &Rule) -> Verdict {
+fn rule_verdict(
+    target: &Target,
+    version: &str,
+    rule: &Rule,
+    results: &Results,
+    name: &str,
+) -> Verdict {
     if let Err(why) = rules::applies(rule, version, target) {
         return Verdict::Skip(why);
     }
     let case = Case::new(target, version, rule);
-    match (rule.check)(&case) {
+    let checked = (rule.check)(&case);
+    let left = case.finish();
+    if !left.is_empty() {
+        results.left(format!(
+            "{name}: still running after the DEL of every attachment, killed: {}",
+            left.join("; ")
+        ));
+    }
+    match checked {
         Ok(()) => Verdict::Pass,
         Err(Finding::NotApplicable(why)) => Verdict::Skip(why),
         Err(finding) => Verdict::Fail(
@@ -130,24 +191,47 @@ fn rule_verdict(target: &Target, version: &str, rule: &Rule) -> Verdict {
 }
 
 impl Suite {
-    pub fn trials(&self) -> Result<Vec<Trial>, String> {
-        let claimed = self.target.versions()?;
+    /// A suite of `target`'s rules at the versions it claims (asked with
+    /// VERSION), with no recording and no expectation yet.
+    pub fn of(target: Target) -> Result<Suite, String> {
+        let claimed = crate::chain::versions(&target)?.claimed;
+        Ok(Suite {
+            target: Arc::new(target),
+            claimed,
+            recordings: Vec::new(),
+            replay_plugin: String::new(),
+            modes: Vec::new(),
+            expectations: Expectations::default(),
+            results: Arc::default(),
+            strict: false,
+        })
+    }
+
+    /// Every test's name.
+    pub fn names(&self) -> Result<Vec<String>, String> {
+        Ok(self.tests()?.into_iter().map(|t| t.name).collect())
+    }
+
+    pub fn tests(&self) -> Result<Vec<Test>, String> {
+        let claimed = &self.claimed;
         let kind = self.target.plugin_kind;
-        let mut trials = Vec::new();
+        let mut tests = Vec::new();
         for rule in rules::global_rules().into_iter().filter(|r| r.judges(kind)) {
-            let (target, version) = (
+            let (target, version, results) = (
                 self.target.clone(),
                 claimed.last().cloned().unwrap_or_default(),
+                self.results.clone(),
             );
+            let name = format!("spec::{}", rule.id);
             let meta = Meta {
-                name: format!("spec::{}", rule.id),
+                name: name.clone(),
                 case: rule.id.into(),
                 version: "-".into(),
                 level: Some(rule.standing(&version).level),
                 spec: rule.cited_text(&version),
             };
-            trials.push(trial(meta, self, move || {
-                rule_verdict(&target, &version, &rule)
+            tests.push(test(meta, self, move || {
+                rule_verdict(&target, &version, &rule, &results, &name)
             }));
         }
         for version in VERSIONS {
@@ -155,18 +239,19 @@ impl Suite {
                 .into_iter()
                 .filter(|r| r.judges(kind))
             {
-                let target = self.target.clone();
+                let (target, results) = (self.target.clone(), self.results.clone());
                 let claims = claimed.iter().any(|c| c == version);
+                let name = format!("spec::{}@{version}", rule.id);
                 let meta = Meta {
-                    name: format!("spec::{}@{version}", rule.id),
+                    name: name.clone(),
                     case: rule.id.into(),
                     version: version.to_string(),
                     level: Some(rule.standing(version).level),
                     spec: rule.cited_text(version),
                 };
-                trials.push(trial(meta, self, move || {
+                tests.push(test(meta, self, move || {
                     if claims {
-                        rule_verdict(&target, version, &rule)
+                        rule_verdict(&target, version, &rule, &results, &name)
                     } else {
                         Verdict::Skip(format!("the plugin does not claim CNI {version}"))
                     }
@@ -192,7 +277,7 @@ impl Suite {
                     level: None,
                     spec: String::new(),
                 };
-                trials.push(trial(meta, self, move || {
+                tests.push(test(meta, self, move || {
                     if !records.iter().any(|r| r.plugin == plugin) {
                         return Verdict::Skip(format!(
                             "the recording has no invocation of {plugin}"
@@ -205,14 +290,18 @@ impl Suite {
                 }));
             }
         }
-        Ok(trials)
+        Ok(tests)
     }
 
-    /// Names of the expectations that match no trial.
-    pub fn unused_expectations(&self, trials: &[Trial]) -> Vec<String> {
-        let names: Vec<String> = trials.iter().map(|t| t.name().to_string()).collect();
+    /// The tests as libtest-mimic trials.
+    pub fn trials(&self) -> Result<Vec<Trial>, String> {
+        Ok(self.tests()?.into_iter().map(Test::trial).collect())
+    }
+
+    /// Names of the expectations that match none of `names`.
+    pub fn unused_expectations(&self, names: &[String]) -> Vec<String> {
         self.expectations
-            .unused(&names)
+            .unused(names)
             .into_iter()
             .map(str::to_string)
             .collect()

@@ -1,16 +1,66 @@
 //! The plugin under test: a native CNI plugin binary, a wasm-ipam policy run
 //! through the `wasm-ipam` host, or a whole conflist run the way libcni runs
-//! it. Either way it is spawned as a runtime would spawn it; the suite never
-//! links to it.
+//! it, and the configs the suite sends it. Either way it is spawned as a
+//! runtime would spawn it ([`crate::chain`] runs it); the suite never links
+//! to it.
+//!
+//! The layers run one way: what a target is (here), below how a chain runs
+//! it (`chain`), below how its kind is probed (`kind`).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::chain;
-use crate::kind::PluginKind;
-use cni::exec::{self, Call, Outcome, Spawn};
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PluginKind {
+    /// Allocates addresses; called by another plugin with the whole config.
+    Ipam,
+    /// Creates or configures `CNI_IFNAME` in the container's namespace.
+    Interface,
+    /// Acts on a previous plugin's result in a chain (tuning, portmap...).
+    Meta,
+}
+
+impl PluginKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            PluginKind::Ipam => "ipam",
+            PluginKind::Interface => "interface",
+            PluginKind::Meta => "meta",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PluginKind> {
+        [PluginKind::Ipam, PluginKind::Interface, PluginKind::Meta]
+            .into_iter()
+            .find(|k| k.word() == s)
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+/// A network name of its own for each case whose config names none, so
+/// that what a plugin keeps per network (dnsname's dnsmasq and hosts
+/// files) is never shared by cases running at once, and what it leaves
+/// can be found by name ([`run_prefix`]).
+pub fn network_name() -> String {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    format!("{}{}", run_prefix(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What every network name, namespace and scratch name of this run starts
+/// with: `cnict-<pid>-`.
+pub fn run_prefix() -> String {
+    format!("cnict-{}-", std::process::id())
+}
 
 #[derive(Debug, Clone)]
 pub enum Kind {
@@ -21,6 +71,14 @@ pub enum Kind {
     /// A network configuration list (its JSON is the target's `config`);
     /// each plugin is found on the CNI path.
     Conflist,
+}
+
+/// Whether cases give the plugin a `dataDir`, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    pub given: bool,
+    /// What was found, for the report, when it is left out.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,11 +112,16 @@ pub struct Target {
     pub host_daemons: Vec<String>,
     /// Whether each case's `ipam` gets a `dataDir` of its own. A plugin
     /// may refuse fields it does not know (a MAY of the spec), so this can
-    /// be turned off ([`Target::probe_data_dir`], `--no-data-dir`).
-    pub data_dir: bool,
+    /// be turned off (`--no-data-dir`), or is settled by a probe when the
+    /// first case needs a config (`kind::settle_data_dir`); until then it
+    /// is on.
+    pub data_dir: Arc<OnceLock<DataDir>>,
     /// Variables every call gets beside the `CNI_*` ones, as a runtime
     /// passes its own environment on (`--env`).
     pub env: Vec<(String, String)>,
+    /// The calls that ran past the time limit, shared by the target's
+    /// clones: past `chain::MAX_HANGS` the plugin is called no more.
+    pub hung: Arc<Mutex<Vec<String>>>,
 }
 
 impl Target {
@@ -75,8 +138,9 @@ impl Target {
             timeout: None,
             host_links: Vec::new(),
             host_daemons: Vec::new(),
-            data_dir: true,
+            data_dir: Arc::new(OnceLock::new()),
             env: Vec::new(),
+            hung: Arc::default(),
         }
     }
 
@@ -191,13 +255,18 @@ impl Target {
         self
     }
 
+    /// Whether configs get a `dataDir` of the suite's.
+    pub fn uses_data_dir(&self) -> bool {
+        self.data_dir.get().is_none_or(|d| d.given)
+    }
+
     /// Points an `ipam` object at a fresh `dataDir` and adds the `--set`
     /// fields; for an IPAM target also its own `type`.
     fn finish_ipam(&self, ipam: &mut Value, data_dir: &Path) {
         if self.plugin_kind == PluginKind::Ipam {
             ipam["type"] = json!(self.ipam_type());
         }
-        if self.data_dir {
+        if self.uses_data_dir() {
             ipam["dataDir"] = json!(data_dir);
         }
         for (k, v) in &self.set {
@@ -205,22 +274,27 @@ impl Target {
         }
     }
 
-    /// A network config for the IPAM rules.
-    pub fn netconf(&self, version: &str, ipam: &Value, data_dir: &Path) -> Value {
+    /// A network config named `network` for the IPAM rules.
+    pub fn netconf(&self, version: &str, ipam: &Value, data_dir: &Path, network: &str) -> Value {
         let mut ipam = ipam.clone();
         self.finish_ipam(&mut ipam, data_dir);
-        json!({"cniVersion": version, "name": "conformance", "type": "ipam-under-test",
+        json!({"cniVersion": version, "name": network, "type": "ipam-under-test",
                "ipam": ipam})
     }
 
     /// The config a case sends: for an IPAM plugin its `ipam` (or the small
     /// one) in a network config; otherwise the plugin's config or conflist
-    /// with this `cniVersion`, a `name` if it has none, and every `ipam`
-    /// pointed at `data_dir`.
-    pub fn case_conf(&self, version: &str, small: bool, data_dir: &Path) -> Value {
+    /// with this `cniVersion`, `network` as its `name` if it has none, and
+    /// every `ipam` pointed at `data_dir`.
+    pub fn case_conf(&self, version: &str, small: bool, data_dir: &Path, network: &str) -> Value {
         if self.plugin_kind == PluginKind::Ipam && self.config.is_none() {
             let ipam = if small { &self.small_ipam } else { &self.ipam };
-            return self.netconf(version, ipam.as_ref().unwrap_or(&json!({})), data_dir);
+            return self.netconf(
+                version,
+                ipam.as_ref().unwrap_or(&json!({})),
+                data_dir,
+                network,
+            );
         }
         let base = if small {
             &self.small_config
@@ -230,7 +304,7 @@ impl Target {
         let mut conf = base.clone().unwrap_or_else(|| json!({}));
         conf["cniVersion"] = json!(version);
         if !conf["name"].is_string() {
-            conf["name"] = json!("conformance");
+            conf["name"] = json!(network);
         }
         let plugins: Vec<&mut Value> = match conf.get_mut("plugins").and_then(Value::as_array_mut) {
             Some(list) => list.iter_mut().collect(),
@@ -268,99 +342,10 @@ impl Target {
         let joined = std::env::join_paths(dirs).unwrap_or_default();
         joined.to_string_lossy().into_owned()
     }
-
-    /// Runs one invocation on the machine's own network.
-    pub fn run(&self, call: &Call, conf: &Value) -> std::io::Result<Outcome> {
-        self.run_in(call, conf, None)
-    }
-
-    /// Runs one invocation with `host` as the plugin's host namespace, and
-    /// `CNI_PATH` set unless the call sets it.
-    pub fn run_in(
-        &self,
-        call: &Call,
-        conf: &Value,
-        host: Option<&str>,
-    ) -> std::io::Result<Outcome> {
-        let mut call = call.clone();
-        if !call.extra.iter().any(|(k, _)| k == "CNI_PATH") {
-            call.extra.push(("CNI_PATH".into(), self.cni_path_var()));
-        }
-        for (k, v) in &self.env {
-            if !call.extra.iter().any(|(set, _)| set == k) {
-                call.extra.push((k.clone(), v.clone()));
-            }
-        }
-        let spawn = Spawn {
-            timeout: self.timeout,
-            netns: host,
-        };
-        match self.binary() {
-            Some(binary) => exec::run_with(binary, &call, &stdin_bytes(conf), &spawn),
-            None => chain::run(self, &call, conf, &spawn),
-        }
-    }
-
-    /// Whether an IPAM plugin refuses the `dataDir` the suite adds: an ADD
-    /// that fails naming `dataDir` and succeeds without it. Then the suite
-    /// leaves the field out, and says why; the spec lets a plugin refuse
-    /// fields it does not know. The probe's attachment is deleted.
-    pub fn probe_data_dir(&mut self, version: &str) -> Option<String> {
-        if self.plugin_kind != PluginKind::Ipam || !self.data_dir || self.ipam.is_none() {
-            return None;
-        }
-        let dir = tempfile::tempdir().ok()?;
-        let call = Call::attach("ADD", "cnict-data-dir-probe");
-        let conf = self.case_conf(version, false, &dir.path().join("data"));
-        let out = self.run(&call, &conf).ok()?;
-        let del = Call {
-            command: "DEL".into(),
-            ..call.clone()
-        };
-        if out.ok() {
-            let _ = self.run(&del, &conf);
-            return None;
-        }
-        let said = format!("{} {}", out.stdout, out.stderr).to_ascii_lowercase();
-        if !said.contains("datadir") {
-            return None;
-        }
-        self.data_dir = false;
-        let bare = self.case_conf(version, false, &dir.path().join("data"));
-        let again = self.run(&call, &bare).ok()?;
-        if again.ok() {
-            let _ = self.run(&del, &bare);
-            Some(format!(
-                "the plugin refuses the ipam.dataDir the suite adds for fresh state (\"{}\"), \
-                 which the spec allows (spec/config.unknown-fields); the suite leaves it out, so \
-                 cases share the plugin's own state",
-                out.stdout.trim()
-            ))
-        } else {
-            self.data_dir = true;
-            None
-        }
-    }
-
-    /// The versions the plugin claims in its VERSION output (for a conflist,
-    /// those every plugin of it claims).
-    pub fn versions(&self) -> Result<Vec<String>, String> {
-        let out = self
-            .run(&Call::new("VERSION"), &json!({"cniVersion": "1.1.0"}))
-            .map_err(|e| format!("cannot run {}: {e}", self.describe()))?;
-        if out.timed_out {
-            return Err(format!(
-                "VERSION of {} did not finish: {}",
-                self.describe(),
-                out.status()
-            ));
-        }
-        supported_versions(&out)
-    }
 }
 
 /// The `supportedVersions` of a VERSION outcome.
-pub fn supported_versions(out: &Outcome) -> Result<Vec<String>, String> {
+pub fn supported_versions(out: &cni::exec::Outcome) -> Result<Vec<String>, String> {
     let v = out.parsed()?;
     v["supportedVersions"]
         .as_array()

@@ -1,19 +1,26 @@
-//! One rule run against one version: its own data directory and, for
-//! plugins that act on namespaces, its own host namespace and one container
-//! namespace per container id, all removed when the case ends, pass or
-//! fail.
+//! One rule run against one version: its own data directory and network
+//! name and, for plugins that act on namespaces, its own host namespace and
+//! one container namespace per container id, all removed when the case
+//! ends, pass or fail.
+//!
+//! A case cleans up as libcni does: every attachment it ADDed and did not
+//! DEL gets its DEL when the case ends ([`Case::finish`]), with its result
+//! as `prevResult`, in the reverse order of the ADDs. What still runs in
+//! the case's namespaces after that (a daemon the plugin started and did
+//! not stop) is killed, and named for the report.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::chain;
 use crate::host::Host;
-use crate::kind::PluginKind;
 use crate::netns::Netns;
 use crate::prev;
 use crate::schema;
-use crate::target::Target;
+use crate::target::{PluginKind, Target, network_name};
 use cni::exec::{Call, Outcome};
 
 use super::Rule;
@@ -40,12 +47,34 @@ impl Drop for Spaces {
     }
 }
 
+/// An attachment the case ADDed and has not DELeted: what its DEL sends.
+struct Attached {
+    call: Call,
+    stdin: Value,
+    result: Value,
+}
+
 pub struct Case<'a> {
     pub target: &'a Target,
     pub version: &'a str,
     pub rule: &'a Rule,
+    /// The network name of the case's configs, when the config names none.
+    pub network: String,
     dir: tempfile::TempDir,
     spaces: Mutex<Spaces>,
+    attached: Mutex<Vec<Attached>>,
+    finished: Mutex<bool>,
+}
+
+thread_local! {
+    /// The last step of this thread that failed, for a report that shows
+    /// what came back as JSON rather than as text (`--format json`).
+    static LAST_FAILURE: RefCell<Option<Value>> = const { RefCell::new(None) };
+}
+
+/// Takes the last step this thread saw fail (see [`Step::fail`]).
+pub fn take_last_failure() -> Option<Value> {
+    LAST_FAILURE.with(|f| f.borrow_mut().take())
 }
 
 /// An invocation and what it returned, for failure messages.
@@ -55,7 +84,21 @@ pub struct Step {
     pub out: Outcome,
 }
 
+/// Whether `v` is an error object rather than a result: a code and a
+/// message, and none of a result's keys.
+fn is_error_object(v: &Value) -> bool {
+    v["code"].is_u64()
+        && v["msg"].is_string()
+        && ["ips", "interfaces", "ip4", "ip6", "routes", "dns"]
+            .iter()
+            .all(|k| v.get(k).is_none())
+}
+
 impl Step {
+    /// The failure text: the invocation, what was expected, and what came
+    /// back: how the plugin ended (its exit status or signal, and whether
+    /// that was a crash), which plugin of a chain answered, its stdout and
+    /// the end of its stderr.
     pub fn fail(&self, expected: &str) -> String {
         let env: Vec<String> = self
             .call
@@ -63,20 +106,70 @@ impl Step {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let from = self
+            .out
+            .origin
+            .as_ref()
+            .map(|o| format!(" from {o}"))
+            .unwrap_or_default();
+        LAST_FAILURE.with(|f| *f.borrow_mut() = Some(self.answer(expected)));
         format!(
-            "invocation: {}\nstdin: {}\nexpected: {expected}\ngot: {}, stdout {:?}, stderr {:?}",
+            "invocation: {}\nstdin: {}\nexpected: {expected}\ngot{from}: {}, stdout {:?}, stderr {:?}",
             env.join(" "),
             self.stdin,
             self.out.status(),
             self.out.stdout,
-            self.out.stderr.trim()
+            self.out.stderr_tail()
         )
+    }
+
+    /// What came back, as JSON: the invocation, the status, stdout (parsed
+    /// when it is JSON) and the end of stderr.
+    pub fn answer(&self, expected: &str) -> Value {
+        let vars: serde_json::Map<String, Value> = self
+            .call
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        json!({
+            "invocation": vars,
+            "stdin": self.stdin,
+            "expected": expected,
+            "plugin": self.out.origin,
+            "status": self.out.status(),
+            "exit": self.out.code,
+            "signal": self.out.signal,
+            "crash": self.out.crash(),
+            "timedOut": self.out.timed_out,
+            "stdout": self.out.parsed().unwrap_or_else(|_| Value::String(self.out.stdout.clone())),
+            "stderrTail": self.out.stderr_tail(),
+        })
+    }
+
+    /// A success that printed an error object: the plugin failed and
+    /// exited 0, breaking "A plugin must exit with a return code of 0 on
+    /// success, and non-zero on failure."
+    fn exited_0_with_an_error(&self, expected: &str) -> Option<String> {
+        let v = self.out.parsed().ok()?;
+        is_error_object(&v).then(|| {
+            super::tagged(
+                "spec/errors.exit-code",
+                self.fail(&format!(
+                    "{expected}; it printed an error object and exited 0, but a plugin that \
+                     fails must exit non-zero"
+                )),
+            )
+        })
     }
 
     /// The success result, checked against the version's schema.
     pub fn result(&self, version: &str) -> Result<Value, String> {
         if !self.out.ok() {
             return Err(self.fail("success"));
+        }
+        if let Some(e) = self.exited_0_with_an_error("success") {
+            return Err(e);
         }
         let v = self
             .out
@@ -95,6 +188,14 @@ impl Step {
 
     /// Success with nothing printed (DEL, CHECK, GC, STATUS).
     pub fn quiet_success(&self) -> Result<(), String> {
+        if let Some(e) = self
+            .out
+            .ok()
+            .then(|| self.exited_0_with_an_error("exit 0 and no output"))
+            .flatten()
+        {
+            return Err(e);
+        }
         if self.out.ok() && self.out.stdout.trim().is_empty() {
             Ok(())
         } else {
@@ -110,7 +211,9 @@ impl Step {
             format!("an error with code {codes:?} on stdout and a non-zero exit")
         };
         if self.out.ok() {
-            return Err(self.fail(&want));
+            return Err(self
+                .exited_0_with_an_error(&want)
+                .unwrap_or_else(|| self.fail(&want)));
         }
         if self.out.stdout.trim().is_empty() {
             return Err(self.fail(&format!(
@@ -139,8 +242,11 @@ impl<'a> Case<'a> {
             target,
             version,
             rule,
+            network: network_name(),
             dir: tempfile::tempdir().expect("a temporary directory"),
             spaces: Mutex::default(),
+            attached: Mutex::default(),
+            finished: Mutex::new(false),
         }
     }
 
@@ -151,13 +257,23 @@ impl<'a> Case<'a> {
     }
 
     pub fn conf(&self) -> Value {
-        self.target
-            .case_conf(self.version, false, &self.dir.path().join("data"))
+        crate::kind::settle_data_dir(self.target, self.version);
+        self.target.case_conf(
+            self.version,
+            false,
+            &self.dir.path().join("data"),
+            &self.network,
+        )
     }
 
     pub fn small_conf(&self) -> Value {
-        self.target
-            .case_conf(self.version, true, &self.dir.path().join("data"))
+        crate::kind::settle_data_dir(self.target, self.version);
+        self.target.case_conf(
+            self.version,
+            true,
+            &self.dir.path().join("data"),
+            &self.network,
+        )
     }
 
     /// The case's host namespace, with the `--host-link` links and the
@@ -219,15 +335,82 @@ impl<'a> Case<'a> {
         } else {
             None
         };
-        let out = self
-            .target
-            .run_in(&call, stdin, host.as_deref().map(|h| h.name()))
+        let out = chain::run(self.target, &call, stdin, host.as_deref().map(|h| h.name()))
             .unwrap_or_else(Outcome::not_run);
+        self.track(&call, stdin, &out);
         Step {
             call,
             stdin: stdin.clone(),
             out,
         }
+    }
+
+    /// Keeps the attachments that need a DEL when the case ends.
+    fn track(&self, call: &Call, stdin: &Value, out: &Outcome) {
+        let same =
+            |a: &Attached| a.call.container_id == call.container_id && a.call.ifname == call.ifname;
+        let mut attached = self.attached.lock().expect("attachments");
+        match call.command.as_str() {
+            "ADD" if out.ok() => {
+                if let Ok(result) = out
+                    .parsed()
+                    .map(|r| if r.is_object() { r } else { json!({}) })
+                {
+                    attached.retain(|a| !same(a));
+                    attached.push(Attached {
+                        call: call.clone(),
+                        stdin: stdin.clone(),
+                        result,
+                    });
+                }
+            }
+            // libcni's DEL carries the cached result: a DEL without one
+            // (a rule's) still gets the cleanup's, as a runtime would send.
+            "DEL" if out.ok() && stdin.get("prevResult").is_some() => attached.retain(|a| !same(a)),
+            _ => {}
+        }
+    }
+
+    /// Ends the case as a runtime ends its pods: the DEL of every
+    /// attachment still added, newest first, with its result as
+    /// `prevResult`. Then what still runs in the case's namespaces is
+    /// killed: each such process, with its command line, is returned.
+    pub fn finish(&self) -> Vec<String> {
+        {
+            let mut finished = self.finished.lock().expect("finished");
+            if *finished {
+                return Vec::new();
+            }
+            *finished = true;
+        }
+        let attached: Vec<Attached> =
+            std::mem::take(&mut *self.attached.lock().expect("attachments"));
+        for a in attached.into_iter().rev() {
+            let mut stdin = a.stdin;
+            if stdin.is_object() {
+                stdin["prevResult"] = a.result;
+            }
+            let del = Call {
+                command: "DEL".into(),
+                ..a.call
+            };
+            let _ = self.run(del, &stdin);
+        }
+        let spaces = self.spaces.lock().expect("case namespaces");
+        let mut left: Vec<(u32, String)> = spaces
+            .host
+            .as_ref()
+            .map(|h| h.leftovers())
+            .unwrap_or_default();
+        for ns in spaces.sandboxes.values() {
+            left.extend(crate::netns::processes(ns.name()));
+        }
+        left.into_iter()
+            .map(|(pid, cmdline)| {
+                crate::netns::kill(pid);
+                format!("pid {pid}: {cmdline}")
+            })
+            .collect()
     }
 
     /// `conf` as ADD sends it for `id`: for a chained plugin, with a
@@ -276,5 +459,11 @@ impl<'a> Case<'a> {
         let mut c = conf.clone();
         c["prevResult"] = prev.clone();
         c
+    }
+}
+
+impl Drop for Case<'_> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Case, Checked, Cite, META, Rule};
+use super::{Case, Checked, Cite, Finding, META, Rule};
 
 /// What identifies an interface or an address across a chain.
 fn keys(result: &Value) -> (Vec<Value>, Vec<Value>) {
@@ -39,6 +39,32 @@ fn keeps_prev_result(case: &Case) -> Checked {
     }
 }
 
+/// ADD with a `prevResult` that has addresses and no interfaces, which a
+/// result may be: `interfaces` is optional, and `ips[].interface` with it.
+/// The plugin may succeed, or refuse with an error object; what it may not
+/// do is crash (dnsname 1.3.1 indexes the list and panics, exit 2 with
+/// nothing on stdout).
+fn prev_without_interfaces(case: &Case) -> Checked {
+    let conf = case.add_conf("c1", &case.conf())?;
+    let mut prev = conf["prevResult"].clone();
+    if let Some(obj) = prev.as_object_mut() {
+        obj.remove("interfaces");
+    }
+    for ip in prev["ips"].as_array_mut().into_iter().flatten() {
+        if let Some(obj) = ip.as_object_mut() {
+            obj.remove("interface");
+        }
+    }
+    let step = case.run(case.call("ADD", "c1")?, &case.with_prev(&conf, &prev));
+    if step.out.ok() {
+        step.result(case.version)?;
+        return Ok(());
+    }
+    step.error(&[])
+        .map(drop)
+        .map_err(|e| Finding::at("spec/errors.structure", e))
+}
+
 // SPEC 0.3 and 0.4 let a plugin "modify or suppress all or part of a
 // prevResult" and say it SHOULD echo it; 1.0 made passing it on, modified
 // or not, a MUST. The version under test decides.
@@ -60,5 +86,14 @@ pub fn rules() -> Vec<Rule> {
                 Cite::full("spec/add.prev-echo"),
             ] })
             .kinds(META),
+        Rule::new("add.prev-result-without-interfaces", prev_without_interfaces)
+            .cites(const { &[Cite::partly(
+                "spec/errors.structure",
+                "for an ADD whose prevResult has addresses and no interfaces, which a result \
+                 may be (interfaces are optional): an answer, a result or an error object, not \
+                 a crash",
+            )] })
+            .kinds(META)
+            .since("0.4.0"),
     ]
 }

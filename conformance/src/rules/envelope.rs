@@ -256,7 +256,7 @@ fn malformed_field(case: &Case) -> Checked {
         ));
     }
     let mut conf = case.conf();
-    let is_ipam = case.target.plugin_kind == crate::kind::PluginKind::Ipam;
+    let is_ipam = case.target.plugin_kind == crate::target::PluginKind::Ipam;
     let set = &case.target.set;
     let object = if is_ipam {
         &mut conf["ipam"]

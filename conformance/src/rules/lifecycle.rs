@@ -1,8 +1,8 @@
 //! ADD, DEL and CHECK as every kind of plugin sees them: a valid result,
 //! DEL that succeeds whatever is already gone, CHECK right after ADD.
 
-use super::{ALL, Case, Checked, Cite, Finding, IPAM, Rule};
-use crate::kind::PluginKind::{Interface, Ipam};
+use super::{ALL, Case, Checked, Cite, Finding, IPAM, NAMESPACED, Rule};
+use crate::target::PluginKind::{Interface, Ipam};
 
 fn result_schema(case: &Case) -> Checked {
     case.add("c1", &case.conf()).map(drop)?;
@@ -55,6 +55,30 @@ fn del_bare(case: &Case) -> Checked {
         }
     }
     Ok(())
+}
+
+/// ADD and DEL of one attachment, then what runs in the case's namespaces
+/// that the suite did not start: a daemon the plugin started for the
+/// attachment and did not stop (the suite kills it, and names it).
+fn del_leaves_nothing_running(case: &Case) -> Checked {
+    let conf = case.conf();
+    let r = case.add("c1", &conf)?;
+    case.del("c1", &conf, &r)?;
+    let mut left = case.host()?.leftovers();
+    left.extend(crate::netns::processes(case.sandbox("c1")?.name()));
+    if left.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = left
+        .iter()
+        .map(|(pid, cmd)| format!("pid {pid}: {cmd}"))
+        .collect();
+    Err(format!(
+        "after the ADD and DEL of the only attachment, nothing of the plugin's still running; \
+         still running: {}",
+        named.join("; ")
+    )
+    .into())
 }
 
 fn check_after_add(case: &Case) -> Checked {
@@ -131,6 +155,13 @@ pub fn rules() -> Vec<Rule> {
                 ),
             ] })
             .kinds(ALL),
+        Rule::new("del.leaves-nothing-running", del_leaves_nothing_running)
+            .cites(const { &[Cite::partly(
+                "spec/del.undo",
+                "processes the plugin started for the attachment (daemons); its other \
+                 resources are other rules'",
+            )] })
+            .kinds(NAMESPACED),
         Rule::new("check.after-add", check_after_add)
             .cites(const { &[
                 Cite::full("spec/check.after-add"),

@@ -33,12 +33,12 @@ mod spy;
 
 use std::fmt;
 
-pub use case::{Case, Step};
+pub use case::{Case, Step, take_last_failure};
 
-use crate::kind::PluginKind;
 use crate::netns;
 use crate::spec::{self, Statement, Wording};
 use crate::target::Target;
+use crate::target::{Kind, PluginKind};
 use cni::version::at_least;
 
 /// How binding a rule is.
@@ -165,12 +165,26 @@ impl Finding {
     }
 }
 
+/// The prefix that marks a message as breaking one statement, whatever
+/// rule met it on the way (see [`tagged`]).
+const BREAKS: &str = "[breaks ";
+
+/// `msg`, marked as breaking the statement `id`: a check that meets a
+/// fault of another weight than its rule's (a plugin that fails and exits
+/// 0 breaks a MUST in any rule) says so in the text it returns, and the
+/// finding made of it is judged at that statement's level.
+pub fn tagged(id: &'static str, msg: String) -> String {
+    format!("{BREAKS}{id}] {msg}")
+}
+
 impl From<String> for Finding {
     fn from(msg: String) -> Finding {
-        Finding::Fail {
-            against: Against::Rule,
-            msg,
-        }
+        let against = msg
+            .strip_prefix(BREAKS)
+            .and_then(|rest| rest.split_once(']'))
+            .and_then(|(id, _)| spec::find(id))
+            .map_or(Against::Rule, |s| Against::Statement(s.id));
+        Finding::Fail { against, msg }
     }
 }
 
@@ -353,7 +367,14 @@ impl Rule {
                 against: Against::Statement(id),
                 ..
             } => spec::find(id).map_or_else(|| id.to_string(), |s| s.cite(version)),
-            _ => self.cited_text(version),
+            // A rule put below its statements fails as its own level says:
+            // what it quotes is why, not a MUST the plugin did not meet.
+            _ => match (self.lowered, self.habit) {
+                (Some(lowered), Some(habit)) if lowered.to == level => {
+                    format!("{habit}; level: {}", lowered.why)
+                }
+                _ => self.cited_text(version),
+            },
         };
         format!(
             "rule {} ({level}): {against}\n{}",
@@ -377,6 +398,9 @@ pub fn applies(rule: &Rule, version: &str, target: &Target) -> Result<(), String
     }
     if target.plugin_kind == PluginKind::Meta && !at_least(version, "0.3.0") {
         return Err("a chained plugin acts on a prevResult, which CNI 0.3.0 brought".into());
+    }
+    if matches!(target.kind, Kind::Conflist) && !at_least(version, "0.3.0") {
+        return Err("network configuration lists came with CNI 0.3.0".into());
     }
     let ipam = target.plugin_kind == PluginKind::Ipam && target.config.is_none();
     if ipam && target.ipam.is_none() {

@@ -12,9 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cni_conformance::kind::PluginKind;
 use cni_conformance::netns;
 use cni_conformance::rules::Level;
+use cni_conformance::target::PluginKind;
 use cni_conformance::target::Target;
 use serde_json::{Value, json};
 
@@ -362,6 +362,32 @@ pub const FAULTS: &[Fault] = &[
         Level::Should,
         "it dropped interfaces",
     ),
+    (
+        "meta",
+        "crash-without-interfaces",
+        "add.prev-result-without-interfaces",
+        "1.1.0",
+        Level::Should,
+        "a crash (a Go panic: panic: runtime error",
+    ),
+    // SPEC 0.4.0: "Errors must be indicated by ... JSON being printed to
+    // stdout".
+    (
+        "meta",
+        "crash-without-interfaces",
+        "add.prev-result-without-interfaces",
+        "0.4.0",
+        Level::Must,
+        "stdout was empty",
+    ),
+    (
+        "meta",
+        "daemon-after-del",
+        "del.leaves-nothing-running",
+        "1.1.0",
+        Level::Should,
+        "still running: pid",
+    ),
 ];
 
 /// The suite's namespaces whose suite process has ended: what a run that
@@ -530,7 +556,8 @@ fn a_bad_plugin_fails_clearly_and_leaves_the_machine_clean() {
     };
     for (fault, needle) in [
         ("hang", "killed after"),
-        ("crash", "no exit status"),
+        ("crash", "killed by signal 6 (SIGABRT): a crash"),
+        ("flood", "killed for printing more than 4194304 bytes"),
         ("garbage", "is not JSON"),
         ("leaves-netns", "left the network namespace faulty-left-"),
     ] {

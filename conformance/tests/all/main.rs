@@ -6,3 +6,4 @@ mod faulty;
 mod interface;
 mod recorder;
 mod reference;
+mod third_party;

@@ -40,28 +40,28 @@ fn a_recorded_session_replays_exactly() {
                       "ipam": {"type": "host-local", "dataDir": dir.path().join("data"),
                                "ranges": [[{"subnet": "10.213.0.0/29"}]]}});
     let shim = Target::native(&plugin);
-    let a = shim.run(&Call::attach("ADD", "ca"), &conf).unwrap();
+    let a = cni_conformance::chain::run(&shim, &Call::attach("ADD", "ca"), &conf, None).unwrap();
     assert_eq!(
         a.json()["ips"][0]["address"],
         "10.213.0.2/29",
         "the real plugin answered through the shim"
     );
-    shim.run(&Call::attach("ADD", "cb"), &conf).unwrap();
+    cni_conformance::chain::run(&shim, &Call::attach("ADD", "cb"), &conf, None).unwrap();
     let mut with_prev = conf.clone();
     with_prev["prevResult"] = a.json();
     assert!(
-        shim.run(&Call::attach("CHECK", "ca"), &with_prev)
+        cni_conformance::chain::run(&shim, &Call::attach("CHECK", "ca"), &with_prev, None)
             .unwrap()
             .ok()
     );
     assert!(
-        shim.run(&Call::attach("DEL", "ca"), &with_prev)
+        cni_conformance::chain::run(&shim, &Call::attach("DEL", "ca"), &with_prev, None)
             .unwrap()
             .ok()
     );
-    let dup = shim.run(&Call::attach("ADD", "cb"), &conf).unwrap();
+    let dup = cni_conformance::chain::run(&shim, &Call::attach("ADD", "cb"), &conf, None).unwrap();
     assert_eq!(dup.code, Some(1), "errors and exit codes pass through");
-    shim.run(&Call::attach("ADD", "cc"), &conf).unwrap();
+    cni_conformance::chain::run(&shim, &Call::attach("ADD", "cc"), &conf, None).unwrap();
 
     let status = Command::new(cli)
         .args(["record", "uninstall", "--plugin"])

@@ -6,14 +6,13 @@
 //! as root; elsewhere these tests say they were skipped.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use cni_conformance::expectations::Expectations;
-use cni_conformance::kind::{self, PluginKind};
+use cni_conformance::kind;
 use cni_conformance::netns::Netns;
 use cni_conformance::recordings::{self, Mode};
 use cni_conformance::suite::Suite;
-use cni_conformance::target::Target;
+use cni_conformance::target::{PluginKind, Target};
 use serde_json::json;
 
 fn installed(plugin: &str) -> Option<PathBuf> {
@@ -54,19 +53,20 @@ fn run_filtered(
     only: Option<(&str, usize)>,
 ) {
     let suite = Suite {
-        target: Arc::new(target),
         recordings: vec![manifest("../testdata/recordings")],
         replay_plugin: replay_plugin.into(),
         modes: vec![Mode::Exact, Mode::Spec],
         expectations,
-        results: Arc::default(),
         strict,
+        ..Suite::of(target).unwrap()
     };
-    let trials = suite.trials().unwrap();
     assert!(
-        suite.unused_expectations(&trials).is_empty(),
+        suite
+            .unused_expectations(&suite.names().unwrap())
+            .is_empty(),
         "stale expectations"
     );
+    let trials = suite.trials().unwrap();
     let args = libtest_mimic::Arguments {
         quiet: true,
         test_threads: Some(only.map_or(2, |o| o.1)),
@@ -106,7 +106,8 @@ fn reference(plugin: &str, kind: PluginKind, host_links: &[&str], link_kind: Opt
         .then(|| read(&format!("reference/{plugin}.small.json")));
     target.host_links = host_links.iter().map(|l| l.to_string()).collect();
     target.timeout = Some(std::time::Duration::from_secs(30));
-    let detected = kind::detect(&target).unwrap();
+    let versions = cni_conformance::chain::versions(&target).unwrap().claimed;
+    let detected = kind::detect(&target, &versions).unwrap();
     assert_eq!(detected.kind, kind, "{plugin}: {}", detected.why);
     target.plugin_kind = kind;
     run(

@@ -37,7 +37,12 @@
 //! - `gc-no-delegate`, `gc-hides-ipam-error`, `status-no-delegate`,
 //!   `status-hides-ipam-error`: the same for GC and STATUS;
 //! - `drops-prev-result` (meta): ADD returns a result without prevResult's
-//!   interfaces and addresses.
+//!   interfaces and addresses;
+//! - `crash-without-interfaces` (meta): ADD indexes `prevResult`'s
+//!   interfaces without looking, and panics, as Go does, on a prevResult
+//!   that has none (podman's dnsname 1.3.1 does);
+//! - `daemon-after-del` (meta): ADD starts a daemon for the attachment that
+//!   DEL never stops.
 //!
 //! It makes its links with `ip`, in the namespace it runs in (the suite's
 //! host namespace for the case) and in `CNI_NETNS`.
@@ -416,6 +421,23 @@ fn meta(cmd: &str, conf: &Value, version: &str, fault: &str) -> Result<Option<Va
         .get("prevResult")
         .filter(|p| p.is_object())
         .ok_or(Fail(7, "must be called as a chained plugin".into()))?;
+    if fault == "crash-without-interfaces"
+        && prev["interfaces"].as_array().is_none_or(|l| l.is_empty())
+    {
+        eprintln!(
+            "panic: runtime error: index out of range [0] with length 0\n\ngoroutine 1 [running]:"
+        );
+        std::process::exit(2);
+    }
+    if fault == "daemon-after-del" {
+        // In a session of its own, as a daemon is: no group kill reaches it.
+        let _ = std::process::Command::new("setsid")
+            .args(["sleep", "600"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
     let mut result = if fault == "drops-prev-result" {
         json!({"dns": {}})
     } else {

@@ -9,7 +9,11 @@
 //! - `hang`: never finishes;
 //! - `crash`: aborts;
 //! - `garbage`: prints something that is not JSON and exits 0;
+//! - `flood`: prints without end;
 //! - `leaves-netns`: makes a network namespace of its own and leaves it.
+//!
+//! And of any command: `errors-exit-0` prints each error object, but exits
+//! 0, as if it had succeeded.
 //!
 //! Run as `faulty-version-echo` (a link to this binary), VERSION answers
 //! 1.0.0 whatever version it was asked in.
@@ -112,6 +116,12 @@ fn bad_plugin(fault: &str) -> Result<(), Fail> {
             print!("this is not JSON");
             std::process::exit(0);
         }
+        "flood" => {
+            let line = [b'x'; 4096];
+            let mut out = std::io::stdout().lock();
+            while std::io::Write::write_all(&mut out, &line).is_ok() {}
+            std::process::exit(0);
+        }
         "leaves-netns" => {
             let name = format!("faulty-left-{}", std::process::id());
             std::process::Command::new("ip")
@@ -209,9 +219,34 @@ fn run(stdin: &[u8]) -> Result<Option<Value>, Fail> {
 fn main() -> ExitCode {
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
+    // `FAULTY_LOG`: a file each call appends its command to, so a test can
+    // see which calls the suite made.
+    if let Some(log) = env("FAULTY_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(
+                f,
+                "{} {}",
+                env("CNI_COMMAND").unwrap_or_default(),
+                env("CNI_CONTAINERID").unwrap_or_default()
+            );
+        }
+    }
     // Read the fault before anything can fail, so that it covers every error.
-    let stderr_errors = serde_json::from_slice::<Value>(&stdin)
-        .is_ok_and(|c| c["ipam"]["fault"] == "stderr-errors");
+    let fault = serde_json::from_slice::<Value>(&stdin)
+        .map(|c| {
+            c["ipam"]["fault"]
+                .as_str()
+                .or(c["fault"].as_str())
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let stderr_errors = fault == "stderr-errors";
     match run(&stdin) {
         Ok(Some(v)) => {
             print!("{v}");
@@ -227,7 +262,11 @@ fn main() -> ExitCode {
                     json!({"cniVersion": "1.1.0", "code": code, "msg": msg})
                 );
             }
-            ExitCode::FAILURE
+            if fault == "errors-exit-0" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -3,7 +3,6 @@
 //! recorded runtime sessions.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use cni::exec::Call;
 use cni::version::VERSIONS;
@@ -29,13 +28,10 @@ fn recordings() -> Vec<std::path::PathBuf> {
 /// Runs the suite; `filter` narrows it like a libtest filter.
 fn conforms(target: Target, modes: Vec<Mode>, filter: Option<&str>) -> u64 {
     let suite = Suite {
-        target: Arc::new(target),
         recordings: recordings(),
         replay_plugin: "host-local".into(),
         modes,
-        expectations: Expectations::default(),
-        results: Arc::default(),
-        strict: false,
+        ..Suite::of(target).unwrap()
     };
     let args = libtest_mimic::Arguments {
         quiet: true,
@@ -81,8 +77,14 @@ fn normalised_results_per_version_for_each_policy() {
         let mut by_version = Map::new();
         for version in VERSIONS {
             let dir = tempfile::tempdir().unwrap();
-            let conf = t.netconf(version, t.ipam.as_ref().unwrap(), &dir.path().join("data"));
-            let out = t.run(&Call::attach("ADD", "snap"), &conf).unwrap();
+            let conf = t.netconf(
+                version,
+                t.ipam.as_ref().unwrap(),
+                &dir.path().join("data"),
+                "conformance",
+            );
+            let out =
+                cni_conformance::chain::run(&t, &Call::attach("ADD", "snap"), &conf, None).unwrap();
             assert!(out.ok(), "{policy} {version}: {}", out.stdout);
             by_version.insert(version.to_string(), normalise(&out.json()));
         }
@@ -130,7 +132,7 @@ fn the_dhcp_policy_conforms_through_macvlan_with_no_expectations() {
         "ipam": {"type": "wasm-ipam", "policy": "dhcp", "grant": ["dhcp"], "dhcpTimeoutMs": 5000}
     });
     let mut t = Target::native(macvlan);
-    t.plugin_kind = cni_conformance::kind::PluginKind::Interface;
+    t.plugin_kind = cni_conformance::target::PluginKind::Interface;
     t.config = Some(config.clone());
     t.small_config = Some(config);
     t.cni_path = vec![
@@ -145,7 +147,6 @@ fn the_dhcp_policy_conforms_through_macvlan_with_no_expectations() {
     t.env = vec![("WASM_IPAM_SOCKET".into(), String::new())];
     t.timeout = Some(std::time::Duration::from_secs(30));
     let suite = Suite {
-        target: Arc::new(t),
         recordings: recordings(),
         replay_plugin: "dhcp".into(),
         modes: vec![Mode::Spec],
@@ -154,12 +155,12 @@ fn the_dhcp_policy_conforms_through_macvlan_with_no_expectations() {
                 .join("../conformance/expectations/macvlan-1.1.1.toml"),
         )
         .unwrap(),
-        results: Arc::default(),
         strict: true,
+        ..Suite::of(t).unwrap()
     };
     assert!(
         suite
-            .unused_expectations(&suite.trials().unwrap())
+            .unused_expectations(&suite.names().unwrap())
             .is_empty()
     );
     let args = libtest_mimic::Arguments {

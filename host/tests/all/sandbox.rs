@@ -206,8 +206,7 @@ fn peak_rss_kib(net: &Net, call: &Call) -> (cni::exec::Outcome, u64) {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code(),
-        elapsed: Default::default(),
-        timed_out: false,
+        ..Default::default()
     };
     (outcome, peak)
 }
