@@ -440,6 +440,22 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_of_one_level_shows_it_once_whatever_its_text_at_each_version() {
+        let mut old = entry("del.repeated", "0.4.0", Status::Pass, "");
+        old.spec = "SPEC.md 0.4.0: the text".into();
+        let new = entry("del.repeated", "1.0.0", Status::Pass, "");
+        let mut lower = entry("del.repeated", "0.3.1", Status::Pass, "");
+        lower.level = "should".into();
+        let md = markdown("p", &[old.clone(), new.clone()], &[]);
+        assert!(md.contains("| del.repeated | must |"), "{md}");
+        let md = markdown("p", &[lower, old, new], &[]);
+        assert!(
+            md.contains("| del.repeated | should (0.3.1); must (0.4.0, 1.0.0) |"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn the_closing_line_is_the_reports_counts_and_names_each_test_by_level() {
         assert!(closing(&[], &[], false).starts_with("cni-conformance: NOTHING JUDGED: 0 passed"));
         let mut leak = entry("add.reuse-after-release", "1.1.0", Status::Warn, "x");

@@ -443,3 +443,29 @@ pub fn version_rules() -> Vec<Rule> {
     all.extend(chained::rules());
     all
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_put_below_its_statements_quotes_why_not_a_must_the_plugin_did_not_meet() {
+        let rule = envelope::rules()
+            .into_iter()
+            .find(|r| r.id == "env.missing-command")
+            .unwrap();
+        // The plugin answered success: no error, so no error code to judge.
+        let text = rule.failure_text(&Finding::from("expected: an error with code 4"), "1.1.0");
+        assert!(
+            text.starts_with("rule env.missing-command (convention): the Go skeleton"),
+            "{text}"
+        );
+        assert!(!text.contains("(MUST): \""), "{text}");
+        // A code-4 message that names nothing breaks the MUST, at its level.
+        let named = Finding::at("spec/errors.code-4", "a code-4 message that names");
+        assert_eq!(rule.level_of(&named, "1.1.0"), Level::Must);
+        // A message tagged with the statement it breaks is judged there.
+        let tagged = Finding::from(tagged("spec/errors.exit-code", "exited 0".into()));
+        assert_eq!(rule.level_of(&tagged, "1.1.0"), Level::Must);
+    }
+}

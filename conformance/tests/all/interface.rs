@@ -471,6 +471,18 @@ fn a_conflist_runs_as_a_chain_and_passes() {
     t.plugin_kind = PluginKind::Interface;
     let err = check(&t, "add.sandbox-reported", "1.0.0").unwrap_err();
     assert!(err.contains("an interfaces entry named eth0"), "{err}");
+    // A plugin of the chain that fails is named, with its place.
+    let list = json!({"name": "chain", "plugins": [config("interface", "none", "10.215.0.0/24"),
+                                                   config("meta", "crash", "")]});
+    let mut t = Target::conflist(list, cni_path());
+    t.plugin_kind = PluginKind::Interface;
+    let err = check(&t, "add.result-schema", "1.0.0").unwrap_err();
+    assert!(
+        err.contains(
+            "got from plugin 2 of 2 (faulty-cni-plugin): killed by signal 6 (SIGABRT): a crash"
+        ),
+        "{err}"
+    );
 }
 
 fn cli(args: &[&str], config: &Value) -> Output {

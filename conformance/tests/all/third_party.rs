@@ -556,3 +556,39 @@ fn a_recorded_chained_plugin_replays_with_the_links_its_prev_result_names() {
 fn read(path: PathBuf) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+#[test]
+fn a_plugin_whose_kind_cannot_be_told_is_shown_with_its_own_answers() {
+    if !crate::interface::can_run() {
+        return;
+    }
+    // A chained plugin whose every ADD hangs: the probe tries each version
+    // in namespaces of its own (no "File exists" from the links of the
+    // last), and says what the plugin answered.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("meta.json");
+    std::fs::write(
+        &config,
+        json!({"type": "faulty-cni-plugin", "mode": "meta", "fault": "hang"}).to_string(),
+    )
+    .unwrap();
+    let (out, text, pid) = cli(&[
+        "--plugin",
+        FAULTY,
+        "--config",
+        config.to_str().unwrap(),
+        "--timeout-ms",
+        "500",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("cannot tell the plugin's kind from what it answered"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ADD with a prevResult: killed after"),
+        "{text}"
+    );
+    assert!(!text.contains("File exists"), "{text}");
+    assert_eq!(left_by(pid), Vec::<String>::new());
+}

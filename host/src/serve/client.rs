@@ -5,7 +5,8 @@
 //! than running it here. Every wait is bounded:
 //!
 //! - connecting does not wait: a server whose backlog is full (stopped, or
-//!   swamped) refuses at once, and the call runs here;
+//!   swamped) refuses at once, and the call runs here; nor is a call told
+//!   to a listener of another user than this process's;
 //! - the server acknowledges a request as soon as it reads it; without
 //!   that within [`ACK_WAIT`] (a stopped server, one running as many calls
 //!   as it takes), the call runs here;
@@ -90,6 +91,18 @@ fn connect_now(socket: &Path) -> Option<UnixStream> {
     .ok()?;
     let addr = SocketAddrUnix::new(socket).ok()?;
     rustix::net::connect(&fd, &addr).ok()?;
+    // Only a server of this process's own user is told the call, as the
+    // server answers only clients of its user: anyone else listening on
+    // the path is not ours to trust.
+    let server = rustix::net::sockopt::socket_peercred(&fd).ok()?;
+    if server.uid != rustix::process::geteuid() {
+        log::warn!(
+            "{} is served by user {}, not by this process's user: running the call here",
+            socket.display(),
+            server.uid.as_raw()
+        );
+        return None;
+    }
     let stream = UnixStream::from(fd);
     stream.set_nonblocking(false).ok()?;
     Some(stream)

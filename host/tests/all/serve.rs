@@ -553,3 +553,43 @@ fn calls_stuck_on_one_store_hold_up_no_other_network() {
     });
     assert_eq!(stuck.leased().len(), 33);
 }
+
+#[test]
+fn a_listener_of_another_user_is_never_told_a_call() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = open.join("wasm-ipam.sock");
+    // A listener made by `nobody`, on a thread of its own (credentials are
+    // per thread on Linux): the peer credentials a client sees are its.
+    let listener = {
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            rustix::thread::set_thread_uid(rustix::fs::Uid::from_raw(65534)).unwrap();
+            std::os::unix::net::UnixListener::bind(&socket).unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    listener.set_nonblocking(true).unwrap();
+    let net = Net::host_local("1.0.0", "10.145.0.0/24");
+    let out = net.run(&via(Call::attach("ADD", "c1"), socket.to_str().unwrap()));
+    assert!(out.ok(), "{} {}", out.stdout, out.stderr);
+    assert!(!served(&out));
+    assert!(
+        out.stderr
+            .contains("is served by user 65534, not by this process's user"),
+        "{}",
+        out.stderr
+    );
+    // It was never even written to: a connection, if any, carried nothing.
+    if let Ok((mut conn, _)) = listener.accept() {
+        conn.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        assert!(!matches!(conn.read(&mut buf), Ok(n) if n > 0));
+    }
+}
