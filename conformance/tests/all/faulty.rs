@@ -487,23 +487,31 @@ fn every_must_and_should_rule_has_a_fault_at_its_level() {
     }
 }
 
+/// The faulty IPAM plugin's `--ipam-config` and `--small-ipam-config`
+/// files with `fault` switched on, in `dir`: a /24 and a /29 of the /16
+/// `net` (its first two octets).
+pub fn ipam_configs(
+    dir: &std::path::Path,
+    fault: &str,
+    net: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let write = |name: String, subnet: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, json!({"subnet": subnet, "fault": fault}).to_string()).unwrap();
+        path
+    };
+    (
+        write(format!("{fault}.json"), format!("{net}.0.0/24")),
+        write(format!("{fault}.small.json"), format!("{net}.1.0/29")),
+    )
+}
+
 #[test]
 fn the_three_faults_a_new_user_tries_are_judged_at_the_spec_level() {
     // Through the CLI, as a plugin author runs it, without --strict.
     let dir = tempfile::tempdir().unwrap();
     let run = |fault: &str, strict: bool| {
-        let ipam = dir.path().join(format!("{fault}.json"));
-        let small = dir.path().join(format!("{fault}.small.json"));
-        std::fs::write(
-            &ipam,
-            json!({"subnet": "10.212.0.0/24", "fault": fault}).to_string(),
-        )
-        .unwrap();
-        std::fs::write(
-            &small,
-            json!({"subnet": "10.212.1.0/29", "fault": fault}).to_string(),
-        )
-        .unwrap();
+        let (ipam, small) = ipam_configs(dir.path(), fault, "10.212");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cni-conformance"));
         cmd.args(["--plugin", FAULTY, "--ipam-config"])
             .arg(&ipam)

@@ -60,6 +60,17 @@ fn cli(args: &[&str]) -> (Output, String, u32) {
     (out, text, pid)
 }
 
+/// The faulty plugin's config as a chained plugin with `fault`, in `dir`.
+fn meta_config(dir: &Path, fault: &str) -> PathBuf {
+    let config = dir.join("meta.json");
+    std::fs::write(
+        &config,
+        json!({"type": "faulty-cni-plugin", "mode": "meta", "fault": fault}).to_string(),
+    )
+    .unwrap();
+    config
+}
+
 /// libtest's line for test `name`.
 fn line_of<'a>(text: &'a str, name: &str) -> &'a str {
     text.lines()
@@ -265,7 +276,7 @@ fn a_run_that_judges_nothing_fails_saying_why() {
         return;
     }
     let dir = tempfile::Builder::new()
-        .prefix("cnict-nonroot")
+        .prefix("nonroot-")
         .tempdir()
         .unwrap();
     std::fs::set_permissions(
@@ -273,12 +284,7 @@ fn a_run_that_judges_nothing_fails_saying_why() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let config = dir.path().join("meta.json");
-    std::fs::write(
-        &config,
-        json!({"type": "faulty-cni-plugin", "mode": "meta", "fault": "none"}).to_string(),
-    )
-    .unwrap();
+    let config = meta_config(dir.path(), "none");
     std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let out = Command::new(SUITE)
         .args(["--plugin", FAULTY, "--kind", "meta", "--config"])
@@ -306,18 +312,7 @@ fn a_run_that_judges_nothing_fails_saying_why() {
 fn a_plugin_whose_errors_exit_0_or_that_hangs_cannot_stall_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let run = |fault: &str, extra: &[&str]| {
-        let ipam = dir.path().join(format!("{fault}.json"));
-        let small = dir.path().join(format!("{fault}.small.json"));
-        std::fs::write(
-            &ipam,
-            json!({"subnet": "10.232.0.0/24", "fault": fault}).to_string(),
-        )
-        .unwrap();
-        std::fs::write(
-            &small,
-            json!({"subnet": "10.232.1.0/29", "fault": fault}).to_string(),
-        )
-        .unwrap();
+        let (ipam, small) = crate::faulty::ipam_configs(dir.path(), fault, "10.232");
         let started = Instant::now();
         let mut args = vec![
             "--plugin",
@@ -363,13 +358,7 @@ fn a_daemon_left_after_del_is_named_and_killed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("meta.json");
-    std::fs::write(
-        &config,
-        json!({"type": "faulty-cni-plugin", "mode": "meta", "fault": "daemon-after-del"})
-            .to_string(),
-    )
-    .unwrap();
+    let config = meta_config(dir.path(), "daemon-after-del");
     let (out, text, _) = cli(&[
         "--plugin",
         FAULTY,
@@ -566,12 +555,7 @@ fn a_plugin_whose_kind_cannot_be_told_is_shown_with_its_own_answers() {
     // in namespaces of its own (no "File exists" from the links of the
     // last), and says what the plugin answered.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("meta.json");
-    std::fs::write(
-        &config,
-        json!({"type": "faulty-cni-plugin", "mode": "meta", "fault": "hang"}).to_string(),
-    )
-    .unwrap();
+    let config = meta_config(dir.path(), "hang");
     let (out, text, pid) = cli(&[
         "--plugin",
         FAULTY,

@@ -150,6 +150,24 @@ impl Net {
     }
 }
 
+/// Spawns `cmd` with its stdin piped, writes `stdin` into it and closes it.
+pub fn spawn_fed(cmd: &mut std::process::Command, stdin: &[u8]) -> std::process::Child {
+    use std::io::Write;
+    let mut child = cmd.stdin(std::process::Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child
+}
+
+/// Runs the binary for `call` with `conf`, killed past `limit`: for a
+/// test that must show a call ends, not how fast.
+pub fn run_within(call: &Call, conf: &Value, limit: std::time::Duration) -> Outcome {
+    let spawn = exec::Spawn {
+        timeout: Some(limit),
+        netns: None,
+    };
+    exec::run_with(plugin(), call, conf.to_string().as_bytes(), &spawn).unwrap()
+}
+
 /// Whether `path` is installed; a test without it is skipped, except in CI,
 /// which must have installed the Debian `package`.
 pub fn installed(path: &str, package: &str) -> bool {

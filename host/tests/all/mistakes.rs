@@ -6,10 +6,10 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cni::exec::{self, Call, Spawn};
+use cni::exec::{self, Call};
 use serde_json::{Value, json};
 
-use crate::common::{Net, assert_error, installed, plugin, serving_address};
+use crate::common::{Net, assert_error, installed, plugin, run_within, serving_address, spawn_fed};
 
 #[test]
 fn a_reversed_range_is_refused_and_nothing_leaves_the_range() {
@@ -191,17 +191,7 @@ fn gc_takes_eighty_thousand_valid_attachments() {
     conf["cni.dev/attachments"] = json!(valid);
     // A bound to catch a quadratic GC (80,000 took 13.6 s), far above
     // what a linear one takes.
-    let spawn = Spawn {
-        timeout: Some(Duration::from_secs(60)),
-        netns: None,
-    };
-    let out = exec::run_with(
-        plugin(),
-        &Call::new("GC"),
-        conf.to_string().as_bytes(),
-        &spawn,
-    )
-    .unwrap();
+    let out = run_within(&Call::new("GC"), &conf, Duration::from_secs(60));
     assert!(
         out.ok() && !out.timed_out,
         "{} {}",
@@ -280,25 +270,19 @@ fn a_closed_stdout_ends_the_call_without_a_panic() {
     let net = Net::host_local("1.0.0", "10.47.0.0/24");
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut child = Command::new(plugin())
-        .env_clear()
-        .envs([
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_NETNS", "/x"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(net.conf.to_string().as_bytes())
-        .unwrap();
+    let child = spawn_fed(
+        Command::new(plugin())
+            .env_clear()
+            .envs([
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_NETNS", "/x"),
+            ])
+            .stdout(writer)
+            .stderr(Stdio::piped()),
+        net.conf.to_string().as_bytes(),
+    );
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -332,28 +316,22 @@ fn bridge_with_a_closed_stderr_gets_its_address_and_pooled_leaves_it_the_gateway
     let run = |command: &str| {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", host.name(), "/usr/lib/cni/bridge"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs([
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", "quiet-c1"),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_NETNS", &ctr.path().display().to_string()),
-                ("CNI_PATH", &cni_path),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(writer)
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
+        let child = spawn_fed(
+            Command::new("ip")
+                .args(["netns", "exec", host.name(), "/usr/lib/cni/bridge"])
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .envs([
+                    ("CNI_COMMAND", command),
+                    ("CNI_CONTAINERID", "quiet-c1"),
+                    ("CNI_IFNAME", "eth0"),
+                    ("CNI_NETNS", &ctr.path().display().to_string()),
+                    ("CNI_PATH", &cni_path),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(writer),
+            conf.to_string().as_bytes(),
+        );
         child.wait_with_output().unwrap()
     };
     let added = run("ADD");

@@ -176,21 +176,15 @@ fn store_limits_hold() {
 /// Runs the call and samples the host's peak resident memory (VmHWM) from
 /// /proc until it exits.
 fn peak_rss_kib(net: &Net, call: &Call) -> (cni::exec::Outcome, u64) {
-    use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut cmd = Command::new(crate::common::plugin());
-    cmd.env_clear()
-        .envs(call.vars())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(net.conf.to_string().as_bytes())
-        .unwrap();
+    let mut child = crate::common::spawn_fed(
+        Command::new(crate::common::plugin())
+            .env_clear()
+            .envs(call.vars())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        net.conf.to_string().as_bytes(),
+    );
     let status = format!("/proc/{}/status", child.id());
     let mut peak = 0;
     while child.try_wait().unwrap().is_none() {

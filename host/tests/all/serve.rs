@@ -12,7 +12,7 @@ use cni::exec::{Call, Outcome};
 use serde_json::{Value, json};
 use wasm_ipam::envvars::{DEBUG, SOCKET, TEST_CRASH_AT};
 
-use crate::common::{Net, plugin, test_policy};
+use crate::common::{Net, plugin, run_within, test_policy};
 
 /// A server on a socket of its own, killed when dropped.
 pub(crate) struct Server {
@@ -189,9 +189,10 @@ fn the_socket_is_root_only_and_goes_on_sigterm() {
     assert_eq!(mode(&server.socket), 0o600);
     assert_eq!(mode(server.socket.parent().unwrap()), 0o700);
 
-    // A peer with another user id is refused even where it can connect:
-    // it runs its call itself (and here fails, as that user cannot write
-    // the store).
+    // A process of another user, where it can connect, does not tell the
+    // server its call (a server of another user is not its to trust): it
+    // runs the call itself (and here fails, as that user cannot write the
+    // store).
     let net = Net::host_local("1.0.0", "10.142.0.0/24");
     let run = server.socket.parent().unwrap();
     for dir in [run, run.parent().unwrap()] {
@@ -211,9 +212,30 @@ fn the_socket_is_root_only_and_goes_on_sigterm() {
     let out = nobody.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(!stderr.contains("served by"), "{stderr}");
-    assert!(stderr.contains("did not answer the call"), "{stderr}");
+    assert!(!stderr.contains("served by wasm-ipam"), "{stderr}");
+    assert!(
+        stderr.contains("is served by user 0, not by this process's user"),
+        "{stderr}"
+    );
     assert!(!net.data_dir().exists());
+    // And the server answers no peer of another user, even one that sends
+    // a request anyway: the connection is closed unanswered.
+    let socket = server.socket.clone();
+    let answer = std::thread::spawn(move || {
+        rustix::thread::set_thread_uid(rustix::fs::Uid::from_raw(65534)).unwrap();
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let request = br#"{"env":[["CNI_COMMAND","ADD"]],"cwd":"/","ack_by_ms":0,"deadline_ms":0}"#;
+        let mut frame = (request.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(request);
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        std::io::Write::write_all(&mut stream, &frame).unwrap();
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        got
+    })
+    .join()
+    .unwrap();
+    assert!(answer.is_empty(), "{answer:?}");
 
     server.signal("-TERM");
     let (status, stderr) = server.wait();
@@ -526,17 +548,11 @@ fn calls_stuck_on_one_store_hold_up_no_other_network() {
         // own process at once, while the lock is still held. The limit
         // catches a call queued behind the stuck ones (their wait is 30 s).
         let other = Net::host_local("1.0.0", "10.144.0.0/24");
-        let spawn = cni::exec::Spawn {
-            timeout: Some(Duration::from_secs(20)),
-            netns: None,
-        };
-        let out = cni::exec::run_with(
-            plugin(),
+        let out = run_within(
             &via(Call::attach("ADD", "o1"), server.path()),
-            other.conf.to_string().as_bytes(),
-            &spawn,
-        )
-        .unwrap();
+            &other.conf,
+            Duration::from_secs(20),
+        );
         assert!(
             out.ok() && !out.timed_out,
             "{} {} {}",
