@@ -151,6 +151,26 @@ fn place(i: usize, n: usize, plugin: &Value) -> String {
     )
 }
 
+/// Runs `call` on plugin `i` of `plugins` with `conf`, found on the
+/// target's CNI path; the outcome names the plugin and its place.
+fn run_plugin(
+    target: &Target,
+    plugins: &[Value],
+    i: usize,
+    call: &Call,
+    conf: &Value,
+    spawn: &Spawn,
+) -> std::io::Result<Outcome> {
+    let plugin = &plugins[i];
+    let plugin_type = plugin["type"].as_str().unwrap_or_default();
+    let mut out = match find(target, plugin_type) {
+        Some(binary) => one(target, &binary, call, &stdin_bytes(conf), spawn)?,
+        None => missing(plugin_type, &target.cni_path_var()),
+    };
+    out.origin = Some(place(i, plugins.len(), plugin));
+    Ok(out)
+}
+
 /// Runs `call` on the conflist `list`: its own plugins (each pointed at
 /// the case's `dataDir`), or, for a VERSION or a config that is not JSON,
 /// the target's.
@@ -160,16 +180,7 @@ fn run_list(target: &Target, call: &Call, list: &Value, spawn: &Spawn) -> std::i
         _ => target.plugins(),
     };
     let n = plugins.len();
-    let run_one = |i: usize, conf: &Value| -> std::io::Result<Outcome> {
-        let plugin = &plugins[i];
-        let plugin_type = plugin["type"].as_str().unwrap_or_default();
-        let mut out = match find(target, plugin_type) {
-            Some(binary) => one(target, &binary, call, &stdin_bytes(conf), spawn)?,
-            None => missing(plugin_type, &target.cni_path_var()),
-        };
-        out.origin = Some(place(i, n, plugin));
-        Ok(out)
-    };
+    let run_one = |i: usize, conf: &Value| run_plugin(target, &plugins, i, call, conf, spawn);
     if n == 0 {
         return Ok(Outcome::not_run("the conflist has no plugins"));
     }
@@ -308,17 +319,15 @@ pub fn versions(target: &Target) -> Result<Versions, String> {
     };
     if target.binary().is_none() {
         let plugins = target.plugins();
-        let mut sent = |i: usize| -> std::io::Result<Outcome> {
-            let plugin_type = plugins[i]["type"].as_str().unwrap_or_default();
-            let mut out = match find(target, plugin_type) {
-                Some(binary) => run_one_version(target, &binary, &ask)?,
-                None => missing(plugin_type, &target.cni_path_var()),
-            };
-            out.origin = Some(place(i, plugins.len(), &plugins[i]));
-            Ok(out)
+        let spawn = Spawn {
+            timeout: target.timeout,
+            netns: None,
         };
-        let (out, narrowed) = versions_outcome(&plugins, &mut sent)
-            .map_err(|e| format!("cannot run {}: {e}", target.describe()))?;
+        let version = Call::new("VERSION");
+        let (out, narrowed) = versions_outcome(&plugins, |i| {
+            run_plugin(target, &plugins, i, &version, &ask, &spawn)
+        })
+        .map_err(|e| format!("cannot run {}: {e}", target.describe()))?;
         let claimed = supported_versions(&out).map_err(|_| failed(&out))?;
         return Ok(Versions { claimed, narrowed });
     }
@@ -329,24 +338,6 @@ pub fn versions(target: &Target) -> Result<Versions, String> {
         claimed,
         narrowed: None,
     })
-}
-
-fn run_one_version(
-    target: &Target,
-    binary: &std::path::Path,
-    ask: &Value,
-) -> std::io::Result<Outcome> {
-    let spawn = Spawn {
-        timeout: target.timeout,
-        netns: None,
-    };
-    one(
-        target,
-        binary,
-        &Call::new("VERSION"),
-        &stdin_bytes(ask),
-        &spawn,
-    )
 }
 
 #[cfg(test)]

@@ -119,14 +119,18 @@ fn exchange(
     stream.set_write_timeout(Some(until(request.ack_by_ms)))?;
     wire::send(stream, request, stdin)?;
     stream.set_read_timeout(Some(until(request.ack_by_ms)))?;
-    let mut ack = [0u8; 1];
-    std::io::Read::read_exact(stream, &mut ack)
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(stream, &mut first)
         .map_err(|e| std::io::Error::new(e.kind(), format!("no acknowledgement: {e}")))?;
-    if ack[0] != ACK {
-        return Err(std::io::Error::other("not an acknowledgement"));
-    }
     stream.set_read_timeout(Some(until(request.deadline_ms)))?;
-    wire::receive::<Response>(stream)
+    if first[0] == ACK {
+        return wire::receive::<Response>(stream);
+    }
+    // A server of an older build, still running while the binary was
+    // upgraded, answers without acknowledging: the byte read is the first
+    // of its answer's length. Its answer is taken, as the call it ran is
+    // committed whatever this process does.
+    wire::receive::<Response>(&mut std::io::Read::chain(&first[..], stream))
 }
 
 /// What the server needs of this process: the variables a call reads and

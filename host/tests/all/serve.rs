@@ -609,3 +609,46 @@ fn a_listener_of_another_user_is_never_told_a_call() {
         assert!(!matches!(conn.read(&mut buf), Ok(n) if n > 0));
     }
 }
+
+#[test]
+fn a_server_of_an_older_build_that_does_not_acknowledge_is_still_heard() {
+    // While the binary is upgraded under a running server, that server
+    // answers without the acknowledgement: its answer is the call's, since
+    // it committed what it ran.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("old.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let old = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let frame = |conn: &mut std::os::unix::net::UnixStream| {
+            let mut len = [0u8; 4];
+            conn.read_exact(&mut len).unwrap();
+            let mut body = vec![0; u32::from_le_bytes(len) as usize];
+            conn.read_exact(&mut body).unwrap();
+            body
+        };
+        let request: Value = serde_json::from_slice(&frame(&mut conn)).unwrap();
+        frame(&mut conn);
+        let header = br#"{"status":0,"stderr":["wasm-ipam: served by an older server"]}"#;
+        let body = br#"{"cniVersion":"1.0.0","ips":[{"address":"10.146.0.9/24"}]}"#;
+        let mut answer = Vec::new();
+        for part in [&header[..], &body[..]] {
+            answer.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            answer.extend_from_slice(part);
+        }
+        std::io::Write::write_all(&mut conn, &answer).unwrap();
+        request
+    });
+    let net = Net::host_local("1.0.0", "10.146.0.0/24");
+    let out = net.run(&via(Call::attach("ADD", "c1"), socket.to_str().unwrap()));
+    assert!(out.ok(), "{} {}", out.stdout, out.stderr);
+    assert_eq!(out.json()["ips"][0]["address"], "10.146.0.9/24");
+    assert!(
+        out.stderr.contains("served by an older server"),
+        "{}",
+        out.stderr
+    );
+    assert!(net.leased().is_empty(), "the call ran once, in the server");
+    let request = old.join().unwrap();
+    assert!(request["deadline_ms"].as_u64().unwrap() > 0);
+}
