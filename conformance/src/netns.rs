@@ -310,7 +310,7 @@ fn install_cleanup() {
 const STATE_ROOTS: &[&str] = &["/run", "/var/lib/cni", "/var/lib/containers"];
 const STATE_DEPTH: usize = 5;
 
-/// The folders under [`STATE_ROOTS`] before a run, so that the folders a
+/// The folders under `STATE_ROOTS` before a run, so that the folders a
 /// plugin made for the run's networks and left empty can go too.
 pub struct StateBefore(BTreeSet<PathBuf>);
 

@@ -25,7 +25,7 @@
 //!
 //! A chained plugin's ADD was recorded with the `prevResult` of the plugins
 //! before it, which the replay does not run: the links that result names
-//! are made first ([`Spaces::links_of`]), as they stood on the recording
+//! are made first (`Spaces::links_of`), as they stood on the recording
 //! machine: the first host-side interface, when there are several, as a
 //! bridge holding the gateways, every other host-side one as a veth whose
 //! peer is the container interface beside it in the list, with the

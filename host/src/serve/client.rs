@@ -8,9 +8,9 @@
 //!   swamped) refuses at once, and the call runs here; nor is a call told
 //!   to a listener of another user than this process's;
 //! - the server acknowledges a request as soon as it reads it; without
-//!   that within [`ACK_WAIT`] (a stopped server, one running as many calls
+//!   that within `ACK_WAIT` (a stopped server, one running as many calls
 //!   as it takes), the call runs here;
-//! - the answer is waited for until [`ANSWER_WAIT`] has passed, and the
+//! - the answer is waited for until `ANSWER_WAIT` has passed, and the
 //!   server never commits a call past that deadline, nor once this process
 //!   has hung up (`guard`), so running the call here after giving up is
 //!   safe: the server's attempt left nothing behind.

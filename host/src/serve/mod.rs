@@ -29,7 +29,11 @@
 //!   lapses at its expiry.
 //! - Root only: the socket is created mode 0600 (in a 0700 folder when the
 //!   server creates the folder), and the server answers only peers with
-//!   its own user id (`SO_PEERCRED`).
+//!   its own user id (`SO_PEERCRED`); a client tells its call only to a
+//!   server of its own user id.
+//! - Never worse than no server: every wait of the client is bounded, a
+//!   server at capacity turns calls away, and a call its client gave up
+//!   on never commits ([`client`], [`guard`]).
 
 pub mod client;
 pub mod guard;
