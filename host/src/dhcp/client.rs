@@ -282,6 +282,9 @@ fn exchange(
                 {
                     break;
                 }
+                // A signal to this process (a child's SIGCHLD, serve's
+                // SIGTERM handler) interrupts recv; the wait goes on.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(DhcpError::Io(format!("receiving on {}: {e}", at.ifname))),
             };
             // Anything else on port 68 (another client's answer, noise) is

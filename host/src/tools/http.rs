@@ -127,9 +127,10 @@ fn read_head(stream: &mut TcpStream) -> Result<(String, u8), String> {
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
     loop {
-        let n = stream
-            .read(&mut buf[len..])
-            .map_err(|e| format!("reading the request: {e}"))?;
+        let n = match stream.read(&mut buf[len..]) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            read => read.map_err(|e| format!("reading the request: {e}"))?,
+        };
         if n == 0 {
             return Err("the request ended before its head did".into());
         }
