@@ -823,11 +823,13 @@ mod tests {
         // themselves (a few ms each, with their backoff) stay well within.
         let mut store = TestStore::new(3, Duration::ZERO);
         store.queue = Duration::from_millis(400);
-        let etcd = StoreConf::Etcd(crate::cni::config::EtcdConf {
+        let etcd = StoreConf::Etcd(Box::new(crate::cni::config::EtcdConf {
             endpoints: vec!["http://127.0.0.1:1".into()],
             prefix: "/x/".into(),
             timeout: Duration::from_millis(300),
-        });
+            tls: None,
+            auth: None,
+        }));
         let (store, answer, took) = add_with(store, None, etcd);
         assert!(answer.is_ok(), "{answer:?}");
         assert_eq!(store.begun.load(Ordering::SeqCst), 4);

@@ -31,6 +31,9 @@
 //!   resolv.conf) without following a final link, only if it is a regular
 //!   file, never blocking on a FIFO, and never more than a bound, whatever
 //!   the file claims its size is (`/dev/zero` claims 0).
+//! - [`read_trusted`] reads a file that decides whom wasm-ipam trusts (the
+//!   CA of etcd's members): where a link leads, then only if that file and
+//!   every folder above it are root's alone.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -319,9 +322,55 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
             "it is {kind}, not a regular file"
         )));
     }
+    read_bounded(std::fs::File::from(fd), limit)
+}
+
+/// The content of the file `path`, at most `limit` bytes, read only if no
+/// one but root and this user can change it: the file where it really is
+/// (a link is followed, as a Kubernetes Secret's files are links into a
+/// folder the kubelet swaps on rotation), every folder above that as
+/// [`TrustedDir::open`] checks them, and the file itself, checked on its
+/// descriptor, a regular file that others cannot write. For what decides
+/// whom wasm-ipam trusts, such as the CA that vouches for etcd's members.
+pub fn read_trusted(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+    let real = std::fs::canonicalize(path).map_err(FileError::Io)?;
+    let (Some(parent), Some(name)) = (real.parent(), real.file_name()) else {
+        return Err(FileError::Refused("it is not a file".into()));
+    };
+    let dir = TrustedDir::open(parent, false).map_err(|e| match e {
+        TrustError::Io { error, .. } => FileError::Io(error),
+        unsafe_dir => FileError::Refused(unsafe_dir.to_string()),
+    })?;
+    let fd = rustix::fs::openat(
+        dir.fd(),
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|e| FileError::Io(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| FileError::Io(e.into()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(FileError::Refused(format!(
+            "{} is not a regular file",
+            real.display()
+        )));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if (st.st_uid != 0 && st.st_uid != me) || st.st_mode & 0o022 != 0 {
+        return Err(FileError::Refused(format!(
+            "{} can be changed by others (owner uid {}, mode {:04o})",
+            real.display(),
+            st.st_uid,
+            st.st_mode & 0o7777
+        )));
+    }
+    read_bounded(std::fs::File::from(fd), limit)
+}
+
+/// At most `limit` bytes of `file`, or a refusal when it holds more.
+fn read_bounded(file: std::fs::File, limit: u64) -> Result<Vec<u8>, FileError> {
     let mut bytes = Vec::new();
-    std::fs::File::from(fd)
-        .take(limit + 1)
+    file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(FileError::Io)?;
     if bytes.len() as u64 > limit {
@@ -386,6 +435,31 @@ mod tests {
         std::os::unix::fs::symlink("real/data", tmp.path().join("data")).unwrap();
         let err = TrustedDir::open(&tmp.path().join("data"), true).unwrap_err();
         assert!(err.to_string().contains("is a symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn read_trusted_follows_links_but_reads_only_what_others_cannot_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("..2026_12_07");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("ca.pem"), b"pem").unwrap();
+        // A Kubernetes Secret's layout: name -> ..data/name, ..data -> dir.
+        std::os::unix::fs::symlink("..2026_12_07", tmp.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/ca.pem", tmp.path().join("ca.pem")).unwrap();
+        assert_eq!(
+            read_trusted(&tmp.path().join("ca.pem"), 10).unwrap(),
+            b"pem"
+        );
+        chmod(&data.join("ca.pem"), 0o666);
+        let err = read_trusted(&tmp.path().join("ca.pem"), 10).unwrap_err();
+        assert!(
+            err.to_string().contains("can be changed by others"),
+            "{err}"
+        );
+        chmod(&data.join("ca.pem"), 0o644);
+        chmod(&data, 0o777);
+        let err = read_trusted(&tmp.path().join("ca.pem"), 10).unwrap_err();
+        assert!(err.to_string().contains("writable by"), "{err}");
     }
 
     #[test]

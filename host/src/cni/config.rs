@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 
 use super::env::valid_id;
 use super::error::CniError;
+use super::store_conf::parse_store;
+pub use super::store_conf::{EtcdAuth, EtcdConf, EtcdTls, StoreConf};
 use super::version::CniVersion;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/wasm-ipam";
@@ -35,149 +37,6 @@ impl Default for Limits {
             fuel: 2_000_000_000,
         }
     }
-}
-
-/// Where the store lives: `ipam.store`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum StoreConf {
-    /// The embedded SQLite database in `dataDir` (the default).
-    #[default]
-    Embedded,
-    /// An etcd cluster shared by the nodes: `{"etcd": {...}}`.
-    Etcd(EtcdConf),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdConf {
-    pub endpoints: Vec<String>,
-    /// Every key lives under `<prefix>/<network>/`.
-    pub prefix: String,
-    /// The bound on connecting and on each request.
-    pub timeout: Duration,
-}
-
-impl StoreConf {
-    /// As `ipam.store` spells it: `null` for the embedded store.
-    pub fn to_json(&self) -> Value {
-        match self {
-            StoreConf::Embedded => Value::Null,
-            StoreConf::Etcd(e) => serde_json::json!({"etcd": {
-                "endpoints": e.endpoints,
-                "prefix": e.prefix,
-                "timeoutMs": e.timeout.as_millis() as u64,
-            }}),
-        }
-    }
-
-    /// Reads what [`StoreConf::to_json`] wrote, with the checks of
-    /// `ipam.store`.
-    pub fn from_json(v: &Value) -> Result<StoreConf, CniError> {
-        let mut ipam = Map::new();
-        ipam.insert("store".into(), v.clone());
-        parse_store(&ipam)
-    }
-}
-
-fn parse_store(ipam: &Map<String, Value>) -> Result<StoreConf, CniError> {
-    let Some(v) = ipam.get("store").filter(|v| !v.is_null()) else {
-        return Ok(StoreConf::Embedded);
-    };
-    let obj = v
-        .as_object()
-        .ok_or_else(|| invalid(format!("ipam.store must be an object, not {v}")))?;
-    let kinds: Vec<&String> = obj.keys().collect();
-    let Some(etcd) = obj.get("etcd").filter(|_| kinds.len() == 1) else {
-        return Err(invalid(format!(
-            "ipam.store must name one backend, {{\"etcd\": {{...}}}}, not {v}; without ipam.store the embedded database in dataDir is used"
-        )));
-    };
-    let etcd = etcd
-        .as_object()
-        .ok_or_else(|| invalid(format!("ipam.store.etcd must be an object, not {etcd}")))?;
-    if let Some(unknown) = etcd
-        .keys()
-        .find(|k| !["endpoints", "prefix", "timeoutMs"].contains(&k.as_str()))
-    {
-        return Err(invalid(format!(
-            "ipam.store.etcd.{unknown} is not a setting: the settings are endpoints, prefix and timeoutMs"
-        )));
-    }
-    let endpoints: Vec<String> = match etcd.get("endpoints") {
-        Some(Value::Array(list)) if !list.is_empty() => list
-            .iter()
-            .enumerate()
-            .map(|(i, e)| endpoint(i, e))
-            .collect::<Result<_, _>>()?,
-        other => {
-            return Err(invalid(format!(
-                "ipam.store.etcd.endpoints must be a non-empty list of URLs, not {}",
-                other.map_or("nothing".to_string(), Value::to_string)
-            )));
-        }
-    };
-    let prefix = opt_str(etcd, "prefix", "ipam.store.etcd.prefix")?.unwrap_or("/wasm-ipam");
-    if let Some(c) = prefix.chars().find(|c| c.is_control()) {
-        return Err(invalid(format!(
-            "ipam.store.etcd.prefix {prefix:?} has the control character {c:?}: a prefix is a \
-             plain path such as \"/wasm-ipam\""
-        )));
-    }
-    let prefix = prefix.trim_end_matches('/').to_string();
-    let timeout = Duration::from_millis(
-        opt_u64(etcd, "timeoutMs", "ipam.store.etcd.timeoutMs", (1, 60_000))?.unwrap_or(2000),
-    );
-    Ok(StoreConf::Etcd(EtcdConf {
-        endpoints,
-        prefix,
-        timeout,
-    }))
-}
-
-/// One of `ipam.store.etcd.endpoints`, the `i`th: an `http://` URL of a
-/// host and a port, checked here so that a typo is code 7 naming it, not
-/// "try again later" from a client that can never connect.
-fn endpoint(i: usize, e: &Value) -> Result<String, CniError> {
-    let field = format!("ipam.store.etcd.endpoints[{i}]");
-    let text = e.as_str().ok_or_else(|| {
-        invalid(format!(
-            "{field} must be a URL such as \"http://127.0.0.1:2379\", not {e}"
-        ))
-    })?;
-    let bad = |why: String| invalid(format!("{field} {text:?} {why}"));
-    let url = url::Url::parse(text).map_err(|err| {
-        bad(format!(
-            "is not a URL such as \"http://127.0.0.1:2379\" ({err})"
-        ))
-    })?;
-    match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(bad(
-                "asks for TLS, which this version does not speak to etcd yet: reach etcd over \
-                 http:// on a network only the nodes share"
-                    .into(),
-            ));
-        }
-        other => {
-            return Err(bad(format!(
-                "has the scheme {other:?}; etcd is reached over http://"
-            )));
-        }
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("names no host".into()));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad(
-            "carries a user name or password, which etcd endpoints do not take".into(),
-        ));
-    }
-    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-        return Err(bad(
-            "has a path, query or fragment; an endpoint is a scheme, a host and a port".into(),
-        ));
-    }
-    Ok(text.to_string())
 }
 
 /// Kubernetes' rule for a node's name (a DNS-1123 subdomain): at most 253
@@ -271,11 +130,11 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
 
-fn invalid(msg: String) -> CniError {
+pub(super) fn invalid(msg: String) -> CniError {
     CniError::InvalidConfig(msg)
 }
 
-fn opt_str<'a>(
+pub(super) fn opt_str<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
     path: &str,
@@ -583,11 +442,13 @@ mod tests {
         v["ipam"]["store"] = json!({"etcd": {"endpoints": ["http://127.0.0.1:2379"], "prefix": "/x/", "timeoutMs": 300}});
         assert_eq!(
             parse(v).unwrap().ipam.store,
-            StoreConf::Etcd(EtcdConf {
+            StoreConf::Etcd(Box::new(EtcdConf {
                 endpoints: vec!["http://127.0.0.1:2379".into()],
                 prefix: "/x".into(),
                 timeout: Duration::from_millis(300),
-            })
+                tls: None,
+                auth: None,
+            }))
         );
         for (store, needle) in [
             (json!("etcd"), "ipam.store must be an object"),
@@ -602,7 +463,7 @@ mod tests {
             ),
             (
                 json!({"etcd": {"endpoints": ["http://127.0.0.1:2379", "https://10.0.0.11:2379"]}}),
-                "endpoints[1] \"https://10.0.0.11:2379\" asks for TLS",
+                "ipam.store.etcd.endpoints mixes http:// and https://",
             ),
             (
                 json!({"etcd": {"endpoints": ["http://127.0.0.1:99999"]}}),

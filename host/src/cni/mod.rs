@@ -6,5 +6,6 @@
 
 pub mod config;
 pub mod resolv;
+pub mod store_conf;
 
 pub use ::cni::{CniError, env, error, result, version};

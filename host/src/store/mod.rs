@@ -35,6 +35,10 @@ pub enum StoreError {
     /// damaged file).
     #[error("{0}")]
     Io(String),
+    /// The store's settings cannot work: a file they name, or credentials
+    /// the store refuses. Trying again would meet the same.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl From<StoreError> for CniError {
@@ -47,6 +51,7 @@ impl From<StoreError> for CniError {
                 CniError::TryAgain(format!("store: {m}; try again later"))
             }
             StoreError::Io(m) => CniError::Io(format!("store: {m}")),
+            StoreError::Config(m) => CniError::InvalidConfig(format!("store: {m}")),
         }
     }
 }

@@ -98,12 +98,17 @@ pub(super) struct MarkerLease(Mutex<Option<(i64, Instant)>>);
 /// leader (the minority side of a partition, or an election) then answers
 /// "no leader" at once instead of holding the request until it times out.
 pub(super) struct Endpoints {
-    clients: Vec<Client>,
+    clients: Vec<(String, Client)>,
     current: AtomicUsize,
 }
 
 impl Endpoints {
-    /// Clients for `urls`; they connect on their first request.
+    /// Clients for `urls`, made at once. Without a user they connect on
+    /// their first request; with one, each logs in now (etcd-client asks
+    /// for a token), so a member that is down or cut off is left out
+    /// rather than failing the call, as long as one is reached. A refusal
+    /// (credentials, a certificate) from any member ends it at once: every
+    /// member would answer the same.
     pub(super) async fn new(
         urls: &[String],
         options: ConnectOptions,
@@ -111,11 +116,37 @@ impl Endpoints {
         if urls.is_empty() {
             return Err(etcd_client::Error::InvalidArgs("no endpoints".into()));
         }
-        let mut clients = Vec::new();
-        for url in urls {
-            let options = options.clone().with_require_leader(true);
-            clients.push(Client::connect([url], Some(options)).await?);
+        let mut attempts = tokio::task::JoinSet::new();
+        for (i, url) in urls.iter().enumerate() {
+            let (url, options) = (url.clone(), options.clone().with_require_leader(true));
+            attempts.spawn(async move {
+                let made = Client::connect([&url], Some(options)).await;
+                (i, url, made)
+            });
         }
+        let mut clients = Vec::new();
+        let mut last = None;
+        while let Some(joined) = attempts.join_next().await {
+            let (i, url, made) =
+                joined.map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?;
+            match made {
+                Ok(client) => clients.push((i, url, client)),
+                Err(e) if super::credentials::refused(&e) => return Err(e),
+                Err(e) => {
+                    log::debug!(
+                        "etcd: {url} is not reached now ({}); going on without it",
+                        describe(&e)
+                    );
+                    last = Some(e);
+                }
+            }
+        }
+        if clients.is_empty() {
+            return Err(last.expect("an error per endpoint"));
+        }
+        // In the config's order, whichever answered first.
+        clients.sort_by_key(|(i, _, _)| *i);
+        let clients: Vec<(String, Client)> = clients.into_iter().map(|(_, u, c)| (u, c)).collect();
         Ok(Endpoints {
             current: AtomicUsize::new(std::process::id() as usize % clients.len()),
             clients,
@@ -124,7 +155,12 @@ impl Endpoints {
 
     fn current(&self) -> (usize, Client) {
         let i = self.current.load(Ordering::Relaxed) % self.clients.len();
-        (i, self.clients[i].clone())
+        (i, self.clients[i].1.clone())
+    }
+
+    /// The URL of endpoint `i`, for messages.
+    pub(super) fn url(&self, i: usize) -> &str {
+        &self.clients[i % self.clients.len()].0
     }
 
     /// Moves on from endpoint `i`, unless another request already did.
@@ -172,6 +208,9 @@ pub(super) fn describe(e: &etcd_client::Error) -> String {
 /// may not recur on another endpoint or a moment later.
 pub(super) fn transient(e: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
+    if super::credentials::refused(e) {
+        return false;
+    }
     match e {
         E::TransportError(_) | E::IoError(_) => true,
         E::GRpcStatus(s) => {
@@ -239,8 +278,7 @@ impl Shared {
             let (endpoint, client) = self.clients.current();
             let last = match self.send(left, f(client)) {
                 Sent::Answered(v) => return Ok(v),
-                Sent::Failed(e) if !transient(&e) => return Err(self.error(what, e)),
-                Sent::Failed(e) => describe(&e),
+                Sent::Failed(e) => self.failed(what, endpoint, e, left)?,
                 Sent::NoAnswer(after) => format!("no answer within {} ms", after.as_millis()),
             };
             self.clients.failed(endpoint);
@@ -255,6 +293,40 @@ impl Shared {
             }
             log::debug!("etcd: {what} failed ({last}); trying again in {wait:?}");
             std::thread::sleep(wait);
+        }
+    }
+
+    /// What a request's failure on `endpoint` means: the error that ends
+    /// the call, or the words for a transient one, to try again.
+    ///
+    /// Over TLS, a failure that is not etcd's own refusal may be a member
+    /// refusing our certificate after the handshake, which gRPC reports
+    /// as a closed connection or a cancelled request, transient or not;
+    /// the member is asked ([`Handshake::refusal`]) once per call.
+    ///
+    /// [`Handshake::refusal`]: super::handshake::Handshake::refusal
+    fn failed(
+        &self,
+        what: &str,
+        endpoint: usize,
+        e: etcd_client::Error,
+        left: Duration,
+    ) -> Result<String, StoreError> {
+        let url = self.clients.url(endpoint);
+        if !super::credentials::refused(&e)
+            && let Some(why) = self
+                .handshake
+                .as_ref()
+                .and_then(|h| h.refusal(url, self.attempt_time(left)))
+        {
+            return Err(StoreError::Config(format!(
+                "etcd at {url} refused {what}: {why}"
+            )));
+        }
+        if transient(&e) {
+            Ok(describe(&e))
+        } else {
+            Err(self.error(what, url, e))
         }
     }
 
@@ -317,8 +389,7 @@ impl Shared {
                 *self.lease.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 return Err(StoreError::Conflict);
             }
-            Sent::Failed(e) if !transient(&e) => return Err(self.error("the commit", e)),
-            Sent::Failed(e) => describe(&e),
+            Sent::Failed(e) => self.failed("the commit", endpoint, e, left)?,
             Sent::NoAnswer(after) => format!("no answer within {} ms", after.as_millis()),
         };
         self.clients.failed(endpoint);

@@ -39,7 +39,9 @@ use super::{Entry, Store, StoreError, Txn, prefix_end};
 use crate::cni::config::EtcdConf;
 use crate::trust::TrustedDir;
 
+mod credentials;
 mod failover;
+mod handshake;
 
 struct Shared {
     rt: tokio::runtime::Runtime,
@@ -48,6 +50,9 @@ struct Shared {
     timeout: Duration,
     endpoints: String,
     lease: failover::MarkerLease,
+    /// Over TLS: what tells a member's refusal of our certificate from a
+    /// closed connection.
+    handshake: Option<handshake::Handshake>,
 }
 
 impl Shared {
@@ -65,7 +70,10 @@ impl Shared {
         })
     }
 
-    fn error(&self, what: &str, e: etcd_client::Error) -> StoreError {
+    fn error(&self, what: &str, endpoint: &str, e: etcd_client::Error) -> StoreError {
+        if let Some(why) = credentials::refusal(&e, &self.prefix) {
+            return StoreError::Config(format!("etcd at {endpoint} refused {what}: {why}"));
+        }
         let text = failover::describe(&e);
         if text.contains("compacted") {
             // The snapshot is gone; a fresh attempt reads a newer one.
@@ -126,16 +134,37 @@ impl EtcdStore {
             .build()
             .map_err(|e| StoreError::Io(format!("cannot start the etcd client: {e}")))?;
         let endpoints = conf.endpoints.join(",");
-        let options = ConnectOptions::new()
-            .with_connect_timeout(conf.timeout)
-            .with_timeout(conf.timeout);
+        let credentials::Credentials { options, handshake } = credentials::apply(
+            conf,
+            ConnectOptions::new()
+                .with_connect_timeout(conf.timeout)
+                .with_timeout(conf.timeout),
+        )?;
         let connect = failover::Endpoints::new(&conf.endpoints, options);
         let clients = match rt.block_on(async { tokio::time::timeout(conf.timeout, connect).await })
         {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
+                if let Some(why) = credentials::refusal(&e, &conf.prefix) {
+                    return Err(StoreError::Config(format!(
+                        "etcd at {endpoints} refused the connection: {why}"
+                    )));
+                }
+                // Logging in (with a user) is a request: a member that
+                // refuses our certificate closes it.
+                let refused = handshake.as_ref().and_then(|h| {
+                    conf.endpoints
+                        .iter()
+                        .find_map(|url| Some((url, h.refusal(url, conf.timeout)?)))
+                });
+                if let Some((url, why)) = refused {
+                    return Err(StoreError::Config(format!(
+                        "etcd at {url} refused the connection: {why}"
+                    )));
+                }
                 return Err(StoreError::Unreachable(format!(
-                    "cannot reach etcd at {endpoints}: {e}"
+                    "cannot reach etcd at {endpoints}: {}",
+                    failover::describe(&e)
                 )));
             }
             Err(_) => {
@@ -153,6 +182,7 @@ impl EtcdStore {
                 timeout: conf.timeout,
                 endpoints,
                 lease: Default::default(),
+                handshake,
             }),
             lock_dir,
         })
