@@ -57,6 +57,8 @@ impl Etcd {
             endpoints: vec![self.url()],
             prefix: prefix.into(),
             timeout: Duration::from_millis(1500),
+            tls: None,
+            auth: None,
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cni::exec::{Call, Outcome};
 use serde_json::{Value, json};
-use wasm_ipam::cni::config::EtcdConf;
+use wasm_ipam::cni::config::{EtcdConf, StoreConf};
 use wasm_ipam::store::EtcdStore;
 
 use crate::common::{Net, assert_error};
@@ -25,23 +25,33 @@ use etcd_cluster::Cluster;
 /// The budget: a call may take this long to ride out an election.
 const TIMEOUT_MS: u64 = 15_000;
 
-/// The cluster as the host's store config names it.
-fn conf(cluster: &Cluster) -> EtcdConf {
-    EtcdConf {
-        endpoints: cluster.endpoints(),
-        prefix: "/wasm-ipam".into(),
-        timeout: Duration::from_millis(TIMEOUT_MS),
+/// The cluster as the host's store config names it: over TLS with the
+/// probes' client certificate, in a TLS cluster.
+pub(crate) fn conf(cluster: &Cluster) -> EtcdConf {
+    let json = ipam_store(cluster, TIMEOUT_MS);
+    match StoreConf::from_json(&json).unwrap() {
+        StoreConf::Etcd(conf) => *conf,
+        StoreConf::Embedded => unreachable!("an etcd store"),
     }
 }
 
-fn ipam_store(cluster: &Cluster, timeout_ms: u64) -> Value {
-    json!({"etcd": {"endpoints": cluster.endpoints(), "prefix": "/wasm-ipam",
-                    "timeoutMs": timeout_ms}})
+/// The `ipam.store` object that reaches `cluster`.
+pub(crate) fn ipam_store(cluster: &Cluster, timeout_ms: u64) -> Value {
+    let mut etcd = json!({"endpoints": cluster.endpoints(), "prefix": "/wasm-ipam",
+                          "timeoutMs": timeout_ms});
+    if let Some(tls) = &cluster.tls {
+        etcd["tls"] = json!({"caFile": tls.ca_file, "certFile": tls.client.cert,
+                             "keyFile": tls.client.key});
+        if let Some(name) = &tls.server_name {
+            etcd["tls"]["serverName"] = json!(name);
+        }
+    }
+    json!({ "etcd": etcd })
 }
 
 /// `nodes` nodes start `pods` pods each, all at once; `fault` runs on its
 /// own thread once `after` ADDs have answered.
-fn burst(
+pub(crate) fn burst(
     net: &Net,
     nodes: usize,
     pods: usize,
@@ -86,7 +96,7 @@ fn burst(
 
 /// The bar for a burst: every ADD succeeded, with distinct addresses, and
 /// etcd holds exactly those leases; then a DEL of every pod leaves nothing.
-fn assert_burst_held(cluster: &Cluster, net: &Net, outcomes: &[(String, Outcome)]) {
+pub(crate) fn assert_burst_held(cluster: &Cluster, net: &Net, outcomes: &[(String, Outcome)]) {
     let failed: Vec<String> = outcomes
         .iter()
         .filter(|(_, o)| !o.ok())
@@ -126,7 +136,7 @@ fn assert_burst_held(cluster: &Cluster, net: &Net, outcomes: &[(String, Outcome)
     assert!(left.is_empty(), "a DEL of every pod left {left:?}");
 }
 
-fn cluster_net(cluster: &Cluster) -> Net {
+pub(crate) fn cluster_net(cluster: &Cluster) -> Net {
     pooled_on(ipam_store(cluster, TIMEOUT_MS), "node-00")
 }
 

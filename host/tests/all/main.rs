@@ -15,6 +15,7 @@ mod dhcp_policy;
 mod dhcp_serve;
 mod etcd;
 mod etcd_cluster;
+mod etcd_tls;
 mod fuzz;
 mod local_users;
 mod mistakes;

@@ -88,7 +88,8 @@ fn configs_that_cannot_be_right_are_code_7_naming_the_field() {
         (
             json!({"ranges": [[{"subnet": "10.41.0.0/24"}]],
                    "store": {"etcd": {"endpoints": ["https://10.0.0.11:2379"]}}}),
-            "ipam.store.etcd.endpoints[0] \"https://10.0.0.11:2379\" asks for TLS",
+            "ipam.store.etcd.endpoints are https:// URLs, so ipam.store.etcd.tls must say how to \
+             trust the members",
         ),
         (
             json!({"ranges": [[{"subnet": "10.41.0.0/24"}]],

@@ -22,7 +22,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    fn start() -> Server {
+    pub(crate) fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run").join("wasm-ipam.sock");
         let mut server = Server::start_at(&socket, Stdio::piped());
@@ -56,7 +56,7 @@ impl Server {
         }
     }
 
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.socket.to_str().unwrap()
     }
 
@@ -88,11 +88,11 @@ impl Drop for Server {
 
 /// `call`, forwarded to the server on `socket` (empty: none), with the
 /// server's own debug line asked for.
-fn via(call: Call, socket: &str) -> Call {
+pub(crate) fn via(call: Call, socket: &str) -> Call {
     call.env(SOCKET, socket).env(DEBUG, "1")
 }
 
-fn served(out: &Outcome) -> bool {
+pub(crate) fn served(out: &Outcome) -> bool {
     out.stderr.contains("served by wasm-ipam serve")
 }
 

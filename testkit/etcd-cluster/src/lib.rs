@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use cni_conformance::netns::{self, Netns};
 
+mod tls;
+pub use tls::{Issued, Pki, ServerTls, Use};
+
 /// The etcd binary Debian's etcd-server installs.
 pub const ETCD: &str = "/usr/bin/etcd";
 
@@ -53,11 +56,14 @@ pub struct Member {
     /// The member's own network namespace, in a partitionable cluster.
     ns: Option<Netns>,
     pub child: Option<Child>,
+    /// Whether clients reach it over TLS.
+    https: bool,
 }
 
 impl Member {
     pub fn url(&self) -> String {
-        format!("http://{}:{}", self.addr, self.client_port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.addr, self.client_port)
     }
 
     fn peer(&self) -> String {
@@ -71,11 +77,59 @@ pub struct Cluster {
     pub members: Vec<Member>,
     /// The bridge that joins the members' namespaces to this one.
     bridge: Option<Bridge>,
+    /// How members serve clients over TLS, in a TLS cluster.
+    pub tls: Option<ServerTls>,
+    /// Further flags every member is started with.
+    flags: Vec<String>,
 }
 
 impl Cluster {
     /// `n` members on loopback.
     pub fn start(n: usize) -> Cluster {
+        Cluster::on_loopback(n, None)
+    }
+
+    /// `n` members on loopback, each started with `flags` too (such as
+    /// `--auth-token-ttl 1`).
+    pub fn start_with(n: usize, flags: &[&str]) -> Cluster {
+        let mut cluster = Cluster::on_loopback_with(n, None, false);
+        cluster.flags = flags.iter().map(|f| f.to_string()).collect();
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_serving();
+        cluster
+    }
+
+    /// `n` members on loopback serving clients over TLS only, as `tls`
+    /// says, each started with `--client-cert-auth`.
+    pub fn start_tls(n: usize, tls: ServerTls) -> Cluster {
+        Cluster::on_loopback(n, Some(tls))
+    }
+
+    /// Like [`Cluster::start_tls`], for members whose certificate the
+    /// probes would refuse (an expired one): returns once each member's
+    /// client port takes connections, without a write through it.
+    pub fn start_tls_unprobed(n: usize, tls: ServerTls) -> Cluster {
+        let mut cluster = Cluster::on_loopback_with(n, Some(tls), false);
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for m in &cluster.members {
+            while std::net::TcpStream::connect((m.addr, m.client_port)).is_err() {
+                assert!(Instant::now() < deadline, "the etcd member did not start");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    fn on_loopback(n: usize, tls: Option<ServerTls>) -> Cluster {
+        Cluster::on_loopback_with(n, tls, true)
+    }
+
+    fn on_loopback_with(n: usize, tls: Option<ServerTls>, start: bool) -> Cluster {
         let members = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -84,9 +138,10 @@ impl Cluster {
                 peer_port: free_port(),
                 ns: None,
                 child: None,
+                https: tls.is_some(),
             })
             .collect();
-        Cluster::launch(members, None)
+        Cluster::launch(members, None, tls, start)
     }
 
     /// `n` members, each in its own network namespace with its own address
@@ -111,13 +166,21 @@ impl Cluster {
                     peer_port: 2380,
                     ns: Some(ns),
                     child: None,
+                    https: false,
                 }
             })
             .collect();
-        Some(Cluster::launch(members, Some(bridge)))
+        Some(Cluster::launch(members, Some(bridge), None, true))
     }
 
-    fn launch(members: Vec<Member>, bridge: Option<Bridge>) -> Cluster {
+    fn launch(
+        members: Vec<Member>,
+        bridge: Option<Bridge>,
+        tls: Option<ServerTls>,
+        // Whether to start the members and wait for a write to commit;
+        // otherwise the caller does.
+        start: bool,
+    ) -> Cluster {
         let mut cluster = Cluster {
             dir: tempfile::Builder::new()
                 .prefix("wict-etcd")
@@ -125,11 +188,15 @@ impl Cluster {
                 .unwrap(),
             members,
             bridge,
+            tls,
+            flags: Vec::new(),
         };
-        for i in 0..cluster.members.len() {
-            cluster.spawn(i);
+        if start {
+            for i in 0..cluster.members.len() {
+                cluster.spawn(i);
+            }
+            cluster.wait_serving();
         }
-        cluster.wait_serving();
         cluster
     }
 
@@ -172,6 +239,18 @@ impl Cluster {
     pub fn spawn(&mut self, i: usize) {
         let initial = self.initial_cluster();
         let data = self.dir.path().join(&self.members[i].name);
+        let tls: Vec<std::ffi::OsString> = match &self.tls {
+            Some(t) => vec![
+                "--cert-file".into(),
+                t.server.cert.clone().into(),
+                "--key-file".into(),
+                t.server.key.clone().into(),
+                "--trusted-ca-file".into(),
+                t.ca_file.clone().into(),
+                "--client-cert-auth".into(),
+            ],
+            None => Vec::new(),
+        };
         let m = &mut self.members[i];
         let mut etcd = match &m.ns {
             Some(ns) => {
@@ -191,6 +270,8 @@ impl Cluster {
             .args(["--initial-cluster", &initial])
             .args(["--initial-cluster-state", "new"])
             .args(["--max-txn-ops", "10000"])
+            .args(tls)
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -204,6 +285,14 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// How a client of the testkit's connects: over TLS, with the
+    /// client certificate, in a TLS cluster.
+    pub fn options(&self) -> etcd_client::ConnectOptions {
+        self.tls
+            .as_ref()
+            .map_or_else(etcd_client::ConnectOptions::new, ServerTls::options)
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -232,7 +321,7 @@ impl Cluster {
             return false;
         }
         runtime().block_on(async {
-            let options = etcd_client::ConnectOptions::new().with_require_leader(true);
+            let options = self.options().with_require_leader(true);
             let put = async {
                 let mut c = etcd_client::Client::connect([m.url()], Some(options)).await?;
                 c.put("etcd-cluster-probe", "1", None).await
@@ -250,7 +339,8 @@ impl Cluster {
             let mut leader = 0;
             for m in &self.members {
                 let status = rt.block_on(async {
-                    let mut c = etcd_client::Client::connect([m.url()], None).await?;
+                    let mut c =
+                        etcd_client::Client::connect([m.url()], Some(self.options())).await?;
                     c.status().await
                 });
                 match status {
