@@ -31,7 +31,8 @@ use crate::tools;
                   wasm-ipam install --cni-bin-dir /opt/cni/bin\n  \
                   wasm-ipam serve\n  \
                   wasm-ipam import-host-local --from /var/lib/cni/networks/pods --network pods\n  \
-                  wasm-ipam simulate --config pods.conf --events events.jsonl"
+                  wasm-ipam simulate --config pods.conf --events events.jsonl\n  \
+                  wasm-ipam sync-credentials --from /run/secrets/wasm-ipam-etcd --to /etc/cni/wasm-ipam/etcd"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -154,6 +155,31 @@ enum Cmd {
         /// The compile cache: ipam.cacheDir of the network configs, by default <dataDir>/cache.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR)]
         cache_dir: PathBuf,
+    },
+    /// Copy a mounted Secret's files (etcd's CA, certificate, key) to the node.
+    #[command(
+        long_about = "Copy the files of a folder, such as a Kubernetes Secret mounted into a pod, into a folder \
+                      on the node where the network configs' ipam.store.etcd settings (tls.caFile, \
+                      tls.certFile, tls.keyFile, passwordFile) name them: the runtime runs the plugin on the \
+                      node, where a pod's mounts are not. The folder is made root-only (0700), each file is \
+                      written 0600 and renamed into place, so a call reads a whole old file or a whole new \
+                      one. With --every, it keeps copying what changed, so a rotated certificate reaches the \
+                      node; each call reads the files afresh. What the DaemonSet in deploy/ runs."
+    )]
+    SyncCredentials {
+        /// The folder to copy from, such as a Secret's mount.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The folder on the node the configs name, such as /etc/cni/wasm-ipam/etcd.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Keep copying what changed, every this many seconds, until stopped.
+        #[arg(long, value_name = "SECONDS")]
+        every: Option<u64>,
+        /// A missing or empty --from copies nothing and is no error (a Secret
+        /// volume marked optional, on nodes whose networks use no etcd).
+        #[arg(long)]
+        optional: bool,
     },
     /// Take over the reservations of the reference host-local plugin.
     #[command(
@@ -297,6 +323,20 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             cni_bin_dir,
             cache_dir,
         } => tools::install::run(&cni_bin_dir, &cache_dir, out),
+        Cmd::SyncCredentials {
+            from,
+            to,
+            every,
+            optional,
+        } => tools::credentials::run(
+            &tools::credentials::Sync {
+                from: &from,
+                to: &to,
+                every,
+                optional,
+            },
+            out,
+        ),
         Cmd::ImportHostLocal {
             from,
             config,

@@ -1,5 +1,6 @@
 //! The operator's subcommands: `leases`, `metrics`, `gc`, `release-node`,
-//! `compile`, `install`, `import-host-local` and `simulate`.
+//! `compile`, `install`, `sync-credentials`, `import-host-local` and
+//! `simulate`.
 //!
 //! They run as a person at a node's shell, never on the CNI path, so they
 //! may take their time and use anyhow for messages. What they change goes
@@ -9,6 +10,7 @@
 //! policy uses, so listing works whatever the policy.
 
 pub mod compile;
+pub mod credentials;
 pub mod gc;
 mod http;
 pub mod import;

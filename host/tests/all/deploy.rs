@@ -44,23 +44,73 @@ fn commands(yaml: &str, root: &Path) -> Vec<(PathBuf, Vec<String>)> {
         .collect()
 }
 
+/// The DaemonSet's commands, by container: the init containers
+/// `install` and `credentials`, then `metrics`, `serve` and the
+/// `credentials` that keeps the Secret's files in step.
+struct DaemonSet {
+    install: Vec<String>,
+    credentials_once: Vec<String>,
+    metrics: Vec<String>,
+    serve: Vec<String>,
+    credentials: Vec<String>,
+}
+
+fn daemonset(root: &Path) -> DaemonSet {
+    let cmds: Vec<Vec<String>> = commands(&manifest("daemonset.yaml"), root)
+        .into_iter()
+        .map(|(_, args)| args)
+        .collect();
+    let [install, credentials_once, metrics, serve, credentials]: [Vec<String>; 5] =
+        cmds.try_into().expect("five containers");
+    assert_eq!(install[0], "install");
+    assert_eq!(credentials_once[0], "sync-credentials");
+    assert_eq!(metrics[0], "metrics");
+    assert_eq!(serve[..2], ["serve", "--socket"]);
+    assert_eq!(credentials[0], "sync-credentials");
+    DaemonSet {
+        install,
+        credentials_once,
+        metrics,
+        serve,
+        credentials,
+    }
+}
+
+fn succeeds(args: &[String]) -> String {
+    let out = Command::new(plugin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The server container's command, once it says it serves.
+fn start_serving(args: &[String]) -> std::process::Child {
+    let mut server = Command::new(plugin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("serving CNI calls on"), "{line}");
+    server
+}
+
 #[test]
 fn the_daemonset_installs_the_plugin_serves_metrics_and_serves_calls() {
     let root = tempfile::tempdir().unwrap();
-    let cmds = commands(&manifest("daemonset.yaml"), root.path());
-    assert_eq!(
-        cmds.len(),
-        3,
-        "the init container, the metrics container and the server"
-    );
-    let (bin, install) = &cmds[0];
-    assert_eq!(install[0], "install");
-    let out = Command::new(bin).args(install).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ds = daemonset(root.path());
+    succeeds(&ds.install);
+    // No Secret: a node whose networks use no etcd.
+    let said = succeeds(&ds.credentials_once);
+    assert!(said.contains("nothing to copy"), "{said}");
     let installed = root.path().join("opt/cni/bin/wasm-ipam");
     let state = root.path().join("var/lib/cni/wasm-ipam");
     // A pod on the node: the runtime runs the installed plugin with a
@@ -75,10 +125,8 @@ fn the_daemonset_installs_the_plugin_serves_metrics_and_serves_calls() {
     )
     .unwrap();
     assert!(added.ok(), "{} {}", added.stdout, added.stderr);
-    let (bin, metrics) = &cmds[1];
-    assert_eq!(metrics[0], "metrics");
-    let mut child = Command::new(bin)
-        .args(metrics)
+    let mut child = Command::new(plugin())
+        .args(&ds.metrics)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -93,20 +141,8 @@ fn the_daemonset_installs_the_plugin_serves_metrics_and_serves_calls() {
     );
 
     // The server: the installed plugin forwards the next pod's call to it.
-    let (bin, serve) = &cmds[2];
-    assert_eq!(serve[..2], ["serve", "--socket"]);
-    let mut server = Command::new(bin)
-        .args(serve)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.starts_with("serving CNI calls on"), "{line}");
+    let serve = &ds.serve;
+    let mut server = start_serving(serve);
     let call = Call::attach("ADD", "c2")
         .env(wasm_ipam::envvars::SOCKET, &serve[2])
         .env(wasm_ipam::envvars::DEBUG, "1");
@@ -176,4 +212,124 @@ fn the_network_attachment_definition_serves_add_and_del() {
         Call::attach("ADD", "c3").args("IgnoreUnknown=1;K8S_POD_NAMESPACE=db;K8S_POD_NAME=pg-0");
     let out = exec::run(plugin(), &back, conf.to_string().as_bytes()).unwrap();
     assert_eq!(out.json()["ips"][0]["address"], "192.168.50.10/24");
+}
+
+/// A Secret's files as kubelet mounts them: each key a link through
+/// `..data` to a timestamped folder, which an update replaces at once by
+/// swapping `..data`.
+struct SecretMount {
+    dir: PathBuf,
+    version: usize,
+}
+
+impl SecretMount {
+    fn new(dir: PathBuf) -> SecretMount {
+        std::fs::create_dir_all(&dir).unwrap();
+        SecretMount { dir, version: 0 }
+    }
+
+    /// Publishes `files` (key, content) as kubelet does.
+    fn publish(&mut self, files: &[(&str, Vec<u8>)]) {
+        self.version += 1;
+        let stamp = format!("..2026_12_07_00_00_0{}", self.version);
+        std::fs::create_dir(self.dir.join(&stamp)).unwrap();
+        for (key, bytes) in files {
+            std::fs::write(self.dir.join(&stamp).join(key), bytes).unwrap();
+            let link = self.dir.join(key);
+            if link.symlink_metadata().is_err() {
+                std::os::unix::fs::symlink(format!("..data/{key}"), link).unwrap();
+            }
+        }
+        let next = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&stamp, &next).unwrap();
+        std::fs::rename(&next, self.dir.join("..data")).unwrap();
+    }
+}
+
+#[test]
+fn the_daemonset_puts_the_etcd_secret_on_the_node_and_keeps_it_in_step() {
+    use etcd_cluster::{Cluster, Pki, Use};
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::etcd::etcd_available() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let ds = daemonset(root.path());
+    let pki = Pki::new("etcd-ca");
+    let tls = pki.server_tls(&["127.0.0.1"]);
+    let cluster = Cluster::start_tls(1, tls.clone());
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let mut secret = SecretMount::new(root.path().join("secrets/wasm-ipam-etcd"));
+    secret.publish(&[
+        ("ca.crt", read(&tls.ca_file)),
+        ("tls.crt", read(&tls.client.cert)),
+        ("tls.key", read(&tls.client.key)),
+    ]);
+
+    // The init container: the files are on the node, root's alone.
+    succeeds(&ds.credentials_once);
+    let node_dir = root.path().join("etc/cni/wasm-ipam/etcd");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&node_dir), 0o700);
+    for key in ["ca.crt", "tls.crt", "tls.key"] {
+        assert_eq!(mode(&node_dir.join(key)), 0o600, "{key}");
+    }
+    assert_eq!(read(&node_dir.join("tls.crt")), read(&tls.client.cert));
+
+    // A pod's call, through the server, with the config the manifest's
+    // comment shows.
+    let data = tempfile::tempdir().unwrap();
+    let conf = json!({"cniVersion": "1.0.0", "name": "pods", "type": "bridge",
+        "ipam": {"type": "wasm-ipam", "policy": "pooled", "node": "node-1",
+                 "dataDir": data.path(), "cacheDir": shared_cache(),
+                 "pools": [{"name": "main", "cidr": "10.60.0.0/16"}],
+                 "store": {"etcd": {"endpoints": cluster.endpoints(), "tls": {
+                     "caFile": node_dir.join("ca.crt"), "certFile": node_dir.join("tls.crt"),
+                     "keyFile": node_dir.join("tls.key")}}}}});
+    let mut server = start_serving(&ds.serve);
+    let add = |id: &str| {
+        let call = Call::attach("ADD", id)
+            .env(wasm_ipam::envvars::SOCKET, &ds.serve[2])
+            .env(wasm_ipam::envvars::DEBUG, "1");
+        exec::run(plugin(), &call, conf.to_string().as_bytes()).unwrap()
+    };
+    let added = add("c1");
+    assert!(added.ok(), "{} {}", added.stdout, added.stderr);
+    assert!(
+        added.stderr.contains("served by wasm-ipam serve"),
+        "{}",
+        added.stderr
+    );
+
+    // The Secret rotates; the container beside the server (its minute
+    // shortened to a second here) brings the new certificate to the node.
+    let mut every = ds.credentials.clone();
+    let at = every.iter().position(|a| a == "--every").unwrap();
+    every[at + 1] = "1".into();
+    let mut keeper = Command::new(plugin())
+        .args(&every)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let renewed = pki.issue("renewed", &["node"], Use::Client, false);
+    secret.publish(&[
+        ("ca.crt", read(&tls.ca_file)),
+        ("tls.crt", read(&renewed.cert)),
+        ("tls.key", read(&renewed.key)),
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while read(&node_dir.join("tls.key")) != read(&renewed.key) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed key never reached the node"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    keeper.kill().unwrap();
+    keeper.wait().unwrap();
+    assert_eq!(read(&node_dir.join("tls.crt")), read(&renewed.cert));
+    let added = add("c2");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(added.ok(), "{} {}", added.stdout, added.stderr);
 }

@@ -664,6 +664,10 @@ fn every_subcommand_explains_itself() {
         ("install", "a runtime never runs half a binary"),
         ("release-node", "that is gone for good"),
         ("metrics", "node-exporter's textfile collector"),
+        (
+            "sync-credentials",
+            "a call reads a whole old file or a whole new",
+        ),
     ] {
         let help = stdout(&tool(&[cmd, "--help"], 0, ""));
         assert!(
@@ -677,6 +681,42 @@ fn every_subcommand_explains_itself() {
         &tool(&["frobnicate"], 0, ""),
         "unrecognized subcommand 'frobnicate'",
     );
+}
+
+#[test]
+fn sync_credentials_refuses_a_folder_others_could_change_and_an_empty_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    let from = work.path().join("secret");
+    std::fs::create_dir(&from).unwrap();
+    let to = work.path().join("node/etcd");
+    let sync = |extra: &[&str]| {
+        let mut args = vec![
+            "sync-credentials",
+            "--from",
+            from.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        tool(&args, 0, "")
+    };
+    // An empty Secret: an error, unless it is optional.
+    fails_with(&sync(&[]), "holds no file: is the Secret mounted there");
+    assert!(stdout(&sync(&["--optional"])).contains("nothing to copy"));
+    std::fs::write(from.join("ca.crt"), "a CA\n").unwrap();
+    let said = stdout(&sync(&[]));
+    assert!(said.contains("updated ca.crt in"), "{said}");
+    assert!(stdout(&sync(&[])).contains("is up to date"));
+    // A folder a local user could write on the way: root would trust a CA
+    // they chose.
+    std::fs::set_permissions(
+        work.path().join("node"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    fails_with(&sync(&[]), "is writable by its group and all users");
+    assert_eq!(std::fs::read(to.join("ca.crt")).unwrap(), b"a CA\n");
 }
 
 #[test]
