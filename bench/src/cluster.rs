@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
+use crate::etcd::Etcd;
 use crate::spawn;
 use crate::stats::summarise;
 use crate::systems::env;
@@ -217,18 +218,18 @@ fn burst(
     )
 }
 
-/// One run on a fresh prefix of the etcd at `url`.
-pub fn run(ours: &Path, url: &str, spec: &Spec) -> Result<Value> {
-    let (wall, adds, _) = run_on(ours, &[url.to_string()], None, spec, None)?;
+/// One run on a fresh prefix of `etcd`.
+pub fn run(ours: &Path, etcd: &Etcd, spec: &Spec) -> Result<Value> {
+    let (wall, adds, _) = run_on(ours, etcd, None, spec, None)?;
     Ok(report(spec, wall, &adds))
 }
 
-/// One run on a fresh prefix of the etcd cluster at `endpoints`, with
+/// One run on a fresh prefix of `etcd`, with
 /// `fault` done to it partway: the time until every pod had an address,
 /// the ADDs, and the time the store took to recover from the fault.
 pub fn run_on(
     ours: &Path,
-    endpoints: &[String],
+    etcd: &Etcd,
     timeout_ms: Option<u64>,
     spec: &Spec,
     fault: Option<Fault<'_>>,
@@ -239,10 +240,7 @@ pub fn run_on(
         std::process::id(),
         spec.to_string().replace(' ', "-")
     );
-    let mut store = json!({"etcd": {"endpoints": endpoints, "prefix": prefix}});
-    if let Some(ms) = timeout_ms {
-        store["etcd"]["timeoutMs"] = json!(ms);
-    }
+    let store = etcd.store(&prefix, timeout_ms);
     let shared_cache = tmp.path().join("cache");
     if spec.mode != Mode::Cold {
         let status = Command::new(ours)
@@ -356,15 +354,17 @@ fn report(spec: &Spec, wall: Duration, adds: &[Added]) -> Value {
 }
 
 /// Every run of `specs`, as a table and as JSON.
-pub fn run_all(ours: &Path, url: &str, specs: &[Spec]) -> Result<Value> {
-    println!("\nCluster bursts on etcd ({url}): pooled, a /16 in /28 blocks, every ADD at once:\n");
+pub fn run_all(ours: &Path, etcd: &Etcd, specs: &[Spec]) -> Result<Value> {
+    println!(
+        "\nCluster bursts on etcd ({etcd}): pooled, a /16 in /28 blocks, every ADD at once:\n"
+    );
     println!(
         "{:<16} {:>5} | {:>8} | {:>7} {:>7} | {:>9} | {:>16} | failures",
         "run", "ADDs", "until s", "p50 ms", "p99 ms", "conf/ADD", "distinct"
     );
     let mut out = Vec::new();
     for spec in specs {
-        out.push(run(ours, url, spec)?);
+        out.push(run(ours, etcd, spec)?);
     }
     Ok(Value::Array(out))
 }

@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::etcd::Etcd;
 use anyhow::{Result, bail};
 use etcd_cluster::Cluster;
 use serde_json::{Value, json};
@@ -130,7 +131,13 @@ fn run(ours: &Path, kind: Kind, spec: &Spec) -> Result<Option<Value>> {
         after: after(spec),
         act,
     };
-    let (wall, adds, recovered) = run_on(ours, &endpoints, Some(TIMEOUT_MS), spec, Some(fault))?;
+    let (wall, adds, recovered) = run_on(
+        ours,
+        &Etcd::plain(endpoints),
+        Some(TIMEOUT_MS),
+        spec,
+        Some(fault),
+    )?;
     Ok(Some(report(kind, wall, &adds, recovered)))
 }
 

@@ -19,6 +19,7 @@
 
 mod cluster;
 mod dhcp;
+mod etcd;
 mod faults;
 mod measure;
 mod plot;
@@ -59,6 +60,8 @@ struct Cli {
     /// against the embedded store, and the conflict rate of three nodes.
     #[arg(long, value_name = "URL")]
     etcd: Option<String>,
+    #[command(flatten)]
+    access: etcd::Access,
     /// Only the cluster bursts on the `--etcd` endpoint: runs written
     /// NODESxPODS[:cold|:churn], comma-separated; without a value, the
     /// standard set.
@@ -195,6 +198,11 @@ fn main() -> Result<()> {
         cli.iterations = 3;
         cli.sizes = vec![0, 20];
     }
+    let etcd = cli
+        .etcd
+        .as_deref()
+        .map(|url| etcd::Etcd::from_cli(url, &cli.access))
+        .transpose()?;
     let ours = match &cli.wasm_ipam {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("wasm-ipam"),
@@ -218,10 +226,10 @@ fn main() -> Result<()> {
         return Ok(());
     }
     if let Some(specs) = &cli.cluster {
-        let Some(url) = &cli.etcd else {
+        let Some(etcd) = &etcd else {
             bail!("--cluster needs an etcd: give --etcd http://127.0.0.1:2379");
         };
-        let results = json!({"cluster": cluster::run_all(&ours, url, specs)?});
+        let results = json!({"cluster": cluster::run_all(&ours, etcd, specs)?});
         if let Some(dir) = &cli.plots {
             std::fs::create_dir_all(dir)?;
             plot::cluster(&results["cluster"], &dir.join("cluster.svg"))?;
@@ -381,9 +389,9 @@ fn main() -> Result<()> {
     }
     drop(server);
 
-    if let Some(url) = &cli.etcd {
+    if let Some(etcd) = &etcd {
         let callers = if cli.smoke { 2 } else { 16 };
-        results["shared"] = shared::run(&ours, url, cli.iterations, callers, cache.path())?;
+        results["shared"] = shared::run(&ours, etcd, cli.iterations, callers, cache.path())?;
         if cli.smoke {
             // A small burst of each kind, which must give every pod its own
             // address.
@@ -391,7 +399,7 @@ fn main() -> Result<()> {
                 .split(',')
                 .map(|r| r.parse().map_err(anyhow::Error::msg))
                 .collect::<Result<_>>()?;
-            let runs = cluster::run_all(&ours, url, &specs)?;
+            let runs = cluster::run_all(&ours, etcd, &specs)?;
             cluster::require_every_pod_addressed(&runs)?;
             results["cluster"] = runs;
             // Every fault once, on a small burst; fails on a lost pod.

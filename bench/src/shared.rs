@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use crate::etcd::Etcd;
 use crate::measure::{self, Cell};
 use crate::spawn;
 use crate::systems::{NETWORK, env};
@@ -23,7 +24,7 @@ fn conf(node: &str, data: &Path, cache: &Path, store: Option<&Value>) -> Value {
 
 pub fn run(
     ours: &Path,
-    url: &str,
+    etcd: &Etcd,
     iterations: usize,
     callers: usize,
     cache: &Path,
@@ -31,9 +32,9 @@ pub fn run(
     let tmp = tempfile::tempdir()?;
     // A fresh prefix per run, so runs do not see each other's leases.
     let prefix = format!("/wasm-ipam-bench/{}", std::process::id());
-    let store = json!({"etcd": {"endpoints": [url], "prefix": prefix, "timeoutMs": 5000}});
+    let store = etcd.store(&prefix, Some(5000));
     println!(
-        "\nPooled on a shared etcd ({url}) against the embedded store, ADD and DEL, milliseconds:\n"
+        "\nPooled on a shared etcd ({etcd}) against the embedded store, ADD and DEL, milliseconds:\n"
     );
     let mut out = json!({"latency": [], "conflicts": {}});
     let names = ["embedded", "etcd"];
