@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cni::config::{DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, NetConf, StoreConf};
-use crate::invoke;
+use crate::runner;
 use crate::store::Store;
 use crate::tools;
 
@@ -248,7 +248,7 @@ enum Cmd {
 }
 
 fn now() -> anyhow::Result<u64> {
-    crate::invoke::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))
+    crate::runner::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The store a tool works on: the one a network config names (and that
@@ -270,7 +270,7 @@ fn store_for(
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let store: Box<dyn Store> = match conf.ipam.store {
         StoreConf::Embedded => Box::new(tools::open_existing(&conf.ipam.data_dir)?),
-        StoreConf::Etcd(_) => invoke::open_store(&conf).map_err(|e| anyhow::anyhow!("{e}"))?,
+        StoreConf::Etcd(_) => runner::open_store(&conf).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     Ok((
         store,
@@ -345,7 +345,7 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             let text = tools::read_config(&tools::read_input(&config)?)?;
             let conf = NetConf::parse(text.to_string().as_bytes())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-            let store = invoke::open_store(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = runner::open_store(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
             tools::import::run(&from, &conf, &*store, &default_ifname, now()?, out).map(drop)
         }
         Cmd::Simulate {

@@ -22,6 +22,7 @@ pub mod netrecord;
 pub mod reboot;
 pub mod release;
 pub mod retry;
+pub mod runner;
 pub mod sandbox;
 pub mod serve;
 pub mod store;

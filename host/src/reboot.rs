@@ -39,8 +39,8 @@ use std::ffi::OsString;
 use crate::cni::CniError;
 use crate::cni::config::NetConf;
 use crate::dhcp::Exchanges;
-use crate::invoke::Mode;
 use crate::netrecord::RESERVED_PREFIX;
+use crate::runner::Mode;
 use crate::sandbox::{Attachment, Context, Invocation, Op, Sandbox};
 use crate::store::{Store, StoreError, Txn};
 
@@ -215,7 +215,7 @@ pub fn release(
         Gone::OtherBoots(boot) => Some(boot),
         Gone::All => None,
     };
-    let dhcp = crate::invoke::dhcp_capability(sandbox, conf, no_exchange, node, boot)?;
+    let dhcp = crate::runner::dhcp_capability(sandbox, conf, no_exchange, node, boot)?;
     let mut retries = crate::retry::Retries::new(conf);
     loop {
         let mut txn = retries.begin(store, &conf.name)?;
@@ -276,7 +276,7 @@ pub fn release(
         match txn.commit() {
             Ok(()) => {
                 if let Some(dhcp) = &dhcp {
-                    crate::invoke::after_commit(store, conf, dhcp, false);
+                    crate::runner::after_commit(store, conf, dhcp, false);
                 }
                 return Ok(released);
             }

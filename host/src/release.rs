@@ -20,9 +20,8 @@ use std::path::Path;
 
 use crate::cni::CniError;
 use crate::cni::config::{Location, NetConf, StoreConf};
-use crate::cni::env::Command;
-use crate::invoke::{self, Teardown, Timings};
 use crate::netrecord::NetworkRecord;
+use crate::runner;
 use crate::store::DB_FILE;
 
 /// Whether the store is an embedded one that was never made: it holds
@@ -32,15 +31,15 @@ pub fn nothing_stored(store: &StoreConf, data_dir: &Path) -> bool {
     *store == StoreConf::Embedded && !data_dir.join(DB_FILE).exists()
 }
 
-/// Runs the DEL of `stdin` with the recorded config, `cause` being why the
-/// config given could not serve.
-pub fn with_record(
+/// The config to run the DEL of `stdin` with, `cause` being why the config
+/// given could not serve: the one recorded at the network's last ADD, or
+/// `None` when the store holds nothing of the network (nothing to release).
+/// The caller, `invoke`, runs the DEL.
+pub fn recorded_conf(
     lookup: &dyn Fn(&str) -> Option<OsString>,
     stdin: &[u8],
     cause: &CniError,
-    timings: &mut Option<Timings>,
-    teardown: Teardown,
-) -> Result<Option<String>, CniError> {
+) -> Result<Option<NetConf>, CniError> {
     let at = Location::read(stdin)?;
     let attachment = format!(
         "{}/{}",
@@ -52,7 +51,7 @@ pub fn with_record(
     let record = if nothing_stored(&at.store, &at.data_dir) {
         None
     } else {
-        let store = invoke::open_store_at(&at.store, &at.data_dir)?;
+        let store = runner::open_store_at(&at.store, &at.data_dir)?;
         let mut txn = store.begin(&at.name)?;
         NetworkRecord::read(&mut *txn)?
     };
@@ -77,6 +76,5 @@ pub fn with_record(
     if let Some(ipam) = conf["ipam"].as_object_mut() {
         ipam.extend(at.local);
     }
-    let recorded = NetConf::parse(conf.to_string().as_bytes())?;
-    invoke::run_conf(lookup, Command::Del, &recorded, timings, teardown)
+    NetConf::parse(conf.to_string().as_bytes()).map(Some)
 }

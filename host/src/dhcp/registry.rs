@@ -12,7 +12,8 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,6 +21,25 @@ use serde_json::Value;
 use crate::cni::config::StoreConf;
 
 const FILE: &str = "dhcp-stores.json";
+
+/// The renewer's wake-up, when this process runs one (`wasm-ipam serve`).
+/// It lives here, beside the list, so a call that took a lease wakes the
+/// renewer without reaching up into `serve`.
+static WAKE: OnceLock<Mutex<Sender<()>>> = OnceLock::new();
+
+/// Wakes the renewer of this process, if it runs one: a lease was taken.
+pub fn poke() {
+    if let Some(tx) = WAKE.get() {
+        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(());
+    }
+}
+
+/// The receiving end of [`poke`], for the one renewer of this process:
+/// `None` when a renewer already has it.
+pub fn wake_channel() -> Option<Receiver<()>> {
+    let (tx, rx) = mpsc::channel();
+    WAKE.set(Mutex::new(tx)).ok().map(|()| rx)
+}
 
 /// A store, and the node whose leases it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,8 +25,7 @@
 //!
 //! The renewals use the real clock: the server counts lease time in it.
 
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dhcp::record::{self, Record};
@@ -39,21 +38,11 @@ use crate::store::{Store, StoreError};
 /// wakes the renewer at once.
 const RESCAN: Duration = Duration::from_secs(5);
 
-static WAKE: OnceLock<Mutex<Sender<()>>> = OnceLock::new();
-
-/// Wakes the renewer of this process, if it runs one: a lease was taken.
-pub fn poke() {
-    if let Some(tx) = WAKE.get() {
-        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(());
-    }
-}
-
 /// Starts renewing in a thread of its own, until the process ends.
 pub fn start() {
-    let (tx, rx) = mpsc::channel();
-    if WAKE.set(Mutex::new(tx)).is_err() {
+    let Some(rx) = registry::wake_channel() else {
         return;
-    }
+    };
     std::thread::spawn(move || {
         loop {
             let next = round();
@@ -98,7 +87,7 @@ fn renew_place(place: &Place, boot: Option<&str>) -> Result<Duration, String> {
     if crate::release::nothing_stored(&conf, &place.data_dir) {
         return Ok(RESCAN);
     }
-    let store = crate::invoke::open_store_at(&conf, &place.data_dir).map_err(|e| e.to_string())?;
+    let store = crate::runner::open_store_at(&conf, &place.data_dir).map_err(|e| e.to_string())?;
     let mut next = RESCAN;
     for network in store.namespaces().map_err(|e| e.to_string())? {
         outbox::flush(&*store, &network, &place.node, boot);

@@ -84,7 +84,7 @@ impl SqliteStore {
     /// Opens (creating if needed, mode 0700) `data_dir` and the database in
     /// it, with a rollback journal: for the tools and tests, which name a
     /// folder. CNI calls check theirs first, naming the config field (see
-    /// `invoke::open_store_at`), and open it with [`SqliteStore::open_in`].
+    /// `runner::open_store_at`), and open it with [`SqliteStore::open_in`].
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         let dir = TrustedDir::open(data_dir, true).map_err(|e| {
             StoreError::Io(format!(

@@ -9,8 +9,9 @@ use anyhow::{Context as _, bail};
 use serde_json::{Map, Value};
 
 use crate::cni::env::{Command, Env, Given};
-use crate::invoke::{self, Answered, Mode};
+use crate::invoke;
 use crate::netrecord::NetworkRecord;
+use crate::runner::{self, Answered, Mode};
 use crate::store::Store;
 
 /// The valid attachments: a JSON array of `{"containerID", "ifname"}`, as
@@ -69,10 +70,10 @@ pub fn run(
     // GC exists from CNI 1.1.0; the network may have been added with less.
     extra.insert("cniVersion".into(), "1.1.0".into());
     let conf = super::recorded_conf(&record, network, data_dir, extra)?;
-    let sandbox = invoke::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sandbox = runner::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
     let request = invoke::Request {
         env: Env::new(Command::Gc, Given::default()).map_err(|e| anyhow::anyhow!("{e}"))?,
-        now: invoke::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))?,
+        now: runner::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     let mode = if dry_run { Mode::DryRun } else { Mode::Commit };
     let answered = invoke::run_with(&request, &conf, store, &sandbox, mode)

@@ -25,9 +25,9 @@ use rustix::fs::{FlockOperation, flock};
 
 use crate::cni::config::NetConf;
 use crate::cni::env::{ifname_problem, valid_id};
-use crate::invoke;
 use crate::netrecord::NetworkRecord;
 use crate::reboot;
+use crate::runner;
 use crate::sandbox::{Answer, Attachment, Invocation, Op};
 use crate::store::Store;
 
@@ -149,8 +149,8 @@ pub fn run(
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let found = read_dir(from, default_ifname, now, out)?;
 
-    let sandbox = invoke::load_policy(conf).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node = invoke::node_name(conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sandbox = runner::load_policy(conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node = runner::node_name(conf).map_err(|e| anyhow::anyhow!("{e}"))?;
     let base = reboot::bare_context(conf, &node);
     let policy = &conf.ipam.policy;
     let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}; nothing was imported");

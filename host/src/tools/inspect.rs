@@ -8,8 +8,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::invoke;
 use crate::netrecord::NetworkRecord;
+use crate::runner;
 use crate::sandbox::{Answer, Invocation, Lease, Op, PoolUsage};
 use crate::store::Store;
 
@@ -38,10 +38,10 @@ pub fn network(
         return Ok(Seen::Unrecorded);
     };
     let conf = super::recorded_conf(&record, network, data_dir, Default::default())?;
-    let sandbox = invoke::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sandbox = runner::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctx = crate::reboot::bare_context(
         &conf,
-        &invoke::node_name(&conf).map_err(|e| anyhow::anyhow!("{e}"))?,
+        &runner::node_name(&conf).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let ask = |op: Op| -> anyhow::Result<Answer> {
         let txn = store.begin(network)?;

@@ -16,9 +16,9 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use crate::invoke::{self, Mode};
 use crate::netrecord::NetworkRecord;
 use crate::reboot::{self, Gone};
+use crate::runner::{self, Mode};
 use crate::store::Store;
 
 /// Releases `node`'s attachments in `network` (every network by default);
@@ -55,7 +55,7 @@ pub fn run(
             continue;
         };
         let conf = super::recorded_conf(&record, name, data_dir, Default::default())?;
-        let sandbox = invoke::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sandbox = runner::load_policy(&conf).map_err(|e| anyhow::anyhow!("{e}"))?;
         let released = reboot::release(store, &sandbox, &conf, node, Gone::All, now, mode)
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         for (a, _) in &released.attachments {

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use crate::cni::config::NetConf;
 use crate::cni::env::{Env, Given, parse_command};
-use crate::invoke::{self, Answered, Mode};
+use crate::invoke;
+use crate::runner::{self, Answered, Mode};
 use crate::store::MemoryStore;
 
 #[derive(Debug, Deserialize)]
@@ -112,9 +113,9 @@ pub fn run(
     let sim_dir = tempfile::tempdir()?;
     let mut conf_for_load = base_conf.clone();
     conf_for_load.ipam.cache_dir = sim_dir.path().join("cache");
-    let sandbox = invoke::load_policy(&conf_for_load).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sandbox = runner::load_policy(&conf_for_load).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = MemoryStore::new();
-    let mut clock = invoke::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut clock = runner::now(&|k| std::env::var_os(k)).map_err(|e| anyhow::anyhow!("{e}"))?;
     for (line, ev) in &events {
         let op = ev.op.to_ascii_uppercase();
         if !["ADD", "DEL", "CHECK", "GC", "STATUS"].contains(&op.as_str()) {
