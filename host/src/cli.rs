@@ -27,6 +27,7 @@ use crate::tools;
                   wasm-ipam metrics > /var/lib/node-exporter/wasm-ipam.prom\n  \
                   wasm-ipam gc --network pods --valid attachments.json --dry-run\n  \
                   wasm-ipam release-node node-7 --config /etc/cni/net.d/10-pods.conflist --dry-run\n  \
+                  wasm-ipam reconcile --cri unix:///run/containerd/containerd.sock --dry-run\n  \
                   wasm-ipam compile ./my-policy.wasm\n  \
                   wasm-ipam install --cni-bin-dir /opt/cni/bin\n  \
                   wasm-ipam serve\n  \
@@ -50,6 +51,26 @@ struct StoreArgs {
     /// defaults to its name.
     #[arg(long, value_name = "NETCONF", conflicts_with = "data_dir")]
     config: Option<PathBuf>,
+}
+
+/// The node's CNI config folder, where runtimes look by default.
+const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
+
+/// What the reconciler asks and reads.
+#[derive(Args)]
+struct ReconcileArgs {
+    /// The runtime's CRI socket, such as unix:///run/containerd/containerd.sock
+    /// (CRI-O: unix:///var/run/crio/crio.sock).
+    #[arg(long, value_name = "ENDPOINT")]
+    cri: String,
+    /// The CNI config folder: every network in it whose IPAM is wasm-ipam.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CONF_DIR)]
+    conf_dir: PathBuf,
+    /// How long an attachment must have had no sandbox before it is
+    /// released (90s, 10m, 1h), counted across passes; covers a pod whose
+    /// ADD is under way and a runtime that is restarting.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = tools::reconcile::parse_duration)]
+    grace: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +143,23 @@ enum Cmd {
         /// Only this network.
         #[arg(long, value_name = "NAME")]
         network: Option<String>,
+        /// Show what would be released and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Release the addresses of pods the container runtime no longer has.
+    #[command(
+        long_about = "Ask the container runtime, through CRI as kubelet does, which pod sandboxes exist, and \
+                      for every network in the CNI config folder that delegates to wasm-ipam, release this \
+                      node's attachments whose container id is no sandbox, once they have been seen so for the \
+                      grace period, through the network's own policy's GC. Runtimes that send no CNI GC \
+                      (containerd) otherwise leak the address of every pod whose DEL did not reach wasm-ipam. \
+                      A runtime that does not answer releases nothing. Each run is one pass; \
+                      `serve --reconcile-cri` runs passes on a timer."
+    )]
+    Reconcile {
+        #[command(flatten)]
+        reconcile: ReconcileArgs,
         /// Show what would be released and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -237,6 +275,18 @@ enum Cmd {
         /// The socket; CNI processes look for it at WASM_IPAM_SOCKET, by default this one.
         #[arg(long, value_name = "PATH", default_value = crate::envvars::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Also run the reconciler (see `reconcile`) against this CRI socket.
+        #[arg(long, value_name = "ENDPOINT")]
+        reconcile_cri: Option<String>,
+        /// How often the reconciler runs.
+        #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = tools::reconcile::parse_duration)]
+        reconcile_every: std::time::Duration,
+        /// The CNI config folder the reconciler reads.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CONF_DIR)]
+        conf_dir: PathBuf,
+        /// How long the reconciler waits before it releases an orphan.
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = tools::reconcile::parse_duration)]
+        grace: std::time::Duration,
     },
     /// Run a pod lifecycle through this binary as a runtime would, and show
     /// each CNI call and its answer.
@@ -318,6 +368,19 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             tools::release_node::run(&*store, &data_dir, &node, network, dry_run, now()?, out)
                 .map(drop)
         }
+        Cmd::Reconcile { reconcile, dry_run } => {
+            let settings = crate::reconcile::Settings {
+                cri: reconcile.cri,
+                conf_dir: reconcile.conf_dir,
+                grace: reconcile.grace,
+                mode: if dry_run {
+                    crate::runner::Mode::DryRun
+                } else {
+                    crate::runner::Mode::Commit
+                },
+            };
+            tools::reconcile::run(&settings, now()?, out)
+        }
         Cmd::Compile { policy, cache_dir } => tools::compile::run(&policy, &cache_dir, out),
         Cmd::Install {
             cni_bin_dir,
@@ -353,7 +416,24 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             events,
             json,
         } => tools::simulate::run_files(&config, &events, json, out),
-        Cmd::Serve { socket } => crate::serve::server::run(&socket, out),
+        Cmd::Serve {
+            socket,
+            reconcile_cri,
+            reconcile_every,
+            conf_dir,
+            grace,
+        } => {
+            let reconcile = reconcile_cri.map(|cri| crate::serve::reconciler::Timer {
+                settings: crate::reconcile::Settings {
+                    cri,
+                    conf_dir,
+                    grace,
+                    mode: crate::runner::Mode::Commit,
+                },
+                every: reconcile_every,
+            });
+            crate::serve::server::run(&socket, reconcile, out)
+        }
         Cmd::Demo { data_dir } => crate::demo::run(data_dir),
     }
 }

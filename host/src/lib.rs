@@ -20,6 +20,7 @@ pub mod envvars;
 pub mod invoke;
 pub mod netrecord;
 pub mod reboot;
+pub mod reconcile;
 pub mod release;
 pub mod retry;
 pub mod runner;

@@ -85,4 +85,25 @@ impl NetworkRecord {
         conf.as_object_mut().expect("an object").extend(extra);
         conf
     }
+
+    /// This network's policy and config as recorded, run on the node the
+    /// `live` config is for: its node-local fields (`dataDir`, `cacheDir`,
+    /// `node`) come from `live`, as does its store. What the reconciler
+    /// runs a network's GC with.
+    pub fn on_node(
+        &self,
+        live: &NetConf,
+        extra: serde_json::Map<String, Value>,
+    ) -> Result<NetConf, crate::cni::CniError> {
+        let mut conf = self.netconf(&live.name, &live.ipam.data_dir, extra);
+        let local: Value = serde_json::from_str(&live.ipam_raw).unwrap_or(Value::Null);
+        if let (Some(ipam), Some(local)) = (conf["ipam"].as_object_mut(), local.as_object()) {
+            for f in NODE_FIELDS.into_iter().chain(["store"]) {
+                if let Some(v) = local.get(f) {
+                    ipam.insert(f.into(), v.clone());
+                }
+            }
+        }
+        NetConf::parse(conf.to_string().as_bytes())
+    }
 }

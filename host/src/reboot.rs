@@ -144,6 +144,19 @@ fn recorded(
     Ok(out)
 }
 
+/// Every attachment `node` recorded at ADD and has not released, as
+/// `(container id, ifname)`: which attachments of a shared store are this
+/// node's.
+pub fn recorded_attachments(
+    txn: &mut dyn Txn,
+    node: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(recorded(txn, node, Gone::All)?
+        .into_iter()
+        .map(|(a, _)| (a.container_id, a.ifname))
+        .collect())
+}
+
 /// What the policy sees for a call no runtime made (a DEL of an attachment
 /// that is long gone, or the operator tools' `inspect`): the network, its
 /// config and `node`; no namespace, arguments or result.

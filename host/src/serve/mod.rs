@@ -27,6 +27,9 @@
 //!   `dhcp` capability took, before T1 and at T2 ([`renewals`]), reading them
 //!   from the stores, so a restart loses none. Without a server, a lease
 //!   lapses at its expiry.
+//! - Reconciling: with `--reconcile-cri`, the server also runs the
+//!   reconciler's pass on a timer ([`reconciler`]), releasing what pods the
+//!   runtime no longer has; off unless given the runtime's socket.
 //! - Root only: the socket is created mode 0600 (in a 0700 folder when the
 //!   server creates the folder), and the server answers only peers with
 //!   its own user id (`SO_PEERCRED`); a client tells its call only to a
@@ -38,6 +41,7 @@
 pub mod client;
 pub mod guard;
 pub mod policies;
+pub mod reconciler;
 pub mod renewals;
 pub mod server;
 pub mod stores;

@@ -70,7 +70,11 @@ impl Drop for Leave<'_> {
 
 /// Serves calls on `socket` until SIGINT or SIGTERM, then removes it and
 /// waits for the calls under way.
-pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+pub fn run(
+    socket: &Path,
+    reconcile: Option<super::reconciler::Timer>,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
     super::policies::keep_loaded();
     super::stores::keep_open();
     diag::init_server();
@@ -80,6 +84,9 @@ pub fn run(socket: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
         crate::dhcp::registry::use_dir(dir);
     }
     super::renewals::start();
+    if let Some(timer) = reconcile {
+        super::reconciler::start(timer);
+    }
     let running = Arc::new(Running::default());
     {
         let (socket, running) = (socket.to_path_buf(), running.clone());

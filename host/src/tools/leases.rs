@@ -63,6 +63,12 @@ pub struct LeaseRow {
     pub tag: Option<String>,
     /// The pool it came from, as the policy names it.
     pub pool: Option<String>,
+    /// When the reconciler first found no sandbox for the attachment in
+    /// the runtime, in seconds since the epoch: it is released once that is
+    /// the grace period ago. Absent while the runtime has it (or no
+    /// reconciler runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphaned_since: Option<u64>,
 }
 
 /// Reads the leases of `network`, or of every network in the store, each
@@ -109,6 +115,7 @@ fn network_report(
         } => (Some(policy), Some(leases), pools),
     };
     let reported = leases.is_some();
+    let orphaned = crate::reconcile::marks::seen_on_any_node(&mut *store.begin(&name)?)?;
     let pools = pools
         .into_iter()
         .map(|p| PoolReport {
@@ -136,6 +143,12 @@ fn network_report(
         .unwrap_or_default()
         .into_iter()
         .map(|l| LeaseRow {
+            orphaned_since: orphaned
+                .get(&(
+                    l.attachment.container_id.clone(),
+                    l.attachment.ifname.clone(),
+                ))
+                .copied(),
             address: l.address,
             container_id: l.attachment.container_id,
             ifname: l.attachment.ifname,
@@ -196,7 +209,26 @@ fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> std::io:
     Ok(())
 }
 
-pub fn render_text(out: &mut dyn Write, reports: &[NetworkReport]) -> std::io::Result<()> {
+/// A lease's NOTE: the policy's, and whether the runtime still has it.
+fn note(l: &LeaseRow, now: u64) -> String {
+    let gone = l.orphaned_since.map(|at| {
+        format!(
+            "no sandbox in the runtime for {}",
+            age(now.saturating_sub(at))
+        )
+    });
+    [l.tag.clone(), gone]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub fn render_text(
+    out: &mut dyn Write,
+    reports: &[NetworkReport],
+    now: u64,
+) -> std::io::Result<()> {
     if reports.is_empty() {
         writeln!(out, "no networks in this store yet")?;
     }
@@ -262,7 +294,7 @@ pub fn render_text(out: &mut dyn Write, reports: &[NetworkReport]) -> std::io::R
                         l.ifname.clone(),
                         l.pod.clone().unwrap_or_else(|| "-".into()),
                         age(l.age_seconds),
-                        l.tag.clone().unwrap_or_default(),
+                        note(l, now),
                     ]
                 })
                 .collect();
@@ -289,7 +321,7 @@ pub fn run(
         serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "networks": reports }))?;
         writeln!(out)?;
     } else {
-        render_text(out, &reports)?;
+        render_text(out, &reports, now)?;
     }
     Ok(())
 }

@@ -10,7 +10,10 @@
 //! figures, such as blocks per node (pooled) and addresses on hold
 //! (sticky). For a network whose policy takes DHCP leases, it also shows
 //! the host's own record of them: leases held, failing renewals, lapsed
-//! leases, renewals done, and RELEASEs still to send. The exposition is written by the Prometheus project's client
+//! leases, renewals done, and RELEASEs still to send. Where the reconciler
+//! ran (`wasm-ipam reconcile`, or `serve` with `--reconcile-cri`), its
+//! counters per node: passes, orphans seen, addresses released, and the
+//! time of its last good pass, whose age is the alert that it stopped. The exposition is written by the Prometheus project's client
 //! library (which ends each HELP text with its own period), and checked in
 //! the tests with `promtool`.
 
@@ -61,7 +64,40 @@ struct Families {
     leases: Family<NetworkLabels, Value>,
     figures: Family<FigureLabels, Value>,
     dhcp: [Family<DhcpLabels, Value>; 5],
+    reconcile: [Family<NodeLabels, Value>; 4],
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    network: String,
+    node: String,
+}
+
+/// The reconciler's families (see `reconcile::marks`): name, help, and the
+/// figure of a node's counters.
+type ReconcileFigure = fn(&crate::reconcile::marks::Counters) -> u64;
+const RECONCILE: [(&str, &str, ReconcileFigure); 4] = [
+    (
+        "reconcile_passes",
+        "Reconciler passes that asked the runtime and ran through a network, per node",
+        |c| c.passes,
+    ),
+    (
+        "reconcile_orphans_seen",
+        "Attachments a reconciler pass found with no sandbox in the runtime, each counted once",
+        |c| c.orphans_seen,
+    ),
+    (
+        "reconcile_released_addresses",
+        "Addresses the reconciler released, once orphaned for the grace period",
+        |c| c.released,
+    ),
+    (
+        "reconcile_last_good_pass_timestamp_seconds",
+        "When the reconciler last asked the runtime and ran through a network (Unix time)",
+        |c| c.last_good_pass,
+    ),
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DhcpLabels {
@@ -129,6 +165,9 @@ impl Families {
         for ((name, help, _), family) in DHCP.iter().zip(self.dhcp) {
             registry.register(*name, *help, family);
         }
+        for ((name, help, _), family) in RECONCILE.iter().zip(self.reconcile) {
+            registry.register(*name, *help, family);
+        }
     }
 }
 
@@ -169,6 +208,17 @@ pub fn render(store: &dyn Store, data_dir: &Path, now: u64) -> anyhow::Result<St
             };
             for ((_, _, figure), family) in DHCP.iter().zip(&families.dhcp) {
                 family.get_or_create(&labels).set(figure(&summary) as f64);
+            }
+        }
+        let counters =
+            crate::reconcile::marks::every_nodes_counters(&mut *store.begin(&network.name)?)?;
+        for (node, c) in counters {
+            let labels = NodeLabels {
+                network: network.name.clone(),
+                node,
+            };
+            for ((_, _, figure), family) in RECONCILE.iter().zip(&families.reconcile) {
+                family.get_or_create(&labels).set(figure(&c) as f64);
             }
         }
         if network.reported {

@@ -1,4 +1,5 @@
 //! The operator's subcommands: `leases`, `metrics`, `gc`, `release-node`,
+//! `reconcile`,
 //! `compile`, `install`, `sync-credentials`, `import-host-local` and
 //! `simulate`.
 //!
@@ -18,6 +19,7 @@ pub mod inspect;
 pub mod install;
 pub mod leases;
 pub mod metrics;
+pub mod reconcile;
 pub mod release_node;
 pub mod simulate;
 

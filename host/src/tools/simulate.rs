@@ -171,7 +171,7 @@ pub fn run(
         writeln!(out, "{}", json!({ "networks": reports }))?;
     } else {
         writeln!(out)?;
-        super::leases::render_text(out, &reports)?;
+        super::leases::render_text(out, &reports, clock)?;
     }
     Ok(())
 }

@@ -1,0 +1,460 @@
+//! Pods through a real containerd, driven through CRI as kubelet drives it
+//! (the kit in `containerd`), with bridge + wasm-ipam + portmap; and the
+//! reconciler reclaiming the leaks that runtime leaves, since it sends no
+//! CNI GC.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::common::{plugin, shared_cache};
+use crate::containerd::{self, Containerd};
+
+/// The ipam section of a kit's network, on `data_dir`.
+fn ipam(policy: Value, data_dir: &Path) -> Value {
+    let mut ipam = policy;
+    ipam["type"] = json!("wasm-ipam");
+    ipam["dataDir"] = json!(data_dir);
+    ipam["cacheDir"] = json!(shared_cache());
+    ipam["node"] = json!("node-a");
+    ipam
+}
+
+/// The addresses the network's leases hold, as `leases --json` lists them.
+fn leased(data_dir: &Path) -> BTreeSet<String> {
+    leases_json(&["--data-dir", data_dir.to_str().unwrap()])["networks"][0]["leases"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|l| l["address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn leases_json(args: &[&str]) -> Value {
+    let out = Command::new(plugin())
+        .arg("leases")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "leases: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `wasm-ipam reconcile` against the kit at `now`: its stdout, or
+/// its stderr on failure.
+fn reconcile(kit: &Containerd, grace: &str, now: u64, extra: &[&str]) -> Result<String, String> {
+    reconcile_at(&kit.endpoint(), &kit.conf_dir(), grace, now, extra)
+}
+
+fn reconcile_at(
+    endpoint: &str,
+    conf_dir: &Path,
+    grace: &str,
+    now: u64,
+    extra: &[&str],
+) -> Result<String, String> {
+    let out = Command::new(plugin())
+        .args([
+            "reconcile",
+            "--cri",
+            endpoint,
+            "--grace",
+            grace,
+            "--conf-dir",
+        ])
+        .arg(conf_dir)
+        .args(extra)
+        .env("WASM_IPAM_NOW", now.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn lifecycle(policy: Value, bridge: &str) {
+    let data = tempfile::tempdir().unwrap();
+    let conf = containerd::chain(bridge, ipam(policy, data.path()));
+    let kit = Containerd::start(&conf, bridge, &[("WASM_IPAM_SOCKET", "")]);
+    let pods: Vec<String> = (0..4)
+        .map(|i| {
+            kit.run_pod("default", &format!("pod-{i}"))
+                .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", kit.log_tail()))
+        })
+        .collect();
+    let ips: BTreeSet<String> = pods.iter().map(|id| kit.pod_ip(id)).collect();
+    assert_eq!(ips.len(), pods.len(), "addresses are distinct: {ips:?}");
+    assert_eq!(
+        leased(data.path()),
+        ips,
+        "the leases are the pods' addresses"
+    );
+    for id in &pods {
+        assert_eq!(
+            kit.eth0_addresses(id),
+            vec![kit.pod_ip(id)],
+            "eth0 carries it"
+        );
+    }
+    for id in &pods {
+        kit.remove_pod(id).unwrap();
+    }
+    assert!(leased(data.path()).is_empty(), "all released on removal");
+}
+
+#[test]
+fn pods_through_containerd_get_distinct_addresses_with_host_local() {
+    if !containerd::available() {
+        return;
+    }
+    lifecycle(
+        json!({"policy": "host-local", "ranges": [[{"subnet": "10.231.1.0/24"}]]}),
+        "wict1",
+    );
+}
+
+#[test]
+fn pods_through_containerd_get_distinct_addresses_with_pooled() {
+    if !containerd::available() {
+        return;
+    }
+    lifecycle(
+        json!({"policy": "pooled", "cooldownSeconds": 0,
+               "pools": [{"name": "p", "cidr": "10.231.2.0/24", "blockSize": 28}]}),
+        "wict2",
+    );
+}
+
+#[test]
+fn pods_through_containerd_get_distinct_addresses_with_sticky_and_keep_them() {
+    if !containerd::available() {
+        return;
+    }
+    let policy = json!({"policy": "sticky", "holdSeconds": 600,
+                        "ranges": [[{"subnet": "10.231.3.0/24"}]]});
+    lifecycle(policy.clone(), "wict3");
+    // A pod re-created under the same name gets its address back.
+    let data = tempfile::tempdir().unwrap();
+    let conf = containerd::chain("wict3", ipam(policy, data.path()));
+    let kit = Containerd::start(&conf, "wict3", &[("WASM_IPAM_SOCKET", "")]);
+    let first = kit.run_pod("default", "web-0").unwrap();
+    let other = kit.run_pod("default", "web-1").unwrap();
+    let ip = kit.pod_ip(&first);
+    kit.remove_pod(&first).unwrap();
+    let third = kit.run_pod("default", "db-0").unwrap();
+    assert_ne!(kit.pod_ip(&third), ip, "a held address goes to no one else");
+    let again = kit.run_pod("default", "web-0").unwrap();
+    assert_ne!(again, first, "a new sandbox");
+    assert_eq!(kit.pod_ip(&again), ip, "web-0 keeps its address");
+    for id in [other, third, again] {
+        kit.remove_pod(&id).unwrap();
+    }
+}
+
+/// A kit on host-local with pods `live` kept and `lost` removed behind
+/// the runtime's back after a DEL that failed: the store refused (its
+/// folder made writable by others), so StopPodSandbox failed, and the
+/// sandbox was then removed without it.
+struct Leaky {
+    data: tempfile::TempDir,
+    kit: Containerd,
+    live: Vec<String>,
+    /// The addresses of the pods lost.
+    leaked: BTreeSet<String>,
+}
+
+fn leaky(bridge: &str, subnet: &str) -> Leaky {
+    let data = tempfile::tempdir().unwrap();
+    let conf = containerd::chain(
+        bridge,
+        ipam(
+            json!({"policy": "host-local", "ranges": [[{"subnet": subnet}]]}),
+            data.path(),
+        ),
+    );
+    let mut kit = Containerd::start(&conf, bridge, &[("WASM_IPAM_SOCKET", "")]);
+    let run = |name: &str| kit.run_pod("default", name).unwrap();
+    let live = vec![run("live-0"), run("live-1")];
+    let lost = vec![run("lost-0"), run("lost-1")];
+    let leaked: BTreeSet<String> = lost.iter().map(|id| kit.pod_ip(id)).collect();
+    let store_dir = data.path();
+    set_mode(store_dir, 0o777);
+    for id in &lost {
+        let e = kit.stop_pod(id).unwrap_err();
+        assert!(
+            e.contains("ipam.dataDir"),
+            "the DEL failed on the store: {e}"
+        );
+    }
+    set_mode(store_dir, 0o755);
+    for id in &lost {
+        kit.forget_sandbox(id);
+    }
+    let known: BTreeSet<String> = kit.sandboxes().unwrap().into_iter().collect();
+    assert_eq!(
+        known,
+        live.iter().cloned().collect(),
+        "the runtime lost the sandboxes"
+    );
+    assert_eq!(leased(data.path()).len(), 4, "and their addresses leaked");
+    Leaky {
+        data,
+        kit,
+        live,
+        leaked,
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn reconcile_releases_exactly_the_leaked_and_only_after_the_grace_period() {
+    if !containerd::available() {
+        return;
+    }
+    let mut l = leaky("wict4", "10.231.4.0/24");
+    let data = l.data.path().to_path_buf();
+    let live_ips: BTreeSet<String> = l.live.iter().map(|id| l.kit.pod_ip(id)).collect();
+    let t0 = now();
+
+    let dry = reconcile(&l.kit, "10m", t0, &["--dry-run"]).unwrap();
+    assert!(dry.contains("2 without a sandbox"), "{dry}");
+    assert!(dry.contains("(dry run: nothing changed)"), "{dry}");
+    assert!(
+        leases_json(&["--data-dir", data.to_str().unwrap()])
+            .to_string()
+            .find("orphanedSince")
+            .is_none(),
+        "a dry run marks nothing"
+    );
+
+    // The first pass that sees them only marks them.
+    let first = reconcile(&l.kit, "10m", t0, &[]).unwrap();
+    assert!(first.contains("0 attachment(s) released"), "{first}");
+    for ip in &l.leaked {
+        assert!(first.contains(&format!("kept {ip} of ")), "{first}");
+    }
+    assert!(first.contains("first seen now"), "{first}");
+    let listed = leases_json(&["--data-dir", data.to_str().unwrap()]);
+    for lease in listed["networks"][0]["leases"].as_array().unwrap() {
+        let lost = l.leaked.contains(lease["address"].as_str().unwrap());
+        assert_eq!(
+            lease.get("orphanedSince").is_some(),
+            lost,
+            "leases marks the orphans: {lease}"
+        );
+    }
+    let table = Command::new(plugin())
+        .args(["leases", "--data-dir", data.to_str().unwrap()])
+        .env("WASM_IPAM_NOW", (t0 + 120).to_string())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("no sandbox in the runtime for 2m"),
+        "{table}"
+    );
+
+    let early = reconcile(&l.kit, "10m", t0 + 599, &[]).unwrap();
+    assert!(early.contains("0 attachment(s) released"), "{early}");
+    assert_eq!(leased(&data).len(), 4);
+
+    // A runtime that does not answer releases nothing, even past the grace.
+    l.kit.stop();
+    let down = reconcile(&l.kit, "10m", t0 + 700, &[]).unwrap_err();
+    assert!(
+        down.contains("cannot be reached") && down.contains("nothing was released"),
+        "{down}"
+    );
+    assert_eq!(leased(&data).len(), 4);
+    l.kit.restart();
+
+    let done = reconcile(&l.kit, "10m", t0 + 700, &[]).unwrap();
+    for ip in &l.leaked {
+        assert!(done.contains(&format!("released {ip} of ")), "{done}");
+    }
+    assert!(done.contains("2 attachment(s) released"), "{done}");
+    assert_eq!(
+        leased(&data),
+        live_ips,
+        "exactly the leaked went; the live pods keep theirs"
+    );
+    for id in &l.live {
+        assert_eq!(l.kit.eth0_addresses(id), vec![l.kit.pod_ip(id)]);
+    }
+    let again = reconcile(&l.kit, "10m", t0 + 800, &[]).unwrap();
+    assert!(again.contains("0 without a sandbox"), "{again}");
+
+    let metrics = Command::new(plugin())
+        .args(["metrics", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        "wasm_ipam_reconcile_released_addresses{network=\"pods\",node=\"node-a\"} 2",
+        "wasm_ipam_reconcile_orphans_seen{network=\"pods\",node=\"node-a\"} 2",
+        "wasm_ipam_reconcile_passes{network=\"pods\",node=\"node-a\"} 4",
+        &format!(
+            "wasm_ipam_reconcile_last_good_pass_timestamp_seconds{{network=\"pods\",node=\"node-a\"}} {}",
+            t0 + 800
+        ),
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+#[test]
+fn after_the_runtime_lost_its_state_the_new_pods_are_kept_and_the_old_released() {
+    if !containerd::available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let conf = containerd::chain(
+        "wict5",
+        ipam(
+            json!({"policy": "sticky", "holdSeconds": 0,
+                    "ranges": [[{"subnet": "10.231.5.0/24"}]]}),
+            data.path(),
+        ),
+    );
+    let mut kit = Containerd::start(&conf, "wict5", &[("WASM_IPAM_SOCKET", "")]);
+    let old: BTreeSet<String> = ["a", "b", "c"]
+        .iter()
+        .map(|n| kit.pod_ip(&kit.run_pod("default", n).unwrap()))
+        .collect();
+    kit.wipe();
+    assert!(
+        kit.sandboxes().unwrap().is_empty(),
+        "containerd starts empty"
+    );
+    let new = kit.run_pod("default", "d").unwrap();
+    let new_ip = kit.pod_ip(&new);
+    assert!(!old.contains(&new_ip));
+    assert_eq!(leased(data.path()).len(), 4);
+    let out = reconcile(&kit, "0", now(), &[]).unwrap();
+    assert!(out.contains("3 attachment(s) released"), "{out}");
+    assert_eq!(leased(data.path()), BTreeSet::from([new_ip]));
+}
+
+#[test]
+fn on_a_shared_etcd_only_this_nodes_leaks_are_released() {
+    if !containerd::available() || !crate::etcd::etcd_available() {
+        return;
+    }
+    let etcd = etcd_cluster::Cluster::start(1);
+    let store =
+        json!({"etcd": {"endpoints": etcd.endpoints(), "prefix": "/wasm-ipam", "timeoutMs": 1500}});
+    let pooled = |node: &str| {
+        json!({"policy": "pooled", "node": node, "store": store, "cooldownSeconds": 0,
+               "pools": [{"name": "main", "cidr": "10.231.6.0/24", "blockSize": 28}]})
+    };
+    let data = tempfile::tempdir().unwrap();
+    let conf = containerd::chain("wict6", ipam(pooled("node-a"), data.path()));
+    let mut kit = Containerd::start(&conf, "wict6", &[("WASM_IPAM_SOCKET", "")]);
+    // Node b's pods, whose sandboxes this runtime has never heard of.
+    let mut node_b = crate::common::Net::with_ipam("1.0.0", pooled("node-b"));
+    node_b.conf["name"] = json!("pods");
+    let b_ips: BTreeSet<String> = ["b-0", "b-1"]
+        .iter()
+        .map(|id| node_b.add_ip(id).split('/').next().unwrap().to_string())
+        .collect();
+    let live = kit.run_pod("default", "live").unwrap();
+    let lost = kit.run_pod("default", "lost").unwrap();
+    let (live_ip, lost_ip) = (kit.pod_ip(&live), kit.pod_ip(&lost));
+    kit.forget_sandbox(&lost);
+
+    let conflist = kit.conf_dir().join("10-pods.conflist");
+    let held = || -> BTreeSet<String> {
+        leases_json(&["--config", conflist.to_str().unwrap()])["networks"][0]["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["address"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(held().len(), 4);
+    let out = reconcile(&kit, "0", now(), &[]).unwrap();
+    assert!(
+        out.contains("2 attachments, 1 without a sandbox"),
+        "node a holds two: {out}"
+    );
+    assert!(
+        out.contains(&format!("released {lost_ip} of {lost}/eth0")),
+        "{out}"
+    );
+    let mut expected = b_ips.clone();
+    expected.insert(live_ip);
+    assert_eq!(
+        held(),
+        expected,
+        "node b's attachments are not this node's to judge"
+    );
+}
+
+#[test]
+fn serve_with_the_reconciler_on_reclaims_a_leak_by_itself() {
+    if !containerd::available() {
+        return;
+    }
+    let l = leaky("wict7", "10.231.7.0/24");
+    let live_ips: BTreeSet<String> = l.live.iter().map(|id| l.kit.pod_ip(id)).collect();
+    let run = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(plugin())
+        .args(["serve", "--socket"])
+        .arg(run.path().join("wasm-ipam.sock"))
+        .args([
+            "--reconcile-cri",
+            &l.kit.endpoint(),
+            "--reconcile-every",
+            "1s",
+            "--grace",
+            "2s",
+            "--conf-dir",
+        ])
+        .arg(l.kit.conf_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while leased(l.data.path()) != live_ips
+        && started.elapsed() < std::time::Duration::from_secs(60)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let _ = serve.kill();
+    let out = serve.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        leased(l.data.path()),
+        live_ips,
+        "the leak was reclaimed; log:\n{log}"
+    );
+    for ip in &l.leaked {
+        assert!(
+            log.contains(&format!("reconcile: released {ip} of ")),
+            "{log}"
+        );
+    }
+}
