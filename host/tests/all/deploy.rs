@@ -21,8 +21,8 @@ fn manifest(name: &str) -> String {
 
 /// Each `command:` of a manifest, a JSON array on one line, with the
 /// image's binary replaced by ours, the node's `/host/...` and `/run/...`
-/// paths moved under `root`, and the metrics port by a free one on
-/// loopback.
+/// paths moved under `root` (the CRI socket's `unix:///run/...` too), and
+/// the metrics port by a free one on loopback.
 fn commands(yaml: &str, root: &Path) -> Vec<(PathBuf, Vec<String>)> {
     yaml.lines()
         .filter_map(|l| l.trim().strip_prefix("command: "))
@@ -35,7 +35,10 @@ fn commands(yaml: &str, root: &Path) -> Vec<(PathBuf, Vec<String>)> {
                     |a| match a.strip_prefix("/host/").or(a.strip_prefix("/run/")) {
                         Some(rest) => root.join(rest).display().to_string(),
                         None if a == "0.0.0.0:9942" => "127.0.0.1:0".to_string(),
-                        None => a.clone(),
+                        None => match a.strip_prefix("unix:///run/") {
+                            Some(rest) => format!("unix://{}", root.join(rest).display()),
+                            None => a.clone(),
+                        },
                     },
                 )
                 .collect();
@@ -332,4 +335,81 @@ fn the_daemonset_puts_the_etcd_secret_on_the_node_and_keeps_it_in_step() {
     server.kill().unwrap();
     server.wait().unwrap();
     assert!(added.ok(), "{} {}", added.stdout, added.stderr);
+}
+
+#[test]
+fn the_daemonsets_server_reconciles_against_the_nodes_containerd() {
+    use crate::containerd::{self, Containerd};
+    if !containerd::available() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let ds = daemonset(root.path());
+    assert!(
+        ds.serve.contains(&"--reconcile-cri".to_string()),
+        "{:?}",
+        ds.serve
+    );
+    let data = tempfile::tempdir().unwrap();
+    let ipam = json!({"type": "wasm-ipam", "policy": "host-local", "dataDir": data.path(),
+                      "cacheDir": shared_cache(), "ranges": [[{"subnet": "10.231.8.0/24"}]]});
+    let mut kit = Containerd::start(
+        &containerd::chain("wict8", ipam),
+        "wict8",
+        &[("WASM_IPAM_SOCKET", "")],
+    );
+    let live = kit.run_pod("default", "live").unwrap();
+    let lost = kit.run_pod("default", "lost").unwrap();
+    let (live_ip, lost_ip) = (kit.pod_ip(&live), kit.pod_ip(&lost));
+    kit.forget_sandbox(&lost);
+    // The node's socket and config folder, where the DaemonSet mounts them.
+    std::fs::create_dir_all(root.path().join("containerd")).unwrap();
+    std::os::unix::fs::symlink(kit.socket(), root.path().join("containerd/containerd.sock"))
+        .unwrap();
+    std::fs::create_dir_all(root.path().join("etc/cni")).unwrap();
+    std::os::unix::fs::symlink(kit.conf_dir(), root.path().join("etc/cni/net.d")).unwrap();
+    // An earlier pass found the lost pod's sandbox gone eleven minutes ago.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = Command::new(plugin())
+        .args(["reconcile", "--cri", &kit.endpoint(), "--conf-dir"])
+        .arg(kit.conf_dir())
+        .env("WASM_IPAM_NOW", (now - 660).to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let leased = || {
+        let out = succeeds(&[
+            "leases".into(),
+            "--data-dir".into(),
+            data.path().display().to_string(),
+            "--json".into(),
+        ]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["networks"][0]["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["address"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(leased().contains(&lost_ip));
+    let mut server = start_serving(&ds.serve);
+    let started = std::time::Instant::now();
+    while leased() != [live_ip.clone()] && started.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(
+        leased(),
+        [live_ip],
+        "the server's first pass released the lost pod's address"
+    );
 }

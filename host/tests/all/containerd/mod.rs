@@ -117,6 +117,11 @@ impl Containerd {
         self.path("net.d")
     }
 
+    /// containerd's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.path("containerd.sock")
+    }
+
     /// The CRI endpoint: `unix://<socket>`.
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.path("containerd.sock").display())
