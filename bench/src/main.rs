@@ -16,6 +16,8 @@
 //! the bench starts itself, while a member dies, restarts or is partitioned
 //! away. With `--dhcp`, only `dhcp.rs`: the dhcp policy against the
 //! reference dhcp plugin and its daemon, through macvlan, against dnsmasq.
+//! With `--containerd`, only `runtime.rs`: pods through containerd, with
+//! wasm-ipam against the reference host-local.
 
 mod cluster;
 mod dhcp;
@@ -23,6 +25,7 @@ mod etcd;
 mod faults;
 mod measure;
 mod plot;
+mod runtime;
 mod shared;
 mod spawn;
 mod stats;
@@ -79,6 +82,13 @@ struct Cli {
     /// root, dnsmasq and the reference plugins).
     #[arg(long)]
     dhcp: bool,
+    /// Only pods through containerd: RunPodSandbox and its removal, this
+    /// many pods with wasm-ipam against as many with the reference
+    /// host-local, interleaved, on two containerd instances the bench
+    /// starts (needs root, containerd, runc, busybox-static and the
+    /// reference plugins).
+    #[arg(long, value_name = "PODS", num_args = 0..=1, default_missing_value = "30")]
+    containerd: Option<usize>,
     /// Also draw the plots into this directory, as SVG: `add-latency.svg`,
     /// and with `--cluster`, `cluster.svg`.
     #[arg(long, value_name = "DIR")]
@@ -212,6 +222,12 @@ fn main() -> Result<()> {
             "{} does not exist: build it (cargo build -p wasm-ipam) or give --wasm-ipam",
             ours.display()
         );
+    }
+    if let Some(pods) = cli.containerd {
+        let results = json!({"containerd": runtime::run(&ours, if cli.smoke { 2 } else { pods })?});
+        std::fs::write(&cli.json, serde_json::to_string_pretty(&results)?)?;
+        println!("\nJSON: {}", cli.json.display());
+        return Ok(());
     }
     if cli.dhcp {
         let results = json!({"dhcp": dhcp::run(&ours, cli.smoke)?});

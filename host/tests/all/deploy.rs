@@ -339,7 +339,7 @@ fn the_daemonset_puts_the_etcd_secret_on_the_node_and_keeps_it_in_step() {
 
 #[test]
 fn the_daemonsets_server_reconciles_against_the_nodes_containerd() {
-    use crate::containerd::{self, Containerd};
+    use crate::containerd;
     if !containerd::available() {
         return;
     }
@@ -353,11 +353,7 @@ fn the_daemonsets_server_reconciles_against_the_nodes_containerd() {
     let data = tempfile::tempdir().unwrap();
     let ipam = json!({"type": "wasm-ipam", "policy": "host-local", "dataDir": data.path(),
                       "cacheDir": shared_cache(), "ranges": [[{"subnet": "10.231.8.0/24"}]]});
-    let mut kit = Containerd::start(
-        &containerd::chain("wict8", ipam),
-        "wict8",
-        &[("WASM_IPAM_SOCKET", "")],
-    );
+    let mut kit = containerd::start(&containerd::chain("wict8", ipam), "wict8");
     let live = kit.run_pod("default", "live").unwrap();
     let lost = kit.run_pod("default", "lost").unwrap();
     let (live_ip, lost_ip) = (kit.pod_ip(&live), kit.pod_ip(&lost));

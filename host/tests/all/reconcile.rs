@@ -93,7 +93,7 @@ fn now() -> u64 {
 fn lifecycle(policy: Value, bridge: &str) {
     let data = tempfile::tempdir().unwrap();
     let conf = containerd::chain(bridge, ipam(policy, data.path()));
-    let kit = Containerd::start(&conf, bridge, &[("WASM_IPAM_SOCKET", "")]);
+    let kit = containerd::start(&conf, bridge);
     let pods: Vec<String> = (0..4)
         .map(|i| {
             kit.run_pod("default", &format!("pod-{i}"))
@@ -154,7 +154,7 @@ fn pods_through_containerd_get_distinct_addresses_with_sticky_and_keep_them() {
     // A pod re-created under the same name gets its address back.
     let data = tempfile::tempdir().unwrap();
     let conf = containerd::chain("wict3", ipam(policy, data.path()));
-    let kit = Containerd::start(&conf, "wict3", &[("WASM_IPAM_SOCKET", "")]);
+    let kit = containerd::start(&conf, "wict3");
     let first = kit.run_pod("default", "web-0").unwrap();
     let other = kit.run_pod("default", "web-1").unwrap();
     let ip = kit.pod_ip(&first);
@@ -190,7 +190,7 @@ fn leaky(bridge: &str, subnet: &str) -> Leaky {
             data.path(),
         ),
     );
-    let mut kit = Containerd::start(&conf, bridge, &[("WASM_IPAM_SOCKET", "")]);
+    let mut kit = containerd::start(&conf, bridge);
     let run = |name: &str| kit.run_pod("default", name).unwrap();
     let live = vec![run("live-0"), run("live-1")];
     let lost = vec![run("lost-0"), run("lost-1")];
@@ -338,7 +338,7 @@ fn after_the_runtime_lost_its_state_the_new_pods_are_kept_and_the_old_released()
             data.path(),
         ),
     );
-    let mut kit = Containerd::start(&conf, "wict5", &[("WASM_IPAM_SOCKET", "")]);
+    let mut kit = containerd::start(&conf, "wict5");
     let old: BTreeSet<String> = ["a", "b", "c"]
         .iter()
         .map(|n| kit.pod_ip(&kit.run_pod("default", n).unwrap()))
@@ -371,7 +371,7 @@ fn on_a_shared_etcd_only_this_nodes_leaks_are_released() {
     };
     let data = tempfile::tempdir().unwrap();
     let conf = containerd::chain("wict6", ipam(pooled("node-a"), data.path()));
-    let mut kit = Containerd::start(&conf, "wict6", &[("WASM_IPAM_SOCKET", "")]);
+    let mut kit = containerd::start(&conf, "wict6");
     // Node b's pods, whose sandboxes this runtime has never heard of.
     let mut node_b = crate::common::Net::with_ipam("1.0.0", pooled("node-b"));
     node_b.conf["name"] = json!("pods");

@@ -31,18 +31,43 @@ use tonic::transport::Channel;
 /// The reference plugins the chains use.
 const REFERENCE: &str = "/usr/lib/cni";
 
-/// Whether this machine can run the kit: root, containerd, runc, busybox
-/// and the reference plugins. CI must have them all.
-pub fn available() -> bool {
-    if !cni_conformance::netns::is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI must run as root");
-        eprintln!("skipped: containerd needs root");
-        return false;
+/// What the kit needs, by path, with the Debian package of each.
+pub const NEEDS: [(&str, &str); 5] = [
+    ("/usr/bin/containerd", "containerd"),
+    ("/usr/bin/ctr", "containerd"),
+    ("/usr/sbin/runc", "runc"),
+    ("/usr/bin/busybox", "busybox-static"),
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+];
+
+/// Why this machine cannot run the kit (not root, or a package missing),
+/// or `None` when it can.
+pub fn missing() -> Option<String> {
+    if !is_root() {
+        return Some("containerd needs root".into());
     }
-    crate::common::installed("/usr/bin/containerd", "containerd")
-        && crate::common::installed("/usr/sbin/runc", "runc")
-        && crate::common::installed("/usr/bin/busybox", "busybox-static")
-        && crate::common::installed("/usr/lib/cni/bridge", "containernetworking-plugins")
+    NEEDS
+        .iter()
+        .find(|(path, _)| !Path::new(path).exists())
+        .map(|(path, package)| format!("{path} is missing (apt-get install {package})"))
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// Where and how a kit's containerd runs its pods.
+pub struct Node<'a> {
+    /// The wasm-ipam binary the runtime runs as the IPAM plugin.
+    pub wasm_ipam: &'a Path,
+    /// The network config list, the node's only one.
+    pub conflist: &'a Value,
+    /// The chain's bridge, removed at the end.
+    pub bridge: &'a str,
+    /// Variables for the plugins containerd runs.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// The network config list a kit's containerd uses: bridge with
@@ -69,11 +94,15 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd with `conflist` as its one network, its plugins
-    /// from the reference set and `wasm-ipam` this build's binary, and
-    /// `env` for the plugins it runs. `bridge` is the chain's bridge,
-    /// removed at the end.
-    pub fn start(conflist: &Value, bridge: &str, env: &[(&str, &str)]) -> Containerd {
+    /// Starts containerd with the node's network config list, its plugins
+    /// from the reference set and `wasm-ipam` the node's binary.
+    pub fn start(node: &Node) -> Containerd {
+        let Node {
+            wasm_ipam,
+            conflist,
+            bridge,
+            env,
+        } = *node;
         let dir = tempfile::Builder::new().prefix("wict-").tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -81,7 +110,7 @@ impl Containerd {
             std::os::unix::fs::symlink(Path::new(REFERENCE).join(plugin), bin.join(plugin))
                 .unwrap();
         }
-        std::os::unix::fs::symlink(crate::common::plugin(), bin.join("wasm-ipam")).unwrap();
+        std::os::unix::fs::symlink(wasm_ipam, bin.join("wasm-ipam")).unwrap();
         let conf_dir = dir.path().join("net.d");
         std::fs::create_dir_all(&conf_dir).unwrap();
         std::fs::write(
