@@ -4,6 +4,7 @@
 //! NetworkAttachmentDefinition's config serves an ADD and a DEL, the DEL
 //! also with the emptied `ipam` Multus sends after losing its cache.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -380,32 +381,20 @@ fn the_daemonsets_server_reconciles_against_the_nodes_containerd() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let leased = || {
-        let out = succeeds(&[
-            "leases".into(),
-            "--data-dir".into(),
-            data.path().display().to_string(),
-            "--json".into(),
-        ]);
-        let v: Value = serde_json::from_str(&out).unwrap();
-        v["networks"][0]["leases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["address"].as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
+    let leased = || crate::reconcile::leased(data.path());
     assert!(leased().contains(&lost_ip));
     let mut server = start_serving(&ds.serve);
     let started = std::time::Instant::now();
-    while leased() != [live_ip.clone()] && started.elapsed() < std::time::Duration::from_secs(30) {
+    while leased() != BTreeSet::from([live_ip.clone()])
+        && started.elapsed() < std::time::Duration::from_secs(30)
+    {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(
         leased(),
-        [live_ip],
+        BTreeSet::from([live_ip]),
         "the server's first pass released the lost pod's address"
     );
 }

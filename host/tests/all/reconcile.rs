@@ -23,7 +23,7 @@ fn ipam(policy: Value, data_dir: &Path) -> Value {
 }
 
 /// The addresses the network's leases hold, as `leases --json` lists them.
-fn leased(data_dir: &Path) -> BTreeSet<String> {
+pub(crate) fn leased(data_dir: &Path) -> BTreeSet<String> {
     leases_json(&["--data-dir", data_dir.to_str().unwrap()])["networks"][0]["leases"]
         .as_array()
         .cloned()
@@ -457,4 +457,76 @@ fn serve_with_the_reconciler_on_reclaims_a_leak_by_itself() {
             "{log}"
         );
     }
+}
+
+/// A child killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_socket_that_is_no_runtime_or_none_at_all_releases_nothing() {
+    if !crate::etcd::etcd_available() {
+        return;
+    }
+    // A node whose one pod's sandbox no runtime here knows.
+    let data = tempfile::tempdir().unwrap();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let mut net = crate::common::Net::with_ipam(
+        "1.0.0",
+        json!({"policy": "host-local", "node": "node-a", "dataDir": data.path(),
+               "ranges": [[{"subnet": "10.231.9.0/24"}]]}),
+    );
+    net.conf["ipam"]["dataDir"] = json!(data.path());
+    net.conf["name"] = json!("pods");
+    net.add_ip("gone");
+    std::fs::write(conf_dir.path().join("10-pods.conf"), net.conf.to_string()).unwrap();
+    // etcd answers gRPC on a unix socket, but not CRI: etcd makes the
+    // socket `etcd:1` in its working folder.
+    let run = tempfile::tempdir().unwrap();
+    let _etcd = Killed(
+        Command::new(etcd_cluster::ETCD)
+            .current_dir(run.path())
+            .args(["--data-dir", "d", "--listen-client-urls", "unix://etcd:1"])
+            .args(["--advertise-client-urls", "unix://etcd:1"])
+            .args(["--listen-peer-urls", "unix://peer:1"])
+            .args(["--initial-advertise-peer-urls", "unix://peer:1"])
+            .args(["--initial-cluster", "default=unix://peer:1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let socket = run.path().join("etcd:1");
+    let started = std::time::Instant::now();
+    while !socket.exists() && started.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let later = now() + 3600;
+    let not_cri =
+        reconcile_at(socket.to_str().unwrap(), conf_dir.path(), "0", later, &[]).unwrap_err();
+    assert!(
+        not_cri.contains("does not speak CRI v1") && not_cri.contains("nothing was released"),
+        "{not_cri}"
+    );
+    let missing = run.path().join("no.sock");
+    let none =
+        reconcile_at(missing.to_str().unwrap(), conf_dir.path(), "0", later, &[]).unwrap_err();
+    assert!(
+        none.contains("cannot be reached") && none.contains("no.sock"),
+        "{none}"
+    );
+    assert_eq!(leased(data.path()).len(), 1, "the lease stays");
+    let listed = leases_json(&["--data-dir", data.path().to_str().unwrap()]);
+    assert!(
+        listed["networks"][0]["leases"][0]
+            .get("orphanedSince")
+            .is_none(),
+        "and no pass marked it: {listed}"
+    );
 }
