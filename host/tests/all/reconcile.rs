@@ -169,6 +169,83 @@ fn pods_through_containerd_get_distinct_addresses_with_sticky_and_keep_them() {
     }
 }
 
+#[test]
+fn pods_through_containerd_get_dhcp_leases_with_the_dhcp_policy() {
+    if !containerd::available() || !crate::dhcp::dhcp_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let policy = json!({"policy": "dhcp", "grant": ["dhcp"], "dhcpTimeoutMs": 8000});
+    let mut chain = containerd::chain("wict10", ipam(policy, data.path()));
+    // The bridge is the DHCP server's network: made here, with the
+    // server's address, and not a gateway the plugin sets up.
+    chain["plugins"][0]["isGateway"] = json!(false);
+    let kit = containerd::start(&chain, "wict10");
+    for args in [
+        vec!["link", "add", "wict10", "type", "bridge"],
+        vec!["addr", "add", "10.231.10.1/24", "dev", "wict10"],
+        vec!["link", "set", "wict10", "up"],
+    ] {
+        assert!(
+            Command::new("ip").args(&args).status().unwrap().success(),
+            "ip {args:?}"
+        );
+    }
+    let server_dir = tempfile::tempdir().unwrap();
+    let _server = Killed(
+        Command::new("/usr/sbin/dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--port=0",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .args([
+                "--conf-file=/dev/null",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--no-ping",
+            ])
+            .args([
+                "--interface=wict10",
+                "--dhcp-range=10.231.10.50,10.231.10.150,255.255.255.0,1h",
+            ])
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                server_dir.path().join("leases").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pods: Vec<String> = (0..2)
+        .map(|i| {
+            kit.run_pod("default", &format!("dhcp-{i}"))
+                .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", kit.log_tail()))
+        })
+        .collect();
+    let ips: BTreeSet<String> = pods.iter().map(|id| kit.pod_ip(id)).collect();
+    assert_eq!(ips.len(), 2, "distinct: {ips:?}");
+    assert!(ips.iter().all(|ip| ip.starts_with("10.231.10.")), "{ips:?}");
+    assert_eq!(
+        leased(data.path()),
+        ips,
+        "the leases are the pods' addresses"
+    );
+    for id in &pods {
+        assert_eq!(
+            kit.eth0_addresses(id),
+            vec![kit.pod_ip(id)],
+            "eth0 carries it"
+        );
+    }
+    for id in &pods {
+        kit.remove_pod(id).unwrap();
+    }
+    assert!(leased(data.path()).is_empty(), "all released on removal");
+}
+
 /// A kit on host-local with pods `live` kept and `lost` removed behind
 /// the runtime's back after a DEL that failed: the store refused (its
 /// folder made writable by others), so StopPodSandbox failed, and the
