@@ -163,6 +163,11 @@ enum Cmd {
         /// Show what would be released and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The node's runtime was replaced: take the one answering as the
+        /// runtime of the node's pods. Without it, a pass that finds another
+        /// runtime than earlier passes asked releases nothing.
+        #[arg(long)]
+        new_runtime: bool,
     },
     /// Check a policy component and compile it into the cache.
     #[command(
@@ -368,11 +373,16 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
             tools::release_node::run(&*store, &data_dir, &node, network, dry_run, now()?, out)
                 .map(drop)
         }
-        Cmd::Reconcile { reconcile, dry_run } => {
+        Cmd::Reconcile {
+            reconcile,
+            dry_run,
+            new_runtime,
+        } => {
             let settings = crate::reconcile::Settings {
                 cri: reconcile.cri,
                 conf_dir: reconcile.conf_dir,
                 grace: reconcile.grace,
+                new_runtime,
                 mode: if dry_run {
                     crate::runner::Mode::DryRun
                 } else {
@@ -428,6 +438,7 @@ fn run(cmd: Cmd, out: &mut dyn Write) -> anyhow::Result<()> {
                     cri,
                     conf_dir,
                     grace,
+                    new_runtime: false,
                     mode: crate::runner::Mode::Commit,
                 },
                 every: reconcile_every,

@@ -50,6 +50,9 @@ pub struct Sandboxes {
     /// The runtime's name and version, as `Version` gave them
     /// (`containerd 1.6.20~ds1`).
     pub runtime: String,
+    /// Its name alone (`containerd`, `cri-o`): which runtime made the
+    /// node's pods, as the passes remember it.
+    pub name: String,
     /// The id of every sandbox it knows, in any state: the container id of
     /// each of the sandbox's CNI attachments.
     pub ids: BTreeSet<String>,
@@ -152,6 +155,7 @@ async fn ask(endpoint: &str) -> Result<Sandboxes, CriError> {
         .into_inner();
     Ok(Sandboxes {
         runtime: format!("{} {}", version.runtime_name, version.runtime_version),
+        name: version.runtime_name,
         ids: list.items.into_iter().map(|s| s.id).collect(),
     })
 }

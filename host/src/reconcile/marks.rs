@@ -10,7 +10,8 @@
 //!   and a restarted `serve` count the grace the same way, and `leases`
 //!   can show which attachments the runtime no longer has.
 //! - `.wasm-ipam/reconcile/<node>`: the node's counters, for `metrics`:
-//!   passes, orphans seen, addresses released, and the last good pass.
+//!   passes, orphans seen, addresses released, and the last good pass;
+//!   and the runtime those passes asked.
 //!
 //! Both are written in the pass's own transaction, so they are exactly as
 //! durable as what the pass released.
@@ -97,6 +98,10 @@ pub struct Counters {
     pub released: u64,
     /// When the last such pass ended, in seconds since the epoch.
     pub last_good_pass: u64,
+    /// The runtime those passes asked, by name: a pass that finds another
+    /// one answering releases nothing (see `pass`).
+    #[serde(default)]
+    pub runtime: String,
 }
 
 /// `node`'s counters in this network (zero before its first pass).

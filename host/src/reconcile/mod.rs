@@ -18,7 +18,9 @@
 //! hold).
 //!
 //! Never on doubt: a runtime that does not answer, answers an error, or is
-//! not a CRI runtime stops the pass before any store is touched; the grace
+//! not a CRI runtime stops the pass before any store is touched; another
+//! runtime than earlier passes asked releases nothing in the networks they
+//! ran through (`pass`); the grace
 //! period (10 minutes by default, as Calico's `leakGracePeriod`) covers an
 //! ADD in flight, whose sandbox the runtime lists only once its network is
 //! up, and a runtime restarting; a shared store's other nodes are never
@@ -52,6 +54,9 @@ pub struct Settings {
     pub conf_dir: PathBuf,
     pub grace: Duration,
     pub mode: Mode,
+    /// The node's runtime was replaced: take the one answering now (see
+    /// [`pass`]).
+    pub new_runtime: bool,
 }
 
 /// One network's part of a pass.
@@ -108,7 +113,7 @@ pub fn run(settings: &Settings, now: u64) -> Result<Report, ReconcileError> {
     let networks = found
         .found
         .iter()
-        .map(|f| network(settings, &f.conf, &f.file, &sandboxes.ids, now))
+        .map(|f| network(settings, &f.conf, &f.file, &sandboxes, now))
         .collect();
     let report = Report {
         runtime: sandboxes.runtime,
@@ -126,7 +131,7 @@ fn network(
     settings: &Settings,
     live: &crate::cni::config::NetConf,
     file: &Path,
-    sandboxes: &std::collections::BTreeSet<String>,
+    sandboxes: &cri::Sandboxes,
     now: u64,
 ) -> NetworkReport {
     let node = runner::node_name(live).unwrap_or_else(|_| "?".into());
@@ -162,7 +167,9 @@ fn network(
         let pass = pass::Pass {
             conf: &conf,
             node: &node,
-            sandboxes,
+            sandboxes: &sandboxes.ids,
+            runtime: &sandboxes.name,
+            new_runtime: settings.new_runtime,
             grace: settings.grace.as_secs(),
             now,
             mode: settings.mode,

@@ -15,7 +15,10 @@
 //! and any lease the host has no record of, are passed to `gc` as valid:
 //! never released on doubt. A `gc` that releases anything else than what
 //! the pass decided (a policy whose `inspect` does not list all it holds)
-//! is rolled back.
+//! is rolled back. A pass remembers the runtime it asked; a later one that
+//! finds another runtime answering (a CRI-O socket given on a node whose
+//! pods containerd made) releases nothing, unless told the node's runtime
+//! was replaced.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -36,6 +39,11 @@ pub struct Pass<'a> {
     pub node: &'a str,
     /// The runtime's sandboxes: the container ids that are not orphans.
     pub sandboxes: &'a BTreeSet<String>,
+    /// The runtime's name, as it gave it.
+    pub runtime: &'a str,
+    /// Take `runtime` as the node's runtime even if earlier passes asked
+    /// another (the node's runtime was replaced).
+    pub new_runtime: bool,
     /// Seconds an attachment must have been seen orphaned.
     pub grace: u64,
     pub now: u64,
@@ -70,6 +78,16 @@ pub struct Outcome {
 pub enum PassError {
     #[error("policy {0} does not export inspect, so its attachments cannot be listed")]
     NotInspectable(String),
+    #[error(
+        "earlier passes on node {node} asked {before}, but {now} answers here: the pods were \
+         made by a runtime that was not asked, so nothing is released (if the node runs {now} \
+         for good now, run wasm-ipam reconcile with --new-runtime once)"
+    )]
+    OtherRuntime {
+        node: String,
+        before: String,
+        now: String,
+    },
     #[error("policy {policy}'s gc released {what}, which the pass did not decide; rolled back")]
     Unexpected { policy: String, what: String },
     #[error(transparent)]
@@ -155,6 +173,16 @@ fn decide_and_release(
     };
     let seen = marks::seen(&mut *txn, pass.node)?;
     let mut counters = marks::counters(&mut *txn, pass.node)?;
+    // Another runtime answering than the one that made the node's pods
+    // lists none of them: nothing it says is about them.
+    if !counters.runtime.is_empty() && counters.runtime != pass.runtime && !pass.new_runtime {
+        return Err(PassError::OtherRuntime {
+            node: pass.node.to_string(),
+            before: counters.runtime,
+            now: pass.runtime.to_string(),
+        });
+    }
+    counters.runtime = pass.runtime.to_string();
     let mut outcome = Outcome {
         held: ours.len(),
         ..Outcome::default()

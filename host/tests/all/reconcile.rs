@@ -300,6 +300,18 @@ fn leaky(bridge: &str, subnet: &str) -> Leaky {
     }
 }
 
+/// Rewrites which runtime earlier passes on node-a asked, in `pods`.
+fn set_runtime(data: &Path, runtime: &str) {
+    use wasm_ipam::reconcile::marks;
+    use wasm_ipam::store::Store;
+    let store = wasm_ipam::store::SqliteStore::open(data).unwrap();
+    let mut txn = store.begin("pods").unwrap();
+    let mut counters = marks::counters(&mut *txn, "node-a").unwrap();
+    counters.runtime = runtime.into();
+    marks::set_counters(&mut *txn, "node-a", &counters).unwrap();
+    txn.commit().unwrap();
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -357,7 +369,16 @@ fn reconcile_releases_exactly_the_leaked_and_only_after_the_grace_period() {
     assert!(early.contains("0 attachment(s) released"), "{early}");
     assert_eq!(leased(&data).len(), 4);
 
-    // A runtime that does not answer releases nothing, even past the grace.
+    // Passes remember the runtime they asked: another one answering (as
+    // if given CRI-O's socket on this containerd node) is no judge of these
+    // pods, and neither is one that does not answer.
+    set_runtime(&data, "cri-o");
+    let other = reconcile(&l.kit, "10m", t0 + 700, &[]).unwrap_err();
+    assert!(
+        other.contains("asked cri-o, but containerd answers") && other.contains("--new-runtime"),
+        "{other}"
+    );
+    assert_eq!(leased(&data).len(), 4);
     l.kit.stop();
     let down = reconcile(&l.kit, "10m", t0 + 700, &[]).unwrap_err();
     assert!(
@@ -367,7 +388,7 @@ fn reconcile_releases_exactly_the_leaked_and_only_after_the_grace_period() {
     assert_eq!(leased(&data).len(), 4);
     l.kit.restart();
 
-    let done = reconcile(&l.kit, "10m", t0 + 700, &[]).unwrap();
+    let done = reconcile(&l.kit, "10m", t0 + 700, &["--new-runtime"]).unwrap();
     for ip in &l.leaked {
         assert!(done.contains(&format!("released {ip} of ")), "{done}");
     }
