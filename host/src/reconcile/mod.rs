@@ -134,49 +134,60 @@ fn network(
     sandboxes: &cri::Sandboxes,
     now: u64,
 ) -> NetworkReport {
-    let node = runner::node_name(live).unwrap_or_else(|_| "?".into());
+    let node = runner::node_name(live);
     let mut report = NetworkReport {
         network: live.name.clone(),
         file: file.to_path_buf(),
-        node: node.clone(),
+        node: node.as_deref().unwrap_or("?").to_string(),
         policy: None,
         outcome: Ok(Outcome::default()),
     };
-    report.outcome = (|| -> Result<Outcome, String> {
-        let node = runner::node_name(live).map_err(|e| e.to_string())?;
-        if crate::release::nothing_stored(&live.ipam.store, &live.ipam.data_dir) {
-            return Ok(Outcome::default());
-        }
-        let store = runner::open_store(live).map_err(|e| e.to_string())?;
-        let record = NetworkRecord::read(&mut *store.begin(&live.name).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let Some(record) = record else {
-            // No ADD through wasm-ipam yet: nothing held.
-            return Ok(Outcome::default());
-        };
-        report.policy = Some(record.policy.clone());
-        let mut extra = serde_json::Map::new();
-        extra.insert("cniVersion".into(), "1.1.0".into());
-        let conf = record.on_node(live, extra).map_err(|e| {
-            format!(
-                "the recorded config of {:?} no longer parses: {e}",
-                live.name
-            )
-        })?;
-        let sandbox = runner::load_policy(&conf).map_err(|e| e.to_string())?;
-        let pass = pass::Pass {
-            conf: &conf,
-            node: &node,
-            sandboxes: &sandboxes.ids,
-            runtime: &sandboxes.name,
-            new_runtime: settings.new_runtime,
-            grace: settings.grace.as_secs(),
-            now,
-            mode: settings.mode,
-        };
-        pass::run(&pass, &*store, &sandbox).map_err(|e| e.to_string())
-    })();
+    report.outcome = node.map_err(|e| e.to_string()).and_then(|node| {
+        reconcile_network(settings, live, &node, sandboxes, now, &mut report.policy)
+    });
     report
+}
+
+/// One network's pass, with the policy it recorded noted in `policy`.
+fn reconcile_network(
+    settings: &Settings,
+    live: &crate::cni::config::NetConf,
+    node: &str,
+    sandboxes: &cri::Sandboxes,
+    now: u64,
+    policy: &mut Option<String>,
+) -> Result<Outcome, String> {
+    if crate::release::nothing_stored(&live.ipam.store, &live.ipam.data_dir) {
+        return Ok(Outcome::default());
+    }
+    let store = runner::open_store(live).map_err(|e| e.to_string())?;
+    let record = NetworkRecord::read(&mut *store.begin(&live.name).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let Some(record) = record else {
+        // No ADD through wasm-ipam yet: nothing held.
+        return Ok(Outcome::default());
+    };
+    *policy = Some(record.policy.clone());
+    let mut extra = serde_json::Map::new();
+    extra.insert("cniVersion".into(), "1.1.0".into());
+    let conf = record.on_node(live, extra).map_err(|e| {
+        format!(
+            "the recorded config of {:?} no longer parses: {e}",
+            live.name
+        )
+    })?;
+    let sandbox = runner::load_policy(&conf).map_err(|e| e.to_string())?;
+    let pass = pass::Pass {
+        conf: &conf,
+        node,
+        sandboxes: &sandboxes.ids,
+        runtime: &sandboxes.name,
+        new_runtime: settings.new_runtime,
+        grace: settings.grace.as_secs(),
+        now,
+        mode: settings.mode,
+    };
+    pass::run(&pass, &*store, &sandbox).map_err(|e| e.to_string())
 }
 
 /// Each release, each new orphan and each network that could not be
