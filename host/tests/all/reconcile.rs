@@ -628,3 +628,52 @@ fn a_socket_that_is_no_runtime_or_none_at_all_releases_nothing() {
         "and no pass marked it: {listed}"
     );
 }
+
+/// The pass itself, with a runtime's list the test chooses: a pod whose ADD
+/// committed before its sandbox was listed (an ADD in flight) is marked,
+/// and its mark goes once the runtime lists it, so the grace starts again.
+#[test]
+fn an_add_in_flight_is_marked_then_forgiven_when_its_sandbox_appears() {
+    use wasm_ipam::reconcile::pass::{self, Pass};
+    use wasm_ipam::runner::{self, Mode};
+    let data = tempfile::tempdir().unwrap();
+    let mut net = crate::common::Net::with_ipam(
+        "1.1.0",
+        json!({"policy": "host-local", "node": "node-a", "ranges": [[{"subnet": "10.231.11.0/24"}]]}),
+    );
+    net.conf["ipam"]["dataDir"] = json!(data.path());
+    net.conf["name"] = json!("pods");
+    let ip = net.add_ip("early");
+    let conf = wasm_ipam::cni::config::NetConf::parse(net.conf.to_string().as_bytes()).unwrap();
+    let store = runner::open_store(&conf).unwrap();
+    let sandbox = runner::load_policy(&conf).unwrap();
+    let t0 = now();
+    let run = |listed: &[&str], at: u64| {
+        let ids: BTreeSet<String> = listed.iter().map(|s| s.to_string()).collect();
+        let p = Pass {
+            conf: &conf,
+            node: "node-a",
+            sandboxes: &ids,
+            runtime: "containerd",
+            new_runtime: false,
+            grace: 600,
+            now: at,
+            mode: Mode::Commit,
+        };
+        pass::run(&p, &*store, &sandbox).unwrap()
+    };
+    let first = run(&[], t0);
+    assert_eq!(first.orphans.len(), 1);
+    assert!(!first.orphans[0].released && first.orphans[0].since == t0);
+    // The runtime lists the sandbox once its network is up.
+    let listed = run(&["early"], t0 + 700);
+    assert!(listed.orphans.is_empty() && listed.released.is_empty());
+    // Gone again later: the grace starts again, from now.
+    let again = run(&[], t0 + 800);
+    assert_eq!(again.orphans[0].since, t0 + 800, "{again:?}");
+    assert!(again.released.is_empty());
+    let done = run(&[], t0 + 1400);
+    assert_eq!(done.released.len(), 1);
+    assert_eq!(done.released[0].address, ip.split('/').next().unwrap());
+    assert!(leased(data.path()).is_empty());
+}
