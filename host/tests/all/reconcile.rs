@@ -94,7 +94,14 @@ fn lifecycle(policy: Value, bridge: &str) {
     let data = tempfile::tempdir().unwrap();
     let conf = containerd::chain(bridge, ipam(policy, data.path()));
     let kit = containerd::start(&conf, bridge);
-    let pods: Vec<String> = (0..4)
+    pods_come_and_go(&kit, data.path(), 4);
+}
+
+/// `n` pods started then removed through `kit`: their addresses distinct,
+/// equal to the leases in `data` and on each pod's eth0, and all released
+/// at the end. The addresses they had.
+fn pods_come_and_go(kit: &Containerd, data: &Path, n: usize) -> BTreeSet<String> {
+    let pods: Vec<String> = (0..n)
         .map(|i| {
             kit.run_pod("default", &format!("pod-{i}"))
                 .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", kit.log_tail()))
@@ -102,11 +109,7 @@ fn lifecycle(policy: Value, bridge: &str) {
         .collect();
     let ips: BTreeSet<String> = pods.iter().map(|id| kit.pod_ip(id)).collect();
     assert_eq!(ips.len(), pods.len(), "addresses are distinct: {ips:?}");
-    assert_eq!(
-        leased(data.path()),
-        ips,
-        "the leases are the pods' addresses"
-    );
+    assert_eq!(leased(data), ips, "the leases are the pods' addresses");
     for id in &pods {
         assert_eq!(
             kit.eth0_addresses(id),
@@ -117,7 +120,8 @@ fn lifecycle(policy: Value, bridge: &str) {
     for id in &pods {
         kit.remove_pod(id).unwrap();
     }
-    assert!(leased(data.path()).is_empty(), "all released on removal");
+    assert!(leased(data).is_empty(), "all released on removal");
+    ips
 }
 
 #[test]
@@ -219,31 +223,11 @@ fn pods_through_containerd_get_dhcp_leases_with_the_dhcp_policy() {
             .spawn()
             .unwrap(),
     );
-    let pods: Vec<String> = (0..2)
-        .map(|i| {
-            kit.run_pod("default", &format!("dhcp-{i}"))
-                .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", kit.log_tail()))
-        })
-        .collect();
-    let ips: BTreeSet<String> = pods.iter().map(|id| kit.pod_ip(id)).collect();
-    assert_eq!(ips.len(), 2, "distinct: {ips:?}");
-    assert!(ips.iter().all(|ip| ip.starts_with("10.231.10.")), "{ips:?}");
-    assert_eq!(
-        leased(data.path()),
-        ips,
-        "the leases are the pods' addresses"
+    let ips = pods_come_and_go(&kit, data.path(), 2);
+    assert!(
+        ips.iter().all(|ip| ip.starts_with("10.231.10.")),
+        "from the server's range: {ips:?}"
     );
-    for id in &pods {
-        assert_eq!(
-            kit.eth0_addresses(id),
-            vec![kit.pod_ip(id)],
-            "eth0 carries it"
-        );
-    }
-    for id in &pods {
-        kit.remove_pod(id).unwrap();
-    }
-    assert!(leased(data.path()).is_empty(), "all released on removal");
 }
 
 /// A kit on host-local with pods `live` kept and `lost` removed behind
