@@ -286,18 +286,11 @@ pub fn release(
         if mode == Mode::DryRun {
             return Ok(released);
         }
-        match txn.commit() {
-            Ok(()) => {
-                if let Some(dhcp) = &dhcp {
-                    crate::runner::after_commit(store, conf, dhcp, false);
-                }
-                return Ok(released);
+        if retries.commit(txn)? {
+            if let Some(dhcp) = &dhcp {
+                crate::runner::after_commit(store, conf, dhcp, false);
             }
-            Err(StoreError::Conflict) => match retries.wait() {
-                Some(wait) => std::thread::sleep(wait),
-                None => return Err(retries.exhausted()),
-            },
-            Err(e) => return Err(e.into()),
+            return Ok(released);
         }
     }
 }

@@ -77,6 +77,25 @@ impl Retries {
         ))
     }
 
+    /// Commits the attempt's transaction: `Ok(true)` once it is committed,
+    /// `Ok(false)` when it lost a race and the next attempt may run (the
+    /// backoff already waited out here), code 11 when the budget is spent.
+    /// What the host's own releases (the reboot reclaim, the reconciler)
+    /// run their attempts with.
+    pub fn commit(&self, txn: Box<dyn Txn>) -> Result<bool, crate::cni::CniError> {
+        match txn.commit() {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict) => match self.wait() {
+                Some(wait) => {
+                    std::thread::sleep(wait);
+                    Ok(false)
+                }
+                None => Err(self.exhausted()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn attempt(&self) -> u32 {
         self.attempt
     }

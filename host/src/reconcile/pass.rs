@@ -113,18 +113,11 @@ pub fn run(pass: &Pass, store: &dyn Store, sandbox: &Sandbox) -> Result<Outcome,
         if pass.mode == Mode::DryRun {
             return Ok(outcome);
         }
-        match txn.commit() {
-            Ok(()) => {
-                if let Some(dhcp) = &dhcp {
-                    runner::after_commit(store, conf, dhcp, false);
-                }
-                return Ok(outcome);
+        if retries.commit(txn)? {
+            if let Some(dhcp) = &dhcp {
+                runner::after_commit(store, conf, dhcp, false);
             }
-            Err(StoreError::Conflict) => match retries.wait() {
-                Some(wait) => std::thread::sleep(wait),
-                None => return Err(retries.exhausted().into()),
-            },
-            Err(e) => return Err(e.into()),
+            return Ok(outcome);
         }
     }
 }
