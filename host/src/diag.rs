@@ -128,3 +128,13 @@ pub fn shows(level: Level) -> bool {
     let call_debug = CAPTURE.with(|c| c.borrow().as_ref().map(|c| c.debug));
     level <= log::max_level() && (level < Level::Debug || call_debug.unwrap_or(true))
 }
+
+/// The innermost cause of an error, in words: "Connection refused (os error
+/// 111)", not the "transport error" a client library wraps it in, whose
+/// own `Display` says nothing an operator can act on.
+pub fn innermost(mut err: &(dyn std::error::Error + 'static)) -> String {
+    while let Some(next) = err.source() {
+        err = next;
+    }
+    err.to_string()
+}

@@ -87,17 +87,7 @@ pub async fn channel(endpoint: &str) -> Result<Channel, CriError> {
             }
         }))
         .await
-        .map_err(|e| unreachable(source_text(&e)))
-}
-
-/// The innermost cause of a transport error: "No such file or directory",
-/// not tonic's "transport error".
-fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last: &dyn std::error::Error = e;
-    while let Some(next) = last.source() {
-        last = next;
-    }
-    last.to_string()
+        .map_err(|e| unreachable(crate::diag::innermost(&e)))
 }
 
 /// Asks the runtime at `endpoint` for every sandbox it knows, within

@@ -177,13 +177,8 @@ impl Endpoints {
 /// connect error: Connection refused (os error 111)"), never the
 /// libraries' debug layout that their own `Display` falls back to.
 pub(super) fn describe(e: &etcd_client::Error) -> String {
+    use crate::diag::innermost;
     use etcd_client::Error as E;
-    let innermost = |mut err: &(dyn std::error::Error + 'static)| {
-        while let Some(next) = err.source() {
-            err = next;
-        }
-        err.to_string()
-    };
     match e {
         E::GRpcStatus(s) => {
             let mut text = s.message().to_string();
