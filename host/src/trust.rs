@@ -211,6 +211,54 @@ impl TrustedDir {
     pub fn sync(&self) -> std::io::Result<()> {
         Ok(rustix::fs::fsync(&self.fd)?)
     }
+
+    /// Writes the file `name`, mode 0600, whole or not at all: `parts` in a
+    /// new file of a unique name beside it, synced, then renamed over the
+    /// old one. A reader sees the old file or the new one, never half of
+    /// one; the new file is never opened through a link. The rename is
+    /// durable once [`TrustedDir::sync`] follows.
+    pub fn replace(&self, name: &str, parts: &[&[u8]]) -> std::io::Result<()> {
+        let temp = temp_name();
+        let fd = rustix::fs::openat(
+            &self.fd,
+            temp.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut file = std::fs::File::from(fd);
+        let written = parts
+            .iter()
+            .try_for_each(|part| std::io::Write::write_all(&mut file, part))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| {
+                Ok(rustix::fs::renameat(
+                    &self.fd,
+                    temp.as_str(),
+                    &self.fd,
+                    name,
+                )?)
+            });
+        if written.is_err() {
+            let _ = rustix::fs::unlinkat(&self.fd, temp.as_str(), AtFlags::empty());
+        }
+        written
+    }
+}
+
+/// A unique name for a file being written: hidden, and never one another
+/// process or thread is writing.
+fn temp_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        ".tmp-{}-{}-{nanos:08x}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The normal parts of a path, `..` kept for the walk to apply.

@@ -34,7 +34,6 @@
 //! the binary itself, and goes through the same checks when it is mapped.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
 use std::os::fd::AsFd;
 
 use rustix::fs::{FileType, Mode, OFlags};
@@ -153,50 +152,10 @@ unsafe fn map(engine: &Engine, file: std::fs::File) -> wasmtime::Result<Componen
     unsafe { Component::deserialize(engine, &bytes[..bytes.len().saturating_sub(TRAILER)]) }
 }
 
-/// A unique name for a file being written in the cache.
-fn temp_name() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        ".tmp-{}-{}-{nanos:08x}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Writes the entry `name` whole or not at all: a new file in the folder,
-/// synced, then renamed over the old one, and the rename synced.
+/// Writes the entry `name` whole or not at all (see
+/// [`TrustedDir::replace`]), and makes the rename durable.
 fn write_atomically(dir: &TrustedDir, name: &str, artifact: &[u8]) -> std::io::Result<()> {
-    let tmp = temp_name();
-    let fd = rustix::fs::openat(
-        dir.fd(),
-        tmp.as_str(),
-        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )?;
-    let mut file = std::fs::File::from(fd);
-    let written = file
-        .write_all(artifact)
-        .and_then(|()| file.write_all(&checksum(artifact)))
-        .and_then(|()| file.write_all(MAGIC))
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            Ok(rustix::fs::renameat(
-                dir.fd(),
-                tmp.as_str(),
-                dir.fd(),
-                name,
-            )?)
-        });
-    if written.is_err() {
-        let _ = rustix::fs::unlinkat(dir.fd(), tmp.as_str(), rustix::fs::AtFlags::empty());
-    }
-    written?;
-    // Make the rename itself durable.
+    dir.replace(name, &[artifact, &checksum(artifact), MAGIC])?;
     dir.sync()
 }
 

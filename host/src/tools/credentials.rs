@@ -23,7 +23,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rustix::fs::{Mode, OFlags};
 
 use crate::trust::{TrustedDir, read_regular};
 
@@ -130,7 +129,7 @@ pub fn sync(from: &Path, to: &Path) -> anyhow::Result<Vec<String>> {
         if current.as_deref() == Some(&bytes[..]) {
             continue;
         }
-        write(&dest, &name, &bytes)
+        dest.replace(&name, &[&bytes])
             .with_context(|| format!("cannot write {}", dest.path().join(&name).display()))?;
         changed.push(name);
     }
@@ -138,25 +137,4 @@ pub fn sync(from: &Path, to: &Path) -> anyhow::Result<Vec<String>> {
         dest.sync()?;
     }
     Ok(changed)
-}
-
-/// Writes `bytes` as `name` in `dir`, mode 0600, by a rename.
-fn write(dir: &TrustedDir, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = format!(".{name}.sync-{}", std::process::id());
-    let _ = rustix::fs::unlinkat(dir.fd(), &temp, rustix::fs::AtFlags::empty());
-    let fd = rustix::fs::openat(
-        dir.fd(),
-        &temp,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )?;
-    let mut file = std::fs::File::from(fd);
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| rustix::fs::renameat(dir.fd(), &temp, dir.fd(), name).map_err(Into::into));
-    if written.is_err() {
-        let _ = rustix::fs::unlinkat(dir.fd(), &temp, rustix::fs::AtFlags::empty());
-    }
-    written
 }
