@@ -46,20 +46,18 @@ pub fn seen(txn: &mut dyn Txn, node: &str) -> Result<BTreeMap<Key, u64>, StoreEr
 
 /// Every orphan mark of every node: what `leases` shows.
 pub fn seen_on_any_node(txn: &mut dyn Txn) -> Result<BTreeMap<Key, u64>, StoreError> {
-    let prefix = format!("{RESERVED_PREFIX}orphan/");
-    let mut out = BTreeMap::new();
-    for (key, value) in txn.scan_all(&prefix)? {
-        // <node>/<id>/<ifname>: a node name has no '/', an id neither.
-        let mut parts = key[prefix.len()..].splitn(3, '/');
-        if let (Some(_), Some(id), Some(ifname)) = (parts.next(), parts.next(), parts.next())
-            && let Some(at) = parse_time(&value)
-        {
-            out.insert((id.to_string(), ifname.to_string()), at);
-        }
-    }
-    Ok(out)
+    // Read as `(<node>, <id>/<ifname>)`: a node name has no '/', an id
+    // neither.
+    Ok(read(txn, &format!("{RESERVED_PREFIX}orphan/"))?
+        .into_iter()
+        .filter_map(|((_, attachment), at)| {
+            let (id, ifname) = attachment.split_once('/')?;
+            Some(((id.to_string(), ifname.to_string()), at))
+        })
+        .collect())
 }
 
+/// The marks under `prefix`, each key's rest split at its first '/'.
 fn read(txn: &mut dyn Txn, prefix: &str) -> Result<BTreeMap<Key, u64>, StoreError> {
     let mut out = BTreeMap::new();
     for (key, value) in txn.scan_all(prefix)? {

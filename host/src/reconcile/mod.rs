@@ -190,7 +190,7 @@ fn reconcile_network(
     pass::run(&pass, &*store, &sandbox).map_err(|e| e.to_string())
 }
 
-/// Each release, each new orphan and each network that could not be
+/// Each release, with why, and each network or file that could not be
 /// reconciled, on stderr (and so in the node's log under `serve`).
 fn log_report(report: &Report) {
     for (file, why) in &report.skipped {

@@ -56,12 +56,19 @@ pub fn read(dir: &Path) -> std::io::Result<Networks> {
         }
     }
     // One network, one pass: two files naming the same network and store
-    // (a .conf beside its .conflist) are one.
-    out.found.dedup_by(|b, a| {
-        a.conf.name == b.conf.name
-            && a.conf.ipam.store == b.conf.ipam.store
-            && a.conf.ipam.data_dir == b.conf.ipam.data_dir
-    });
+    // (a .conf beside its .conflist) are one, the first in name order.
+    let mut kept: Vec<Found> = Vec::new();
+    for f in out.found {
+        let same = |k: &Found| {
+            k.conf.name == f.conf.name
+                && k.conf.ipam.store == f.conf.ipam.store
+                && k.conf.ipam.data_dir == f.conf.ipam.data_dir
+        };
+        if !kept.iter().any(same) {
+            kept.push(f);
+        }
+    }
+    out.found = kept;
     Ok(out)
 }
 

@@ -201,7 +201,11 @@ pub fn render(store: &dyn Store, data_dir: &Path, now: u64) -> anyhow::Result<St
                 families.figures.get_or_create(&labels).set(f.value as f64);
             }
         }
-        let summary = crate::dhcp::record::summary(&mut *store.begin(&network.name)?, now)?;
+        // The host's own records of the network, read in one transaction.
+        let mut txn = store.begin(&network.name)?;
+        let summary = crate::dhcp::record::summary(&mut *txn, now)?;
+        let counters = crate::reconcile::marks::every_nodes_counters(&mut *txn)?;
+        drop(txn);
         if summary != Default::default() {
             let labels = DhcpLabels {
                 network: network.name.clone(),
@@ -210,8 +214,6 @@ pub fn render(store: &dyn Store, data_dir: &Path, now: u64) -> anyhow::Result<St
                 family.get_or_create(&labels).set(figure(&summary) as f64);
             }
         }
-        let counters =
-            crate::reconcile::marks::every_nodes_counters(&mut *store.begin(&network.name)?)?;
         for (node, c) in counters {
             let labels = NodeLabels {
                 network: network.name.clone(),
