@@ -31,7 +31,8 @@ pub(crate) fn dhcp_available() -> bool {
 /// file in a folder of its own; killed when dropped.
 pub(crate) struct Dnsmasq {
     child: Option<Child>,
-    ns: String,
+    /// The namespace it serves in; `None`: the host's own.
+    ns: Option<String>,
     iface: String,
     args: Vec<String>,
     pub leases: PathBuf,
@@ -40,9 +41,19 @@ pub(crate) struct Dnsmasq {
 impl Dnsmasq {
     /// Serves on `iface` of `ns`, with `args` (the range and options).
     pub fn start(ns: &Netns, iface: &str, leases: PathBuf, args: &[&str]) -> Dnsmasq {
+        Dnsmasq::serve(Some(ns.name()), iface, leases, args)
+    }
+
+    /// Serves on `iface` of the host's own namespace, such as a bridge
+    /// the runtime's pods are on.
+    pub fn on_host(iface: &str, leases: PathBuf, args: &[&str]) -> Dnsmasq {
+        Dnsmasq::serve(None, iface, leases, args)
+    }
+
+    fn serve(ns: Option<&str>, iface: &str, leases: PathBuf, args: &[&str]) -> Dnsmasq {
         let mut d = Dnsmasq {
             child: None,
-            ns: ns.name().to_string(),
+            ns: ns.map(str::to_string),
             iface: iface.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),
             leases,
@@ -55,8 +66,15 @@ impl Dnsmasq {
     pub fn restart(&mut self) {
         self.stop();
         let again = self.leases.exists();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, DNSMASQ])
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut ip = Command::new("ip");
+                ip.args(["netns", "exec", ns, DNSMASQ]);
+                ip
+            }
+            None => Command::new(DNSMASQ),
+        };
+        let child = cmd
             .args([
                 "--keep-in-foreground",
                 "--port=0",

@@ -196,32 +196,13 @@ fn pods_through_containerd_get_dhcp_leases_with_the_dhcp_policy() {
         );
     }
     let server_dir = tempfile::tempdir().unwrap();
-    let _server = Killed(
-        Command::new("/usr/sbin/dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--port=0",
-                "--no-resolv",
-                "--no-hosts",
-            ])
-            .args([
-                "--conf-file=/dev/null",
-                "--bind-interfaces",
-                "--pid-file=",
-                "--no-ping",
-            ])
-            .args([
-                "--interface=wict10",
-                "--dhcp-range=10.231.10.50,10.231.10.150,255.255.255.0,1h",
-            ])
-            .arg(format!(
-                "--dhcp-leasefile={}",
-                server_dir.path().join("leases").display()
-            ))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _server = crate::dhcp::Dnsmasq::on_host(
+        "wict10",
+        server_dir.path().join("leases"),
+        &[
+            "--dhcp-range=10.231.10.50,10.231.10.150,255.255.255.0,1h",
+            "--no-ping",
+        ],
     );
     let ips = pods_come_and_go(&kit, data.path(), 2);
     assert!(

@@ -416,9 +416,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     /// was wiped: containerd stopped, every container killed, every mount
     /// and file of its gone, then started empty. No CNI DEL runs.
     pub fn wipe(&mut self) {
-        self.stop();
-        self.kill_containers();
-        self.unmount_all();
+        self.halt();
         for d in ["root", "state", "runc"] {
             let _ = std::fs::remove_dir_all(self.path(d));
         }
@@ -455,6 +453,13 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             String::from_utf8_lossy(&out.stderr)
         );
         self.restart();
+    }
+
+    /// containerd stopped, and everything it left running or mounted gone.
+    fn halt(&mut self) {
+        self.stop();
+        self.kill_containers();
+        self.unmount_all();
     }
 
     /// Kills and deletes every container in the kit's runc root.
@@ -517,9 +522,7 @@ impl Drop for Containerd {
                 let _ = self.remove_pod(&id);
             }
         }
-        self.stop();
-        self.kill_containers();
-        self.unmount_all();
+        self.halt();
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
