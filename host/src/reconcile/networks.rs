@@ -127,10 +127,24 @@ mod tests {
                 .into(),
         );
         w("30-broken.conflist", "{not json".into());
+        // Another network between, then pods again: still one pass each.
+        let one = |name: &str| {
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"{name}","type":"bridge","ipam":{{"type":"wasm-ipam",
+                    "dataDir":"{}","ranges":[[{{"subnet":"10.7.0.0/24"}}]]}}}}"#,
+                data.display()
+            )
+        };
+        w("25-second.conf", one("second"));
+        w("40-pods-again.conf", one("pods"));
         w("README.md", "not a config".into());
         let found = read(dir.path()).unwrap();
-        assert_eq!(found.found.len(), 1, "{found:?}");
-        assert_eq!(found.found[0].conf.name, "pods");
+        let names: Vec<&str> = found.found.iter().map(|f| f.conf.name.as_str()).collect();
+        assert_eq!(names, ["pods", "second"], "{found:?}");
+        assert!(
+            found.found[0].file.ends_with("10-pods.conflist"),
+            "the first file wins"
+        );
         assert_eq!(found.found[0].conf.ipam.data_dir, data);
         assert_eq!(found.skipped.len(), 1);
         assert!(found.skipped[0].0.ends_with("30-broken.conflist"));
