@@ -642,3 +642,37 @@ fn an_add_in_flight_is_marked_then_forgiven_when_its_sandbox_appears() {
     assert_eq!(done.released[0].address, ip.split('/').next().unwrap());
     assert!(leased(data.path()).is_empty());
 }
+
+/// A policy that does not export `inspect` cannot have its attachments
+/// listed: the pass says so and changes nothing, not even its marks.
+#[test]
+fn a_policy_without_inspect_is_named_and_nothing_is_changed() {
+    use wasm_ipam::reconcile::pass::{self, Pass, PassError};
+    use wasm_ipam::runner::{self, Mode};
+    let mut net = crate::common::Net::with_ipam(
+        "1.1.0",
+        json!({"policy": crate::common::test_policy("policy_bare"), "node": "node-a"}),
+    );
+    net.conf["name"] = json!("pods");
+    assert!(net.add("gone").ok());
+    let before = net.store_dump();
+    let conf = wasm_ipam::cni::config::NetConf::parse(net.conf.to_string().as_bytes()).unwrap();
+    let store = runner::open_store(&conf).unwrap();
+    let sandbox = runner::load_policy(&conf).unwrap();
+    let none = BTreeSet::new();
+    let p = Pass {
+        conf: &conf,
+        node: "node-a",
+        sandboxes: &none,
+        runtime: "containerd",
+        new_runtime: false,
+        grace: 0,
+        now: now(),
+        mode: Mode::Commit,
+    };
+    let e = pass::run(&p, &*store, &sandbox).unwrap_err();
+    assert!(matches!(e, PassError::NotInspectable(_)), "{e:?}");
+    assert!(e.to_string().contains("does not export inspect"), "{e}");
+    drop(store);
+    assert_eq!(net.store_dump(), before, "nothing written");
+}
