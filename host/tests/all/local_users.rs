@@ -307,3 +307,31 @@ fn devices_and_fifos_are_refused_at_once_as_policy_and_resolv_conf() {
     assert_error(&out, 7, "is a symbolic link (to /etc/shadow)");
     assert!(net.leased().is_empty());
 }
+
+/// The reconciler reads the node's CNI configs to learn which policy runs
+/// on which store: a config a local user owns, or a folder of theirs it
+/// sits in, is skipped with why, never run.
+#[test]
+fn the_reconciler_skips_a_config_another_user_could_have_written() {
+    if !can_switch_users() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = |name: &str| {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"{name}","type":"bridge","ipam":{{"type":"wasm-ipam",
+                "dataDir":"{}","ranges":[[{{"subnet":"10.7.0.0/24"}}]]}}}}"#,
+            dir.path().join("data").display()
+        )
+    };
+    std::fs::write(dir.path().join("10-root.conf"), conf("root")).unwrap();
+    let theirs = dir.path().join("20-theirs.conf");
+    std::fs::write(&theirs, conf("theirs")).unwrap();
+    chown(&theirs, USER);
+    let found = wasm_ipam::reconcile::networks::read(dir.path()).unwrap();
+    let names: Vec<&str> = found.found.iter().map(|f| f.conf.name.as_str()).collect();
+    assert_eq!(names, ["root"]);
+    assert_eq!(found.skipped.len(), 1, "{:?}", found.skipped);
+    assert_eq!(found.skipped[0].0, theirs);
+    assert!(found.skipped[0].1.contains("65534"), "{:?}", found.skipped);
+}
